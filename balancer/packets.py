@@ -1,0 +1,182 @@
+"""Client packets: pure parsing, no I/O.
+
+A packet is an account code plus one WAV frame, in one of three forms:
+  1. text "ACCOUNTCODE=1234[;key=value...]" followed by a binary message (the WAV);
+  2. one JSON text {"text": "ACCOUNTCODE=1234", "binary_data": "<base64 WAV>"};
+  3. the legacy Python literal {'text': 'ACCOUNTCODE=1234', 'binary_data': b'RIFF...'}
+     (what str(dict) gives), read with ast.literal_eval, never eval.
+"""
+from __future__ import annotations
+
+import array
+import ast
+import base64
+import binascii
+import io
+import json
+import sys
+import wave
+from dataclasses import dataclass, field
+
+from worker.accountcode import is_valid_account
+
+CLOSE = "CLOSE"
+MAX_HEADER_CHARS = 1024
+MAX_LITERAL_DEPTH = 4
+
+
+class PacketError(ValueError):
+    """A packet the balancer cannot accept; the message tells the client why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The text part: the account code and any further key=value fields."""
+    account: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    header: Header
+    wav: bytes
+
+    @property
+    def account(self) -> str:
+        return self.header.account
+
+
+def parse_header(text: str, max_account_length: int = 64) -> Header:
+    """'ACCOUNTCODE=1234;lang=en' -> Header('1234', {'lang': 'en'})."""
+    if len(text) > MAX_HEADER_CHARS:
+        raise PacketError(f"text part longer than {MAX_HEADER_CHARS} characters")
+    fields: dict[str, str] = {}
+    for part in text.strip().split(";"):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise PacketError(f"text part must be key=value pairs separated by ';', got {part.strip()[:40]!r}")
+        fields[key.strip()] = value.strip()
+    account = fields.pop("ACCOUNTCODE", None)
+    if account is None:
+        raise PacketError("text part has no ACCOUNTCODE=...")
+    check_account(account, max_account_length)
+    return Header(account, fields)
+
+
+def check_account(account: object, max_length: int = 64) -> str:
+    if not is_valid_account(account, max_length):
+        shown = account[:40] if isinstance(account, str) else type(account).__name__
+        raise PacketError(f"invalid ACCOUNTCODE {shown!r}: use 1-{max_length} characters of A-Z a-z 0-9 _ -")
+    return account  # type: ignore[return-value]
+
+
+def parse_text_message(text: str, max_account_length: int = 64) -> Header | Packet | None:
+    """A WebSocket text message: None for CLOSE, a Header that waits for its
+    binary part, or a whole Packet (JSON or legacy literal form)."""
+    stripped = text.strip()
+    if stripped == CLOSE:
+        return None
+    if stripped.startswith("{"):
+        return parse_dict_packet(stripped, max_account_length)
+    return parse_header(stripped, max_account_length)
+
+
+def parse_dict_packet(text: str, max_account_length: int = 64) -> Packet:
+    try:
+        obj = json.loads(text)
+        form = "JSON"
+    except (json.JSONDecodeError, RecursionError):
+        obj = _literal(text)
+        form = "literal"
+    if not isinstance(obj, dict):
+        raise PacketError(f"{form} packet must be an object with 'text' and 'binary_data'")
+    text_part, data = obj.get("text"), obj.get("binary_data")
+    if not isinstance(text_part, str):
+        raise PacketError(f"{form} packet needs 'text' as a string like 'ACCOUNTCODE=1234'")
+    header = parse_header(text_part, max_account_length)
+    if form == "JSON":
+        if not isinstance(data, str):
+            raise PacketError("JSON packet needs 'binary_data' as a base64 string")
+        try:
+            wav = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise PacketError("'binary_data' is not valid base64") from None
+    else:
+        if not isinstance(data, bytes):
+            raise PacketError("literal packet needs 'binary_data' as bytes (b'...')")
+        wav = data
+    if not wav:
+        raise PacketError("'binary_data' is empty")
+    return Packet(header, wav)
+
+
+def _literal(text: str) -> object:
+    # literal_eval builds only constants and containers; nesting is bounded
+    # before parsing so a hostile message cannot exhaust the parser's stack.
+    if _nesting_depth(text) > MAX_LITERAL_DEPTH:
+        raise PacketError("packet nests too deeply")
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise PacketError("packet is neither JSON nor a Python dict literal") from None
+
+
+def _nesting_depth(text: str) -> int:
+    depth = deepest = 0
+    quote: str | None = None
+    escaped = False
+    for ch in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
+def parse_ingest(body: bytes, max_account_length: int = 64, max_seconds: float = 10.0) -> Packet:
+    """HTTP ingest: {"ACCOUNTCODE": "1691", "data": [int16...], "sample_rate": 8000}."""
+    try:
+        obj = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise PacketError("body must be JSON: {\"ACCOUNTCODE\": ..., \"data\": [int16 samples], \"sample_rate\": 8000}") from None
+    if not isinstance(obj, dict):
+        raise PacketError("body must be a JSON object")
+    account = check_account(obj.get("ACCOUNTCODE"), max_account_length)
+    rate = obj.get("sample_rate", 8000)
+    if type(rate) is not int or not 1000 <= rate <= 192000:
+        raise PacketError("'sample_rate' must be an integer between 1000 and 192000")
+    data = obj.get("data")
+    if not isinstance(data, list) or not data:
+        raise PacketError("'data' must be a non-empty list of int16 samples")
+    if len(data) > max_seconds * rate:
+        raise PacketError(f"'data' holds {len(data) / rate:.2f} s of audio, limit {max_seconds:g} s")
+    if not all(type(v) is int and -32768 <= v <= 32767 for v in data):
+        raise PacketError("'data' must hold only integers in [-32768, 32767]")
+    fields = {"seq": str(obj["seq"])} if type(obj.get("seq")) is int and obj["seq"] >= 0 else {}
+    return Packet(Header(account, fields), pcm16_wav(data, rate))
+
+
+def pcm16_wav(samples: list[int], sample_rate: int) -> bytes:
+    pcm = array.array("h", samples)
+    if sys.byteorder == "big":
+        pcm.byteswap()
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+

@@ -1,0 +1,61 @@
+"""The worker pool: which workers are healthy, and the order an account tries them."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+
+from .routing import rank_workers
+
+log = logging.getLogger("balancer.workers")
+
+
+class WorkerPool:
+    """Health from two sources: a /health poll, and failures seen while
+    forwarding (a worker that refuses a frame leaves the ring at once)."""
+
+    def __init__(self, workers: tuple[str, ...]) -> None:
+        self.workers = workers
+        self._healthy = {worker: True for worker in workers}
+        self.changed_at: dict[str, float] = {}
+
+    def healthy(self) -> list[str]:
+        return [w for w in self.workers if self._healthy[w]]
+
+    def is_healthy(self, worker: str) -> bool:
+        return self._healthy[worker]
+
+    def ranked(self, account: str) -> list[str]:
+        """The account's healthy workers, first rendezvous choice first."""
+        return rank_workers(account, self.healthy())
+
+    def mark(self, worker: str, healthy: bool, reason: str = "") -> None:
+        if self._healthy[worker] != healthy:
+            self._healthy[worker] = healthy
+            self.changed_at[worker] = time.monotonic()
+            if healthy:
+                log.warning("worker %s is back in the ring", worker)
+            else:
+                log.warning("worker %s left the ring: %s", worker, reason)
+
+    async def check(self, session: aiohttp.ClientSession, timeout: float = 1.0) -> None:
+        await asyncio.gather(*(self._check_one(session, w, timeout) for w in self.workers))
+
+    async def _check_one(self, session: aiohttp.ClientSession, worker: str, timeout: float) -> None:
+        try:
+            async with session.get(f"{worker}/health", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                ok = resp.status == 200
+                reason = f"/health answered {resp.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            ok, reason = False, f"/health failed: {exc.__class__.__name__}"
+        self.mark(worker, ok, reason)
+
+    async def poll(self, session: aiohttp.ClientSession, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.check(session, timeout=max(min(interval, 2.0), 0.2))
+
+    def status(self) -> dict[str, str]:
+        return {w: ("up" if self._healthy[w] else "down") for w in self.workers}

@@ -1,0 +1,49 @@
+"""python -m worker --port 7001: one gunicorn process with threads.
+
+One process per port on purpose: an account's VAD state and speech buffer live
+in that process's memory, so a second process behind the same port would split
+an account's frames between two states.
+"""
+from __future__ import annotations
+
+import sys
+
+from gunicorn.app.base import BaseApplication
+
+from .config import WorkerConfig, parse_args
+
+
+class WorkerServer(BaseApplication):
+    def __init__(self, config: WorkerConfig) -> None:
+        self.worker_config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        c = self.worker_config
+        settings = {
+            "bind": f"{c.host}:{c.port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": c.threads,
+            "graceful_timeout": int(c.graceful_timeout),
+            "timeout": 120,
+            "keepalive": 75,  # longer than the balancer's idle keep-alive
+            "accesslog": None,
+            "loglevel": "warning",
+            "proc_name": f"voice-worker-{c.port}",
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        # Imported here so the models load in the serving process, after fork.
+        from .app import create_app
+        return create_app(self.worker_config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    WorkerServer(parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

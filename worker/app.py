@@ -1,0 +1,68 @@
+"""The worker's Flask application (application factory)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .accountcode import is_valid_account
+from .accounts import Accounts
+from .audio import AudioError, decode_wav
+from .config import WorkerConfig
+from .framelog import FrameLog
+from .pipeline import FramePipeline
+from .vad import SileroOnnx, VadEngine, VadParams
+
+
+@dataclass
+class Worker:
+    """Everything one worker process shares between its request threads."""
+    config: WorkerConfig
+    pipeline: FramePipeline
+    vad: VadEngine
+
+
+def create_worker(config: WorkerConfig) -> Worker:
+    vad = VadEngine(SileroOnnx(), VadParams(config.vad_threshold, config.vad_min_silence_ms))
+    pipeline = FramePipeline(config.port, vad, FrameLog(config.log_dir), Accounts(config.account_idle_seconds))
+    return Worker(config, pipeline, vad)
+
+
+def create_app(config: WorkerConfig | None = None) -> Flask:
+    config = config or WorkerConfig()
+    worker = create_worker(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["voice_worker"] = worker
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return jsonify(error=exc.description), exc.code
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="ok", port=config.port, accounts=len(worker.pipeline.accounts))
+
+    @app.post("/frames")
+    def frames():
+        account = request.headers.get("X-Account") or request.args.get("account", "")
+        if not is_valid_account(account):
+            return error(400, "account code must be 1-64 characters of A-Z a-z 0-9 _ -")
+        stream = request.headers.get("X-Stream", "")
+        seq_text = request.headers.get("X-Seq") or request.args.get("seq")
+        if seq_text is not None and not seq_text.isdigit():
+            return error(400, "seq must be a non-negative integer")
+        try:
+            audio = decode_wav(request.get_data(cache=False), max_seconds=config.max_frame_seconds,
+                               accepted_rates=config.accepted_rates or None)
+        except AudioError as exc:
+            return error(400, str(exc))
+        reply = worker.pipeline.process(account, audio, stream, int(seq_text) if seq_text else None)
+        return jsonify(reply), (409 if "error" in reply else 200)
+
+    return app
+
+
+def error(status: int, message: str):
+    return jsonify(error=message), status

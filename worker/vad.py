@@ -1,0 +1,215 @@
+"""Streaming silero-vad with per-account state, batched across accounts.
+
+silero's recurrent state and its 64/32-sample context belong to one audio
+stream. Sharing one stateful model between interleaved accounts corrupts every
+result, so each account owns a ``VadStream`` and the model is called with that
+stream's state explicitly (silero's ONNX graph takes ``state`` as an input).
+
+One thread, the ``VadEngine``'s, runs the model. Request threads hand it frames
+and wait: nothing else touches the session, and frames of different accounts
+that wait at the same time go through the model as one batch.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+CHUNK_SAMPLES = {16000: 512, 8000: 256}
+CONTEXT_SAMPLES = {16000: 64, 8000: 32}
+STATE_SHAPE = (2, 1, 128)
+
+
+@dataclass(frozen=True, slots=True)
+class VadParams:
+    threshold: float = 0.5
+    # As silero's VADIterator: speech ends once the probability stays below
+    # threshold - 0.15 for min_silence_ms.
+    min_silence_ms: int = 100
+
+    @property
+    def neg_threshold(self) -> float:
+        return max(self.threshold - 0.15, 0.01)
+
+
+def packaged_model_path() -> Path:
+    # find_spec locates the package without running its __init__, which would
+    # import torch (about 600 MB) that VAD does not need.
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("silero-vad is not installed: pip install -r requirements.txt")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+
+
+class SileroOnnx:
+    """silero-vad's ONNX model (weights from the pip package); state kept by the caller."""
+
+    def __init__(self, path: str | None = None) -> None:
+        if path is None:
+            path = str(packaged_model_path())
+        opts = onnxruntime.SessionOptions()
+        # Several worker processes share two cores: one thread each, no spinning.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(path, sess_options=opts,
+                                                    providers=["CPUExecutionProvider"])
+        self._rates = {rate: np.array(rate, dtype=np.int64) for rate in CHUNK_SAMPLES}
+
+    def __call__(self, chunks: np.ndarray, state: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """chunks: (batch, context + chunk) float32; state: (2, batch, 128)."""
+        probs, new_state = self.session.run(
+            None, {"input": chunks, "state": state, "sr": self._rates[sample_rate]})
+        return probs[:, 0], new_state
+
+
+@dataclass(slots=True)
+class VadStream:
+    """One account's streaming VAD state at one sample rate."""
+    sample_rate: int
+    state: np.ndarray = field(default_factory=lambda: np.zeros(STATE_SHAPE, np.float32))
+    # The last context samples of the previous chunk followed by samples that
+    # did not fill a chunk yet: carried to the account's next frame.
+    buffer: np.ndarray = None  # type: ignore[assignment]
+    triggered: bool = False
+    silence_samples: int = 0
+    last_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.buffer is None:
+            self.buffer = np.zeros(CONTEXT_SAMPLES[self.sample_rate], np.float32)
+
+    def take_chunks(self, samples: np.ndarray) -> np.ndarray:
+        """Model inputs (k, context + chunk) for every whole chunk now available."""
+        n, ctx = CHUNK_SAMPLES[self.sample_rate], CONTEXT_SAMPLES[self.sample_rate]
+        buf = np.concatenate((self.buffer, samples))
+        k = (len(buf) - ctx) // n
+        if k == 0:
+            self.buffer = buf
+            return np.empty((0, ctx + n), np.float32)
+        starts = np.arange(k) * n
+        inputs = buf[starts[:, None] + np.arange(ctx + n)]
+        self.buffer = buf[k * n:]
+        return inputs
+
+    def decide(self, probs: np.ndarray, params: VadParams) -> tuple[int, float]:
+        """Apply VADIterator's hysteresis chunk by chunk; the frame is voiced if
+        speech was on at any chunk of it."""
+        if len(probs) == 0:
+            return int(self.triggered), self.last_prob
+        n = CHUNK_SAMPLES[self.sample_rate]
+        min_silence = params.min_silence_ms * self.sample_rate / 1000
+        voiced = False
+        for p in probs.tolist():
+            if p >= params.threshold:
+                self.triggered, self.silence_samples = True, 0
+            elif p < params.neg_threshold and self.triggered:
+                self.silence_samples += n
+                if self.silence_samples >= min_silence:
+                    self.triggered, self.silence_samples = False, 0
+            voiced = voiced or self.triggered
+        self.last_prob = float(probs.max())
+        return int(voiced), self.last_prob
+
+
+@dataclass(frozen=True, slots=True)
+class VadResult:
+    voice: int
+    prob: float
+    model_ms: float
+    chunk_probs: np.ndarray
+
+
+@dataclass(slots=True)
+class _Job:
+    stream: VadStream
+    inputs: np.ndarray
+    future: Future
+    probs: list = field(default_factory=list)
+
+
+class VadEngine:
+    """The one thread that runs silero for a worker process."""
+
+    def __init__(self, model: SileroOnnx, params: VadParams, max_batch: int = 128) -> None:
+        self.model = model
+        self.params = params
+        self.max_batch = max_batch
+        self._jobs: queue.SimpleQueue[tuple[VadStream, np.ndarray, Future] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="vad-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, stream: VadStream, samples: np.ndarray) -> Future:
+        """Queue a frame; the caller must not submit the same stream again before
+        this future is done (accounts hold a lock for that)."""
+        future: Future = Future()
+        self._jobs.put((stream, samples, future))
+        return future
+
+    def process(self, stream: VadStream, samples: np.ndarray) -> VadResult:
+        return self.submit(stream, samples).result()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(item)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list) -> None:
+        jobs: list[_Job] = []
+        for stream, samples, future in batch:
+            try:
+                jobs.append(_Job(stream, stream.take_chunks(samples), future))
+            except Exception as exc:  # a bad frame fails alone, not its batch
+                future.set_exception(exc)
+        started = time.perf_counter()
+        try:
+            self._infer(jobs)
+        except Exception as exc:
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        model_ms = (time.perf_counter() - started) * 1000
+        for job in jobs:
+            probs = np.asarray(job.probs, np.float32)
+            voice, prob = job.stream.decide(probs, self.params)
+            job.future.set_result(VadResult(voice, prob, model_ms, probs))
+
+    def _infer(self, jobs: list[_Job]) -> None:
+        # Chunk r of every account depends on its chunk r-1, so accounts are
+        # batched across, never along, their own chunks.
+        rounds = max((len(job.inputs) for job in jobs), default=0)
+        for r in range(rounds):
+            for rate in CHUNK_SAMPLES:
+                group = [job for job in jobs if len(job.inputs) > r and job.stream.sample_rate == rate]
+                if not group:
+                    continue
+                chunks = np.stack([job.inputs[r] for job in group])
+                state = np.concatenate([job.stream.state for job in group], axis=1)
+                probs, new_state = self.model(chunks, state, rate)
+                for i, job in enumerate(group):
+                    job.stream.state = new_state[:, i:i + 1]
+                    job.probs.append(float(probs[i]))
