@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster import SPEAKERS, SPEECH, System, make_system
+
+
+def shared_file(directory: Path, name: str) -> Path:
+    path = directory / name
+    if not path.exists():
+        pytest.skip(f"real recordings not available: {path} is absent (../shared/data is beside the repo only in CI and dev machines)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech():
+    """speech('en_example.wav') -> Path in ../shared/data/speech, or skip."""
+    return lambda name: shared_file(SPEECH, name)
+
+
+@pytest.fixture(scope="session")
+def speakers_dir() -> Path:
+    if not SPEAKERS.is_dir():
+        pytest.skip(f"speaker set not available: {SPEAKERS} is absent")
+    return SPEAKERS
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory) -> System:
+    """Balancer + three VAD-only workers as real processes on free ports."""
+    sys_ = make_system(tmp_path_factory.mktemp("system"), worker_args=["--encoder", "none"])
+    try:
+        yield sys_.start()
+    finally:
+        sys_.stop()
