@@ -80,7 +80,8 @@ class VadStream:
     # did not fill a chunk yet: carried to the account's next frame.
     buffer: np.ndarray = None  # type: ignore[assignment]
     triggered: bool = False
-    silence_samples: int = 0
+    current_sample: int = 0
+    temp_end: int = 0  # where the current run of silence began, 0 if none
     last_prob: float = 0.0
 
     def __post_init__(self) -> None:
@@ -101,7 +102,7 @@ class VadStream:
         return inputs
 
     def decide(self, probs: np.ndarray, params: VadParams) -> tuple[int, float]:
-        """Apply VADIterator's hysteresis chunk by chunk; the frame is voiced if
+        """VADIterator's hysteresis, chunk by chunk; the frame is voiced if
         speech was on at any chunk of it."""
         if len(probs) == 0:
             return int(self.triggered), self.last_prob
@@ -109,12 +110,14 @@ class VadStream:
         min_silence = params.min_silence_ms * self.sample_rate / 1000
         voiced = False
         for p in probs.tolist():
+            self.current_sample += n
             if p >= params.threshold:
-                self.triggered, self.silence_samples = True, 0
+                self.triggered, self.temp_end = True, 0
             elif p < params.neg_threshold and self.triggered:
-                self.silence_samples += n
-                if self.silence_samples >= min_silence:
-                    self.triggered, self.silence_samples = False, 0
+                if not self.temp_end:
+                    self.temp_end = self.current_sample
+                if self.current_sample - self.temp_end >= min_silence:
+                    self.triggered, self.temp_end = False, 0
             voiced = voiced or self.triggered
         self.last_prob = float(probs.max())
         return int(voiced), self.last_prob

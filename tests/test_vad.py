@@ -1,0 +1,117 @@
+"""Streaming VAD: frames vs whole file, silero's own wrapper as the oracle,
+and accounts interleaved through one engine."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from worker.vad import CHUNK_SAMPLES, SileroOnnx, VadEngine, VadParams, VadStream
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = VadEngine(SileroOnnx(), VadParams())
+    yield eng
+    eng.close()
+
+
+def read(path) -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(path, dtype="float32")
+    return samples, rate
+
+
+def stream_in_frames(engine: VadEngine, samples: np.ndarray, rate: int, frame_ms: int = 100):
+    stream, probs, voices = VadStream(rate), [], []
+    step = rate * frame_ms // 1000
+    for start in range(0, len(samples), step):
+        result = engine.process(stream, samples[start:start + step])
+        probs.extend(result.chunk_probs)
+        voices.append(result.voice)
+    return np.array(probs), voices
+
+
+@pytest.mark.parametrize("name", ["en_example.wav", "sample1.wav"])
+def test_frames_give_the_same_decisions_as_the_whole_file(engine, speech, name):
+    samples, rate = read(speech(name))
+    whole = engine.process(VadStream(rate), samples)
+    framed_probs, _ = stream_in_frames(engine, samples, rate)
+    odd_probs, _ = stream_in_frames(engine, samples, rate, frame_ms=37)  # frames that never align with chunks
+    assert len(whole.chunk_probs) == len(samples) // CHUNK_SAMPLES[rate]
+    np.testing.assert_array_equal(framed_probs, whole.chunk_probs)
+    np.testing.assert_array_equal(odd_probs, whole.chunk_probs)
+    # and the hysteresis decisions per chunk agree too
+    a, b = VadStream(rate), VadStream(rate)
+    params = VadParams()
+    assert [a.decide(np.array([p]), params)[0] for p in whole.chunk_probs] == \
+           [b.decide(np.array([p]), params)[0] for p in framed_probs]
+
+
+@pytest.mark.parametrize("name", ["en_example.wav", "sample2.wav"])
+def test_matches_silero_reference_wrapper_and_vaditerator(engine, speech, name):
+    """silero's own OnnxWrapper + VADIterator, fed chunk by chunk, is the oracle."""
+    torch = pytest.importorskip("torch")
+    from silero_vad import VADIterator, load_silero_vad
+
+    samples, rate = read(speech(name))
+    n = CHUNK_SAMPLES[rate]
+    model = load_silero_vad(onnx=True)
+    iterator = VADIterator(model, threshold=0.5, sampling_rate=rate, min_silence_duration_ms=100)
+    chunks = [torch.from_numpy(samples[i:i + n]) for i in range(0, len(samples) - n + 1, n)]
+    ref_probs = [model(chunk, rate).item() for chunk in chunks]
+    model.reset_states()
+    ref_triggered = []
+    for chunk in chunks:  # VADIterator runs the same model again, from a fresh state
+        iterator(chunk)
+        ref_triggered.append(int(iterator.triggered))
+
+    framed_probs, _ = stream_in_frames(engine, samples, rate)
+    np.testing.assert_allclose(framed_probs, ref_probs, atol=1e-5)
+    ours, params = VadStream(rate), VadParams(threshold=0.5, min_silence_ms=100)
+    assert [ours.decide(np.array([p]), params)[0] for p in framed_probs] == ref_triggered
+
+
+def test_interleaved_accounts_do_not_disturb_each_other(engine, speech):
+    """Frames of several accounts submitted at once share model batches; each
+    account's results equal what it gets alone."""
+    files = [read(speech("en_example.wav")), read(speech("sample1.wav")), read(speech("sample3.wav"))]
+    files = [(s[: r * 10], r) for s, r in files]  # 10 s each
+    alone = [stream_in_frames(engine, s, r)[0] for s, r in files]
+
+    streams = [VadStream(r) for _, r in files]
+    together: list[list[float]] = [[] for _ in files]
+    frame_count = max(len(s) // (r // 10) + 1 for s, r in files)
+    for k in range(frame_count):
+        barrier = threading.Barrier(len(files))
+
+        def send(i: int) -> None:
+            s, r = files[i]
+            step = r // 10
+            barrier.wait()
+            if k * step < len(s):
+                together[i].extend(engine.process(streams[i], s[k * step:(k + 1) * step]).chunk_probs)
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(files))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for i in range(len(files)):
+        np.testing.assert_allclose(together[i], alone[i], atol=1e-5)
+
+
+def test_silence_is_not_voice_and_speech_is(engine, speech):
+    samples, rate = read(speech("en_example.wav"))
+    silence = np.zeros(rate * 2, np.float32)
+    _, voices = stream_in_frames(engine, np.concatenate([silence, samples[: rate * 10]]), rate)
+    assert voices[:20] == [0] * 20
+    assert sum(voices[20:]) / len(voices[20:]) > 0.6
+
+
+def test_sample_rate_change_restarts_the_stream():
+    from worker.accounts import Account
+    account = Account("a")
+    first = account.vad_stream(16000)
+    assert account.vad_stream(16000) is first
+    assert account.vad_stream(8000) is not first and account.vad.sample_rate == 8000
