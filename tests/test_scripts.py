@@ -1,0 +1,201 @@
+"""scripts/split.py and scripts/replay.py on real WAVs and a real running system."""
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from balancer.packets import Header, Packet, parse_header, parse_text_message
+from replay import (FORMS, AccountStats, ReplayOptions, Target, account_for, encode, load_frames, percentile,
+                    replay, targets_from_dirs, unique_accounts)
+from split import chunk_dir_for, frame_bounds, frame_samples, split_wav
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_WAVS = sorted((REPO / "data").glob("*.wav"))
+
+
+def test_the_project_ships_sample_wavs_at_8_and_16_khz():
+    infos = [sf.info(str(p)) for p in DATA_WAVS]
+    assert {i.samplerate for i in infos} == {8000, 16000}
+    for path, info in zip(DATA_WAVS, infos):
+        assert (info.channels, info.subtype) == (1, "PCM_16"), path.name
+        assert 5 <= info.duration <= 15, path.name
+
+
+@pytest.fixture(params=[p.name for p in DATA_WAVS] + ["shared:sample1.wav"])
+def source_wav(request, speech) -> Path:
+    name: str = request.param
+    if name.startswith("shared:"):
+        return speech(name.removeprefix("shared:"))
+    return REPO / "data" / name
+
+
+def read_chunks(directory: Path, dtype: str = "int16") -> list[np.ndarray]:
+    return [sf.read(str(p), dtype=dtype, always_2d=True)[0] for p in sorted(directory.glob("chunk_*.wav"))]
+
+
+@pytest.mark.parametrize("frame_ms", [100, 30])
+def test_split_gives_frames_that_reassemble_the_source_exactly(source_wav, frame_ms, tmp_path):
+    source, rate = sf.read(str(source_wav), dtype="int16", always_2d=True)
+    info = sf.info(str(source_wav))
+
+    result = split_wav(source_wav, tmp_path / "chunks", frame_ms=frame_ms)
+
+    frame_len = rate * frame_ms // 1000
+    expected = math.ceil(len(source) / frame_len)
+    chunk_files = sorted((tmp_path / "chunks").glob("chunk_*.wav"))
+    assert result.frames == len(chunk_files) == expected
+    assert chunk_files[0].name == "chunk_00000.wav"
+    assert chunk_files[-1].name == f"chunk_{expected - 1:05d}.wav"
+    for path in chunk_files:
+        chunk = sf.info(str(path))
+        assert (chunk.samplerate, chunk.channels, chunk.subtype) == (rate, info.channels, info.subtype)
+    chunks = read_chunks(tmp_path / "chunks")
+    assert all(len(c) == frame_len for c in chunks[:-1])
+    assert 0 < len(chunks[-1]) <= frame_len
+    np.testing.assert_array_equal(np.concatenate(chunks), source)
+
+
+def test_split_keeps_channels_and_24_bit_samples_exactly(tmp_path):
+    # A stereo 24-bit file made from a real sample: left as recorded, right inverted.
+    mono, rate = sf.read(str(REPO / "data" / "us_male_8k.wav"), dtype="int32")
+    stereo = np.stack([mono, -mono], axis=1) // 256 * 256  # 24-bit values in int32's top bits
+    src = tmp_path / "stereo24.wav"
+    sf.write(str(src), stereo, rate, subtype="PCM_24")
+
+    result = split_wav(src, tmp_path / "chunks", frame_ms=100)
+
+    assert (result.channels, result.subtype, result.sample_rate) == (2, "PCM_24", rate)
+    info = sf.info(str(tmp_path / "chunks" / "chunk_00000.wav"))
+    assert (info.channels, info.subtype) == (2, "PCM_24")
+    np.testing.assert_array_equal(np.concatenate(read_chunks(tmp_path / "chunks", "int32")), stereo)
+
+
+def test_resplitting_replaces_the_previous_frames(tmp_path):
+    src = REPO / "data" / "us_female_16k.wav"
+    out = tmp_path / "chunks"
+    split_wav(src, out, frame_ms=20)
+    result = split_wav(src, out, frame_ms=100)
+    assert len(list(out.glob("chunk_*.wav"))) == result.frames == math.ceil(sf.info(str(src)).frames / 1600)
+
+
+def test_frame_arithmetic():
+    assert frame_samples(8000, 100) == 800
+    assert frame_samples(16000, 100) == 1600
+    assert frame_samples(44100, 100) == 4410
+    assert frame_bounds(2500, 1000) == [(0, 1000), (1000, 2000), (2000, 2500)]
+    assert frame_bounds(0, 1000) == []
+    assert chunk_dir_for(Path("data/call 1.wav"), Path("out")) == Path("out/chunks_call 1")
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_split_command_line(tmp_path):
+    done = run_script("scripts/split.py", "data/us_male_8k.wav", "--out-dir", str(tmp_path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "127 frames" in done.stdout
+    assert len(list((tmp_path / "chunks_us_male_8k").glob("chunk_*.wav"))) == 127
+
+    missing = run_script("scripts/split.py", str(tmp_path / "nope.wav"), "--out-dir", str(tmp_path))
+    assert missing.returncode == 1
+    assert "no such file" in missing.stderr
+
+    bad = run_script("scripts/split.py", "--frame-ms", "0")
+    assert bad.returncode == 2
+    assert "--frame-ms must be positive" in bad.stderr
+
+
+# ------------------------------------------------------------------ replay
+
+def test_account_names_derived_from_directories():
+    assert account_for(Path("data/chunks_us_male_8k")) == "us_male_8k"
+    assert account_for(Path("x/chunks_call #3 (b).v2")) == "call__3__b__v2"
+    assert account_for(Path("chunks_")) == "account"
+    assert len(account_for(Path("chunks_" + "a" * 100))) == 64
+    assert unique_accounts(["a", "b", "a"]) == ["a", "b", "a_2"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_packet_form_parses_on_the_balancer(form):
+    wav = first_frame_wav(REPO / "data" / "us_male_8k.wav")
+    messages = encode(form, "acct_1", wav)
+    if form == "binary":
+        assert messages[1] == wav
+        assert parse_header(messages[0]) == Header("acct_1")
+    else:
+        assert len(messages) == 1
+        packet = parse_text_message(messages[0])
+        assert isinstance(packet, Packet)
+        assert (packet.account, packet.wav) == ("acct_1", wav)
+
+
+def first_frame_wav(path: Path) -> bytes:
+    info = sf.info(str(path))
+    samples, rate = sf.read(str(path), dtype="int16", frames=info.samplerate // 10)
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile([], 50) is None
+    assert percentile([5.0], 99) == 5.0
+    values = list(range(1, 101))
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
+
+
+@pytest.fixture(scope="module")
+def chunk_dirs(tmp_path_factory) -> list[Path]:
+    """Every data/ sample split into 100 ms frames (in a temp dir, not data/)."""
+    root = tmp_path_factory.mktemp("chunks")
+    return [split_wav(wav, chunk_dir_for(wav, root)).out_dir for wav in DATA_WAVS]
+
+
+def check_all_answered(stats: AccountStats, frames: int, system) -> None:
+    assert stats.error_messages == []
+    assert (stats.frames_sent, stats.replies, stats.errors, stats.missing) == (frames, frames, 0, 0)
+    assert len(stats.latencies_ms) == frames
+    assert len(stats.workers) == 1  # an account stays on its worker
+    assert sum(stats.workers.values()) == frames
+    assert len(system.account_log(stats.account)) == frames
+
+
+def test_replay_streams_every_sample_concurrently_and_each_frame_is_answered(system, chunk_dirs):
+    targets = targets_from_dirs(chunk_dirs, [f"replay_{d.name}" for d in chunk_dirs])
+
+    stats = asyncio.run(replay(targets, ReplayOptions(url=system.ws_url, interval_ms=0)))
+
+    assert [s.account for s in stats] == [t.account for t in targets]
+    for target, s in zip(targets, stats):
+        check_all_answered(s, len(target.frames), system)
+        # Speech separated by one-second pauses: the VAD finds both.
+        assert 0 < s.voiced < s.replies, s.account
+
+
+@pytest.mark.parametrize("form", ["json", "literal"])
+def test_replay_in_the_other_packet_forms(system, chunk_dirs, form):
+    frames = load_frames(chunk_dirs[0])[:20]
+    target = Target(f"replay_form_{form}", frames)
+
+    [stats] = asyncio.run(replay([target], ReplayOptions(url=system.ws_url, form=form, interval_ms=0, repeat=2)))
+
+    check_all_answered(stats, 40, system)
+
+
+def test_replay_reports_frames_without_replies_when_nothing_listens(tmp_path, chunk_dirs):
+    from cluster import free_port
+    url = f"ws://127.0.0.1:{free_port()}/ws"
+    done = run_script("scripts/replay.py", str(chunk_dirs[0]), "--url", url, "--pace", "fast",
+                      "--json-out", str(tmp_path / "out.json"))
+    assert done.returncode == 1
+    assert "connection failed" in done.stderr
+    assert "got no reply" in done.stderr
