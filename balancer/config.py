@@ -33,7 +33,8 @@ def _workers(text: str) -> tuple[str, ...]:
 def parse_args(argv: list[str] | None = None) -> BalancerConfig:
     d = BalancerConfig()
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m balancer", description="Voice stream balancer.")
+    p = argparse.ArgumentParser(prog="python -m balancer", description="Voice stream balancer.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default=env("BALANCER_HOST", d.host), help="listen address [BALANCER_HOST]")
     p.add_argument("--port", type=int, default=int(env("BALANCER_PORT", d.port)), help="listen port [BALANCER_PORT]")
     p.add_argument("--workers", type=_workers, default=_workers(env("WORKERS", ",".join(d.workers))),

@@ -39,7 +39,8 @@ class WorkerConfig:
 
 def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     d = WorkerConfig()
-    p = argparse.ArgumentParser(prog="python -m worker", description="Voice stream worker (VAD + speaker verification).")
+    p = argparse.ArgumentParser(prog="python -m worker", description="Voice stream worker (VAD + speaker verification).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default=_env("WORKER_HOST", d.host), help="listen address [WORKER_HOST]")
     p.add_argument("--port", type=int, default=int(_env("WORKER_PORT", str(d.port))), help="listen port [WORKER_PORT]")
     p.add_argument("--threads", type=int, default=int(_env("WORKER_THREADS", str(d.threads))),
