@@ -27,18 +27,21 @@ echo ".venv is up to date with requirements.txt"
 step "Splitting data/*.wav into 100 ms frames"
 "$python" scripts/split.py --frame-ms 100 --no-progress
 
-# A system already on the demo's ports would either make honcho fail or,
-# worse, answer the replay with code that is not this checkout's.
-if "$python" - "$health_url" <<'EOF'
-import sys, urllib.request
-try:
-    urllib.request.urlopen(sys.argv[1], timeout=1)
-except OSError as exc:
-    # HTTPError is an OSError too, and means something *is* listening.
-    sys.exit(0 if getattr(exc, "code", None) else 1)
-EOF
-then
-    echo "demo.sh: something already answers on $health_url; stop it first (the demo starts its own system on 6001 and 7001-7003)" >&2
+ports=(6001 7001 7002 7003)  # as in the Procfile
+listening() {
+    local port
+    for port in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# A system already on these ports would either make honcho fail or, worse,
+# answer the replay with code that is not this checkout's.
+if listening "${ports[@]}"; then
+    echo "demo.sh: one of ports ${ports[*]} is already in use; stop whatever runs there first (the demo starts its own balancer and workers)" >&2
     exit 1
 fi
 
@@ -62,7 +65,17 @@ stop_system() {
             kill -KILL "$honcho_pid" 2>/dev/null || true
         fi
         wait "$honcho_pid" 2>/dev/null || true
-        echo "system stopped (its output: $honcho_log)"
+        # honcho runs each Procfile line under `sh -c`, so it can return while
+        # the servers themselves are still finishing: wait for their ports.
+        for _ in $(seq 1 150); do
+            listening "${ports[@]}" || break
+            sleep 0.1
+        done
+        if listening "${ports[@]}"; then
+            echo "demo.sh: a server still listens on one of ports ${ports[*]} after 15 s" >&2
+        else
+            echo "system stopped (its output: $honcho_log)"
+        fi
     fi
     exit "$status"
 }

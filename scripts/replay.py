@@ -39,6 +39,12 @@ FORMS = ("binary", "json", "literal")
 PACES = ("realtime", "fast")
 CHUNK_PREFIX = "chunks_"
 MAX_ERRORS_KEPT = 5
+# aiohttp drops the body of a refused handshake, where the balancer explains.
+HANDSHAKE_HINTS = {
+    401: "missing or wrong token: pass --token or set REPLAY_TOKEN",
+    404: "no WebSocket endpoint at this path: the balancer serves / and /ws",
+    429: "the balancer is at its connection limit",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +208,8 @@ async def replay_account(session: aiohttp.ClientSession, target: Target, options
             else:
                 await ws.send_str("CLOSE")
     except aiohttp.WSServerHandshakeError as exc:
-        stats.note(f"connection refused by server: HTTP {exc.status} {exc.message}")
+        hint = HANDSHAKE_HINTS.get(exc.status, exc.message)
+        stats.note(f"connection refused by server: HTTP {exc.status} ({hint})")
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         stats.note(f"connection failed: {exc.__class__.__name__}: {exc}")
     stats.seconds = loop.time() - started
@@ -370,7 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"replaying {len(targets)} stream(s) to {o.url} ({o.form} packets, {pace}"
           f"{f', {o.repeat} times' if o.repeat > 1 else ''}): "
           + ", ".join(f"{t.account} ({len(t.frames)} frames)" for t in targets), flush=True)
-    stats = asyncio.run(replay(targets, o))
+    try:
+        stats = asyncio.run(replay(targets, o))
+    except KeyboardInterrupt:
+        print("replay.py: interrupted", file=sys.stderr)
+        return 130
     print(format_table(stats))
     for s in stats:
         for message in s.error_messages:

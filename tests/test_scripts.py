@@ -199,3 +199,27 @@ def test_replay_reports_frames_without_replies_when_nothing_listens(tmp_path, ch
     assert done.returncode == 1
     assert "connection failed" in done.stderr
     assert "got no reply" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def system_with_token(tmp_path_factory):
+    from cluster import make_system
+    sys_ = make_system(tmp_path_factory.mktemp("token_system"), n_workers=1,
+                       worker_args=["--encoder", "none"], balancer_args=["--token", "s3cret"])
+    try:
+        yield sys_.start()
+    finally:
+        sys_.stop()
+
+
+def test_replay_sends_the_bearer_token(system_with_token, chunk_dirs):
+    frames = load_frames(chunk_dirs[0])[:5]
+    url = system_with_token.ws_url
+
+    [ok] = asyncio.run(replay([Target("replay_token_ok", frames)], ReplayOptions(url=url, token="s3cret", interval_ms=0)))
+    [refused] = asyncio.run(replay([Target("replay_token_bad", frames)], ReplayOptions(url=url, token="wrong", interval_ms=0)))
+
+    check_all_answered(ok, 5, system_with_token)
+    assert (refused.frames_sent, refused.replies, refused.missing) == (0, 0, 5)
+    [message] = refused.error_messages
+    assert message.startswith("connection refused by server: HTTP 401 (missing or wrong token")
