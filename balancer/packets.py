@@ -15,6 +15,7 @@ import binascii
 import io
 import json
 import sys
+import tokenize
 import wave
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ from worker.accountcode import is_valid_account
 CLOSE = "CLOSE"
 MAX_HEADER_CHARS = 1024
 MAX_LITERAL_DEPTH = 4
+# {'text': '...', 'binary_data': b'...'} is 9 tokens; a few spare for extra keys.
+MAX_LITERAL_TOKENS = 64
 
 
 class PacketError(ValueError):
@@ -87,7 +90,7 @@ def parse_dict_packet(text: str, max_account_length: int = 64) -> Packet:
     try:
         obj = json.loads(text)
         form = "JSON"
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: also ints over 4300 digits
         obj = _literal(text)
         form = "literal"
     if not isinstance(obj, dict):
@@ -113,43 +116,44 @@ def parse_dict_packet(text: str, max_account_length: int = 64) -> Packet:
 
 
 def _literal(text: str) -> object:
-    # literal_eval builds only constants and containers; nesting is bounded
-    # before parsing so a hostile message cannot exhaust the parser's stack.
-    if _nesting_depth(text) > MAX_LITERAL_DEPTH:
-        raise PacketError("packet nests too deeply")
+    # literal_eval builds only constants and containers. Python's own
+    # tokenizer (which knows every string form, so brackets inside strings
+    # cannot hide nesting) first bounds the nesting and the number of parts,
+    # so a hostile message can exhaust neither the parser's stack nor memory.
+    _check_literal_shape(text)
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise PacketError("packet is neither JSON nor a Python dict literal") from None
 
 
-def _nesting_depth(text: str) -> int:
-    depth = deepest = 0
-    quote: str | None = None
-    escaped = False
-    for ch in text:
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in ")]}":
-            depth -= 1
-    return deepest
+def _check_literal_shape(text: str) -> None:
+    depth = tokens = 0
+    skipped = (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type in skipped:
+                continue
+            tokens += 1
+            if tokens > MAX_LITERAL_TOKENS:
+                raise PacketError("literal packet has too many parts: send {'text': ..., 'binary_data': b'...'}")
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+                if depth > MAX_LITERAL_DEPTH:
+                    raise PacketError("packet nests too deeply")
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth -= 1
+    except PacketError:
+        raise
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        raise PacketError("packet is neither JSON nor a Python dict literal") from None
 
 
 def parse_ingest(body: bytes, max_account_length: int = 64, max_seconds: float = 10.0) -> Packet:
     """HTTP ingest: {"ACCOUNTCODE": "1691", "data": [int16...], "sample_rate": 8000}."""
     try:
         obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: bad JSON, bad UTF-8, ints over 4300 digits
         raise PacketError("body must be JSON: {\"ACCOUNTCODE\": ..., \"data\": [int16 samples], \"sample_rate\": 8000}") from None
     if not isinstance(obj, dict):
         raise PacketError("body must be a JSON object")

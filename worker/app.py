@@ -51,11 +51,12 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
             return error(400, "account code must be 1-64 characters of A-Z a-z 0-9 _ -")
         stream = request.headers.get("X-Stream", "")
         seq_text = request.headers.get("X-Seq") or request.args.get("seq")
-        if seq_text is not None and not seq_text.isdigit():
+        if seq_text is not None and not (seq_text.isascii() and seq_text.isdigit() and len(seq_text) <= 18):
             return error(400, "seq must be a non-negative integer")
         try:
             audio = decode_wav(request.get_data(cache=False), max_seconds=config.max_frame_seconds,
-                               accepted_rates=config.accepted_rates or None)
+                               accepted_rates=config.accepted_rates or None,
+                               accepted_subtypes=frozenset(config.accepted_formats) or None)
         except AudioError as exc:
             return error(400, str(exc))
         reply = worker.pipeline.process(account, audio, stream, int(seq_text) if seq_text else None)

@@ -11,9 +11,14 @@ from scipy.signal import resample_poly
 
 NATIVE_RATES = (8000, 16000)
 TARGET_RATE = 16000
+# Rates accepted when none are configured. Not "any": resampling cost grows
+# with rate / gcd(rate, 16000), and a header claiming 1000003 Hz would take
+# seconds of CPU per frame (2147483647 Hz, an out-of-memory filter).
+COMMON_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 # soundfile subtypes we accept: integer PCM and IEEE float. Compressed or exotic
 # encodings inside a RIFF container are refused rather than guessed at.
 ACCEPTED_SUBTYPES = frozenset({"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"})
+MAX_CHANNELS = 8
 
 
 class AudioError(ValueError):
@@ -35,27 +40,29 @@ def decode_wav(
     *,
     max_seconds: float = 10.0,
     accepted_rates: tuple[int, ...] | None = None,
+    accepted_subtypes: frozenset[str] | None = None,
 ) -> Audio:
     """Decode WAV bytes to mono float32 at 8 or 16 kHz.
 
-    Any channel count is down-mixed; rates other than 8 and 16 kHz are
-    resampled to 16 kHz. ``accepted_rates`` (when given) limits the rates a
-    client may send at all.
+    Up to MAX_CHANNELS channels are down-mixed; rates other than 8 and 16 kHz
+    are resampled to 16 kHz. ``accepted_rates`` (default COMMON_RATES) and
+    ``accepted_subtypes`` (default ACCEPTED_SUBTYPES) limit what a client may send.
     """
+    rates = accepted_rates or COMMON_RATES
+    subtypes = accepted_subtypes or ACCEPTED_SUBTYPES
     if not data:
         raise AudioError("empty body: expected WAV bytes")
     if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX", b"RF64") or data[8:12] != b"WAVE":
         raise AudioError("not a WAV file: missing RIFF/WAVE header")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.subtype not in ACCEPTED_SUBTYPES:
-                raise AudioError(f"unsupported WAV encoding {f.subtype}: send PCM or float")
+            if f.subtype not in subtypes:
+                raise AudioError(f"unsupported WAV encoding {f.subtype}: send one of {', '.join(sorted(subtypes))}")
             rate, frames, channels = f.samplerate, f.frames, f.channels
-            if accepted_rates and rate not in accepted_rates:
-                raise AudioError(
-                    f"sample rate {rate} Hz not accepted: use one of {', '.join(map(str, accepted_rates))}")
-            if rate <= 0 or channels <= 0:
-                raise AudioError("WAV header has no sample rate or channels")
+            if rate not in rates:
+                raise AudioError(f"sample rate {rate} Hz not accepted: use one of {', '.join(map(str, rates))}")
+            if not 0 < channels <= MAX_CHANNELS:
+                raise AudioError(f"WAV header claims {channels} channels: 1 to {MAX_CHANNELS} accepted")
             if frames > max_seconds * rate:
                 raise AudioError(f"audio too long: {frames / rate:.2f} s, limit {max_seconds:g} s")
             samples = f.read(dtype="float32", always_2d=True)
@@ -65,14 +72,17 @@ def decode_wav(
         raise AudioError(f"unreadable WAV: {exc}") from None
     if samples.shape[0] == 0:
         raise AudioError("WAV holds no samples")
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    if not np.isfinite(mono).all():
+    if not np.isfinite(samples).all():
         raise AudioError("WAV holds NaN or infinite samples")
-    np.clip(mono, -1.0, 1.0, out=mono)  # float WAVs may exceed full scale
+    # float64 sum: float WAVs may hold values near float32's maximum.
+    mono = samples.mean(axis=1, dtype=np.float64) if samples.shape[1] > 1 else samples[:, 0]
     if rate not in NATIVE_RATES:
         mono = resample(mono, rate, TARGET_RATE)
         rate = TARGET_RATE
-    return Audio(np.ascontiguousarray(mono, dtype=np.float32), rate)
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    # Float WAVs may exceed full scale, and resampling overshoots near it.
+    np.clip(mono, -1.0, 1.0, out=mono)
+    return Audio(mono, rate)
 
 
 def samples_to_audio(values: list, sample_rate: int, *, max_seconds: float = 10.0) -> Audio:

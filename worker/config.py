@@ -21,7 +21,8 @@ class WorkerConfig:
     max_frame_seconds: float = 1.0
     max_body_bytes: int = 1 << 20
     max_upload_seconds: float = 120.0
-    accepted_rates: tuple[int, ...] = ()  # empty: any rate (resampled to 16 kHz)
+    accepted_rates: tuple[int, ...] = ()  # empty: audio.COMMON_RATES (all resampled to 8 or 16 kHz)
+    accepted_formats: tuple[str, ...] = ()  # soundfile subtypes; empty: audio.ACCEPTED_SUBTYPES
     account_idle_seconds: float = 300.0
     # Speaker verification (see worker/speakers).
     encoder: str = "ecapa"  # ecapa | ge2e | none
@@ -57,7 +58,11 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p.add_argument("--max-upload-seconds", type=float, default=float(_env("MAX_UPLOAD_SECONDS", str(d.max_upload_seconds))),
                    help="longest WAV for enroll/verify/embed [MAX_UPLOAD_SECONDS]")
     p.add_argument("--accepted-rates", default=_env("ACCEPTED_RATES", ""),
-                   help="comma-separated sample rates accepted; empty accepts any and resamples to 16 kHz [ACCEPTED_RATES]")
+                   help="comma-separated sample rates accepted; empty: 8000,11025,12000,16000,22050,24000,32000,44100,48000 "
+                        "(rates other than 8000/16000 are resampled to 16000) [ACCEPTED_RATES]")
+    p.add_argument("--accepted-formats", default=_env("ACCEPTED_FORMATS", ""),
+                   help="comma-separated WAV sample formats (soundfile subtypes, e.g. PCM_16,FLOAT,ULAW); "
+                        "empty: PCM_U8,PCM_16,PCM_24,PCM_32,FLOAT,DOUBLE [ACCEPTED_FORMATS]")
     p.add_argument("--encoder", choices=("ecapa", "ge2e", "none"), default=_env("SPEAKER_ENCODER", d.encoder),
                    help="speaker encoder [SPEAKER_ENCODER]")
     p.add_argument("--ecapa-source", default=_env("ECAPA_SOURCE", d.ecapa_source),
@@ -79,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p.add_argument("--graceful-timeout", type=float, default=float(_env("GRACEFUL_TIMEOUT", str(d.graceful_timeout))),
                    help="seconds to finish in-flight frames on SIGTERM [GRACEFUL_TIMEOUT]")
     a = p.parse_args(argv)
-    rates = tuple(int(r) for r in a.accepted_rates.split(",") if r.strip())
-    values = {k: v for k, v in vars(a).items() if k != "accepted_rates"}
-    return WorkerConfig(accepted_rates=rates, **values)
+    try:
+        rates = tuple(int(r) for r in a.accepted_rates.split(",") if r.strip())
+    except ValueError:
+        p.error(f"--accepted-rates must be comma-separated integers, got {a.accepted_rates!r}")
+    formats = tuple(f.strip().upper() for f in a.accepted_formats.split(",") if f.strip())
+    values = {k: v for k, v in vars(a).items() if k not in ("accepted_rates", "accepted_formats")}
+    return WorkerConfig(accepted_rates=rates, accepted_formats=formats, **values)
