@@ -6,6 +6,7 @@ an account's frames between two states.
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 from gunicorn.app.base import BaseApplication
@@ -31,6 +32,7 @@ class WorkerServer(BaseApplication):
             "accesslog": None,
             "loglevel": "warning",
             "proc_name": f"voice-worker-{c.port}",
+            "post_worker_init": drain_on_sigterm,
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
@@ -39,6 +41,19 @@ class WorkerServer(BaseApplication):
         # Imported here so the models load in the serving process, after fork.
         from .app import create_app
         return create_app(self.worker_config)
+
+
+def drain_on_sigterm(worker) -> None:
+    """gunicorn's SIGTERM handler only stops the accept loop; before it runs,
+    tell the app so /health and new frames get 503 while in-flight frames
+    finish (within graceful_timeout)."""
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame) -> None:
+        worker.wsgi.extensions["voice_worker"].draining.set()
+        if callable(stop):
+            stop(signum, frame)
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,9 @@ Speaker verification appends ", speaker=alice, score=0.71" after it.
 """
 from __future__ import annotations
 
+import fcntl
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 
@@ -25,9 +26,34 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+EPOCH = datetime(1970, 1, 1)
+
+
+def parse_frame_time(text: str) -> datetime:
+    """The balancer's X-Frame-Time (UTC microseconds since the epoch) as the
+    naive UTC datetime a log line shows."""
+    if not text.isascii() or not text.isdigit() or len(text) > 17:
+        raise ValueError("X-Frame-Time must be microseconds since the epoch")
+    return EPOCH + timedelta(microseconds=int(text))
+
+
+STAMP_CHARS = 26  # "2023-01-20 13:44:44.123435": a frame's identity in its log
+# How far back a frame's line is looked for before it is written. A retry
+# reaches another worker within seconds; 32 KiB is ~700 lines of one account.
+TAIL_BYTES = 32 * 1024
+
+
 class FrameLog:
     """Appends whole lines; one write() on an O_APPEND descriptor per line, so
-    lines from concurrent threads and worker processes never interleave."""
+    lines from concurrent threads and worker processes never interleave.
+
+    Every append holds an flock on the account's file. ``once=True`` makes
+    the line's timestamp the frame's identity (the balancer stamps each frame
+    once and keeps the stamp across retries): a frame whose line another
+    worker already wrote - one that was killed before it could reply - is not
+    logged again. Checking and appending under the same lock leaves no window,
+    even when a slow worker and the retry's worker race for the same frame.
+    """
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
@@ -37,9 +63,42 @@ class FrameLog:
         # account is validated by the caller against ACCOUNT_PATTERN; never a path.
         return self.directory / f"{account}.txt"
 
-    def append(self, account: str, line: str) -> None:
-        fd = os.open(self.path(account), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def append(self, account: str, line: str, *, once: bool = False) -> bool:
+        """Append line; with once, only if no line with its timestamp is in the
+        log's tail. Returns whether the line was written."""
+        data = line.encode()
+        fd = os.open(self.path(account), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode())
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, and by the kernel if we die
+            tail, start = _tail(fd)
+            if tail and not tail.endswith(b"\n"):
+                tail = _drop_partial_line(fd, tail, start)
+            if once and _has_line(tail, start, data[:STAMP_CHARS]):
+                return False
+            os.write(fd, data)
+            return True
         finally:
             os.close(fd)
+
+
+def _tail(fd: int) -> tuple[bytes, int]:
+    size = os.fstat(fd).st_size
+    start = max(size - TAIL_BYTES, 0)
+    return os.pread(fd, size - start, start), start
+
+
+def _has_line(tail: bytes, start: int, stamp: bytes) -> bool:
+    # A line starts at offset 0 of the file or after a newline; the first
+    # bytes of a tail that begins mid-line are not a line start.
+    return (start == 0 and tail.startswith(stamp)) or (b"\n" + stamp) in tail
+
+
+def _drop_partial_line(fd: int, tail: bytes, start: int) -> bytes:
+    # A writer killed inside write() (SIGKILL is honoured between pages) can
+    # leave part of a line. That frame was never answered, so its retry logs
+    # it whole; the fragment goes rather than glue itself to the next line.
+    cut = tail.rfind(b"\n")
+    if cut < 0 and start > 0:
+        return tail  # no line end in the tail: not a fragment we can bound
+    os.ftruncate(fd, start + cut + 1)
+    return tail[:cut + 1]

@@ -1,0 +1,76 @@
+"""A frame's log line is written once, whichever worker gets there first:
+FrameLog.append(once=True) checks for the frame's stamp and appends under
+one flock, across threads and processes."""
+from __future__ import annotations
+
+import multiprocessing
+from datetime import datetime, timedelta
+
+from worker.framelog import FrameLog, format_line, parse_frame_time
+
+T0 = datetime(2023, 1, 20, 13, 44, 44, 123435)
+
+
+def line(i: int, port: int = 7001) -> str:
+    return format_line(T0 + timedelta(microseconds=i), 1, port, 3)
+
+
+def test_a_stamped_frame_is_logged_once(tmp_path):
+    log = FrameLog(tmp_path)
+    assert log.append("a", line(1), once=True)
+    assert not log.append("a", line(1, port=7002), once=True)  # the retry on another worker
+    assert log.append("a", line(2, port=7002), once=True)
+    assert not log.append("a", line(1, port=7003), once=True)
+    assert (tmp_path / "a.txt").read_text() == line(1) + line(2, port=7002)
+
+
+def test_unstamped_lines_are_always_written(tmp_path):
+    log = FrameLog(tmp_path)
+    assert log.append("a", line(1)) and log.append("a", line(1))
+    assert len((tmp_path / "a.txt").read_text().splitlines()) == 2
+
+
+def test_a_partial_line_left_by_a_killed_writer_is_dropped(tmp_path):
+    log = FrameLog(tmp_path)
+    log.append("a", line(1), once=True)
+    with open(tmp_path / "a.txt", "a") as f:
+        f.write(line(2)[:30])  # killed inside write(): the frame was never answered
+    assert log.append("a", line(2, port=7002), once=True)  # its retry is logged, whole
+    assert (tmp_path / "a.txt").read_text() == line(1) + line(2, port=7002)
+
+
+def test_only_line_starts_count(tmp_path):
+    log = FrameLog(tmp_path)
+    stamp = line(5)[:26]
+    log.append("a", format_line(T0, 1, 7001, 3, speaker=stamp, score=0.5), once=True)
+    assert log.append("a", line(5), once=True)
+
+
+def _race(directory: str, worker: int, frames: int) -> None:
+    log = FrameLog(directory)
+    for i in range(frames):
+        log.append("raced", line(i, port=7000 + worker), once=True)
+
+
+def test_racing_processes_log_each_frame_once(tmp_path):
+    # Four processes (a slow worker and the retries' workers) all handle the
+    # same 300 frames at the same time: each frame gets exactly one line.
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_race, args=(str(tmp_path), w, 300)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    stamps = [text[:26] for text in (tmp_path / "raced.txt").read_text().splitlines()]
+    assert len(stamps) == 300 and len(set(stamps)) == 300
+
+
+def test_frame_time_header():
+    assert parse_frame_time("1674222284123435") == datetime(2023, 1, 20, 13, 44, 44, 123435)
+    for bad in ("", "-1", "1.5", "１２", "9" * 18, "12a"):
+        try:
+            parse_frame_time(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was accepted")
