@@ -1,0 +1,143 @@
+"""The one thread that owns the speaker encoder of a worker process.
+
+Same idea as worker/vad.py's VadEngine: a torch model called from several
+threads at once can crash, so request threads hand windows to this thread and
+wait; windows of different accounts waiting at the same time are embedded as
+one batch.
+
+The thread also loads the encoder, so a worker serves VAD from its first
+second while torch and the model load (or a hub download runs, or fails).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable
+
+import numpy as np
+
+from .encoders import Encoder, Unavailable
+
+log = logging.getLogger("worker.speakers")
+
+
+class EncoderUnavailable(RuntimeError):
+    """No encoder to embed with; the message tells the client what to do."""
+
+
+class SpeakerEngine:
+    LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
+
+    def __init__(self, kind: str, loader: Callable[[], Encoder | Unavailable], max_batch: int = 32) -> None:
+        self.kind = kind
+        self.max_batch = max_batch
+        self.state = self.LOADING
+        self.reason = ""
+        self.encoder: Encoder | None = None
+        self.load_seconds: float | None = None
+        self.windows_embedded = 0  # shown on /health: lets one see who pays for embedding
+        self._loader = loader
+        self._ready = threading.Event()
+        self._jobs: queue.SimpleQueue[tuple[list[np.ndarray], Future] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="speaker-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.state == self.READY
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """True once loading ended (ready or unavailable)."""
+        return self._ready.wait(timeout)
+
+    def status(self) -> dict:
+        status = {"encoder": self.kind, "state": self.state}
+        if self.encoder is not None:
+            status.update(model=self.encoder.model, dim=self.encoder.dim, windows_embedded=self.windows_embedded)
+        if self.reason:
+            status["reason"] = self.reason
+        return status
+
+    def unavailable_message(self) -> str:
+        if self.state == self.LOADING:
+            return f"speaker encoder {self.kind} is still loading on this worker; retry in a few seconds"
+        return f"speaker encoder unavailable: {self.reason}"
+
+    def embed(self, windows: list[np.ndarray]) -> tuple[np.ndarray, float]:
+        """(embeddings, encoder ms of the batch they ran in). Raises
+        EncoderUnavailable when there is no encoder."""
+        if not self.ready:
+            raise EncoderUnavailable(self.unavailable_message())
+        future: Future = Future()
+        self._jobs.put((windows, future))
+        return future.result()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=5)
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            import torch
+            # Three worker processes share two cores: one intra-op thread each.
+            torch.set_num_threads(1)
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:  # already set in this process
+                pass
+            loaded = self._loader()
+        except Exception as exc:  # e.g. torch itself missing or broken
+            loaded = Unavailable(self.kind, f"{exc.__class__.__name__}: {exc}")
+        self.load_seconds = time.perf_counter() - started
+        if isinstance(loaded, Unavailable):
+            self.reason = loaded.reason
+            self.state = self.UNAVAILABLE
+            log.warning("speaker encoder %s unavailable: %s", self.kind, loaded.reason)
+        else:
+            self.encoder = loaded
+            # The first call allocates and warms caches; pay it here, not on a frame.
+            loaded.embed_batch([np.zeros(32000, np.float32) + 1e-3])
+            self.state = self.READY
+            log.info("speaker encoder %s (model %s, dim %d) ready in %.1f s",
+                        self.kind, loaded.model, loaded.dim, self.load_seconds)
+        self._ready.set()
+
+    def _run(self) -> None:
+        self._load()
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            batch = [item]
+            size = len(item[0])
+            while size < self.max_batch:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(item)
+                size += len(item[0])
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[tuple[list[np.ndarray], Future]]) -> None:
+        windows = [w for job_windows, _ in batch for w in job_windows]
+        started = time.perf_counter()
+        try:
+            embeddings = self.encoder.embed_batch(windows)
+        except Exception as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        encoder_ms = (time.perf_counter() - started) * 1000
+        self.windows_embedded += len(windows)
+        start = 0
+        for job_windows, future in batch:
+            future.set_result((embeddings[start:start + len(job_windows)], encoder_ms))
+            start += len(job_windows)
