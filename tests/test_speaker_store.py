@@ -1,0 +1,162 @@
+"""The SQLite voiceprint store (real files, real processes) and the pure parts
+of streaming verification: the rolling speech window and the decision."""
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from worker.speakers.store import EncoderId, EncoderMismatch, VoiceprintStore
+from worker.speakers.tracker import UNKNOWN, Enrolled, Roster, SpeechWindow, decide
+
+GE2E = EncoderId("ge2e", "39373b86598f", 4)
+OTHER = EncoderId("ecapa", "aaaaaaaaaaaa", 4)
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.asarray(values, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_store_is_wal_and_keeps_no_audio(tmp_path):
+    store = VoiceprintStore(tmp_path / "vp.db")
+    store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 4.0)
+    conn = sqlite3.connect(tmp_path / "vp.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(voiceprints)")}
+    assert columns == {"account", "name", "encoder", "model", "dim", "vector", "embedding_sum", "samples",
+                       "speech_seconds", "created", "updated"}
+
+
+def test_enrollment_combines_samples_as_normalized_mean(tmp_path):
+    store = VoiceprintStore(tmp_path / "vp.db")
+    first = store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 4.0)
+    assert first.samples == 1 and np.allclose(first.vector, [1, 0, 0, 0])
+    # Not unit length on purpose: each sample counts once, whatever its norm.
+    second = store.enroll("acme", "alice", GE2E, np.array([0, 5, 0, 0], np.float32), 3.5)
+    assert second.samples == 2 and second.speech_seconds == pytest.approx(7.5)
+    assert np.allclose(second.vector, unit(1, 1, 0, 0), atol=1e-6)
+    assert second.created == first.created and second.updated >= first.updated
+    again = store.get("acme", "alice")
+    assert again.vector.dtype == np.float32 and np.allclose(again.vector, second.vector)
+    assert again.metadata()["samples"] == 2 and "vector" not in again.metadata()
+    assert len(again.metadata(with_vector=True)["vector"]) == 4
+
+
+def test_enrolling_with_another_encoder_is_refused(tmp_path):
+    store = VoiceprintStore(tmp_path / "vp.db")
+    store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 4.0)
+    with pytest.raises(EncoderMismatch, match="made by encoder ge2e"):
+        store.enroll("acme", "alice", OTHER, unit(0, 1, 0, 0), 4.0)
+    assert store.get("acme", "alice").samples == 1
+
+
+def test_list_delete_and_accounts_are_separate(tmp_path):
+    store = VoiceprintStore(tmp_path / "vp.db")
+    for name in ("carol", "alice", "bob"):
+        store.enroll("acme", name, GE2E, unit(1, 2, 3, 4), 3.0)
+    store.enroll("other", "alice", GE2E, unit(4, 3, 2, 1), 3.0)
+    assert [v.name for v in store.list("acme")] == ["alice", "bob", "carol"]
+    assert store.delete("acme", "bob") and not store.delete("acme", "bob")
+    assert store.delete_all("acme") == 2
+    assert store.list("acme") == [] and store.get("other", "alice") is not None
+
+
+def test_data_version_sees_writes_of_other_threads_and_processes(tmp_path):
+    store = VoiceprintStore(tmp_path / "vp.db")
+    v0 = store.data_version()
+    assert store.data_version() == v0  # nothing changed
+    thread = threading.Thread(target=store.enroll, args=("acme", "alice", GE2E, unit(1, 0, 0, 0), 3.0))
+    thread.start()
+    thread.join()
+    v1 = store.data_version()
+    assert v1 != v0
+    process = multiprocessing.get_context("spawn").Process(target=_enroll_many,
+                                                           args=(str(tmp_path / "vp.db"), "bob", 1))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    assert store.data_version() != v1
+
+
+def test_roster_caches_until_the_store_changes(tmp_path):
+    store = VoiceprintStore(tmp_path / "vp.db")
+    roster = Roster(store)
+    assert roster.enrolled("acme", GE2E) is None
+    store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 3.0)
+    store.enroll("acme", "eve", OTHER, unit(0, 1, 0, 0), 3.0)  # another encoder: never scored
+    enrolled = roster.enrolled("acme", GE2E)
+    assert enrolled.names == ("alice",)
+    assert roster.enrolled("acme", GE2E) is enrolled  # cached
+    store.delete("acme", "alice")
+    assert roster.enrolled("acme", GE2E) is None
+
+
+def _enroll_many(path: str, name: str, count: int) -> None:
+    store = VoiceprintStore(path)
+    rng = np.random.default_rng(sum(name.encode()))
+    for _ in range(count):
+        store.enroll("acme", name, GE2E, rng.normal(size=4).astype(np.float32), 1.0)
+        store.enroll("acme", "shared", GE2E, rng.normal(size=4).astype(np.float32), 1.0)
+
+
+def test_concurrent_enrollments_from_several_processes(tmp_path):
+    path = str(tmp_path / "vp.db")
+    VoiceprintStore(path)
+    ctx = multiprocessing.get_context("spawn")
+    processes = [ctx.Process(target=_enroll_many, args=(path, f"speaker{i}", 25)) for i in range(4)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(120)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+    store = VoiceprintStore(path)
+    # Every read-modify-write of "shared" counted: none lost to a race.
+    assert store.get("acme", "shared").samples == 100
+    assert store.get("acme", "shared").speech_seconds == pytest.approx(100.0)
+    assert all(store.get("acme", f"speaker{i}").samples == 25 for i in range(4))
+
+
+# --- streaming window and decision (pure) --------------------------------------
+
+def frame(value: float = 0.1, n: int = 1600) -> np.ndarray:
+    return np.full(n, value, np.float32)
+
+
+def test_window_decides_every_hop_once_it_holds_enough_speech():
+    w = SpeechWindow.for_rate(16000, window_seconds=2.0, hop_seconds=0.5, reset_seconds=3.0)
+    due = []
+    for _ in range(30):
+        d = w.add(frame(), voice=1)
+        due.append(d)
+        if d:
+            w.decided("x", 0.9)
+    # First decision at 1.5 s of speech, then one per 0.5 s.
+    assert [i + 1 for i, d in enumerate(due) if d] == [15, 20, 25, 30]
+    assert len(w.samples) == 32000  # never more than the window
+
+
+def test_unvoiced_frames_do_not_fill_the_window_and_a_long_silence_resets_it():
+    w = SpeechWindow.for_rate(16000, window_seconds=2.0, hop_seconds=0.5, reset_seconds=3.0)
+    for _ in range(15):
+        w.add(frame(), voice=1)
+    w.decided("alice", 0.8)
+    for _ in range(29):
+        assert not w.add(frame(0.0), voice=0)
+    assert w.speaker == "alice" and len(w.samples) == 24000  # 2.9 s of silence: same turn
+    w.add(frame(0.0), voice=0)
+    assert w.speaker is None and len(w.samples) == 0  # 3 s: a new turn starts clean
+
+
+def test_decision_picks_the_best_speaker_above_threshold_else_unknown():
+    enrolled = Enrolled(("alice", "bob", "carol"), np.stack([unit(1, 0, 0, 0), unit(0, 1, 0, 0), unit(0, 0, 1, 0)]))
+    near_bob = unit(0.1, 1, 0.2, 0)
+    d = decide(enrolled, near_bob, threshold=0.7)
+    assert d.speaker == "bob" and d.best == "bob" and d.score == pytest.approx(float(near_bob[1]))
+    assert set(d.scores) == {"alice", "bob", "carol"}
+    between = unit(1, 1, 1, 0)
+    d = decide(enrolled, between, threshold=0.7)
+    assert d.speaker == UNKNOWN and d.score == pytest.approx(1 / np.sqrt(3), abs=1e-6)

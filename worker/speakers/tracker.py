@@ -1,0 +1,163 @@
+"""Streaming speaker verification: which enrolled speaker is talking now.
+
+Per account, a rolling window of the most recent voiced audio (VAD-gated).
+Every hop of new speech the window is embedded and scored against all of the
+account's voiceprints made by this worker's encoder; the decision (best
+speaker, or "unknown" below the threshold) holds for the following voiced
+frames until the next one. Unvoiced frames carry no speaker.
+
+Accounts without voiceprints pay one cached lookup per frame: no buffering,
+no embedding.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..accounts import Account
+from ..audio import Audio, to_16k
+from .engine import SpeakerEngine
+from .store import EncoderId, VoiceprintStore
+
+log = logging.getLogger("worker.speakers")
+
+UNKNOWN = "unknown"
+# Less speech than this gives embeddings too noisy to decide on: with GE2E,
+# 1 s windows had 19% EER against 4.7% for 1.5 s (scripts/calibrate.py on
+# ../shared/data/speakers); GE2E's partial utterances are 1.6 s long.
+MIN_WINDOW_SECONDS = 1.5
+NO_SPEAKER: tuple[None, None, float] = (None, None, 0.0)
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """An account's voiceprints for one encoder, ready to score."""
+    names: tuple[str, ...]
+    matrix: np.ndarray  # (speakers, dim), unit rows
+
+
+@dataclass(frozen=True)
+class Decision:
+    speaker: str      # a name, or UNKNOWN
+    score: float      # best score
+    best: str         # best-scoring name, even when below threshold
+    scores: dict[str, float]
+
+
+def decide(enrolled: Enrolled, embedding: np.ndarray, threshold: float) -> Decision:
+    scores = enrolled.matrix @ embedding
+    best = int(np.argmax(scores))
+    score = float(scores[best])
+    name = enrolled.names[best]
+    return Decision(name if score >= threshold else UNKNOWN, score, name,
+                    {n: float(s) for n, s in zip(enrolled.names, scores)})
+
+
+class Roster:
+    """Voiceprints per account for the current encoder, cached until the store
+    changes (any worker's commit moves SQLite's data_version)."""
+
+    MAX_CACHED_ACCOUNTS = 10_000
+
+    def __init__(self, store: VoiceprintStore) -> None:
+        self.store = store
+        self._cache: dict[str, Enrolled | None] = {}
+        self._version: int | None = None
+        self._lock = threading.Lock()
+
+    def enrolled(self, account: str, encoder: EncoderId) -> Enrolled | None:
+        version = self.store.data_version()
+        with self._lock:
+            if version != self._version or len(self._cache) > self.MAX_CACHED_ACCOUNTS:
+                self._cache.clear()
+                self._version = version
+            if account in self._cache:
+                return self._cache[account]
+        prints = [v for v in self.store.list(account) if v.encoder == encoder]
+        enrolled = Enrolled(tuple(v.name for v in prints), np.stack([v.vector for v in prints])) if prints else None
+        with self._lock:
+            if self._version == version:
+                self._cache[account] = enrolled
+        return enrolled
+
+
+@dataclass
+class SpeechWindow:
+    """One account's rolling window of voiced audio (kept in Account.speech)."""
+    sample_rate: int
+    capacity: int       # samples kept: window_seconds
+    hop: int            # new voiced samples between decisions
+    min_samples: int    # samples needed for a first decision
+    reset_after: int    # unvoiced samples that drop the window; 0: never
+    samples: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    since_decision: int = 0
+    silence: int = 0
+    speaker: str | None = None
+    score: float | None = None
+
+    @classmethod
+    def for_rate(cls, rate: int, window_seconds: float, hop_seconds: float, reset_seconds: float) -> "SpeechWindow":
+        return cls(rate, int(window_seconds * rate), max(1, int(hop_seconds * rate)),
+                   int(min(MIN_WINDOW_SECONDS, window_seconds) * rate), max(0, int(reset_seconds * rate)))
+
+    def add(self, samples: np.ndarray, voice: int) -> bool:
+        """Take one frame; True when the window is due for a decision."""
+        if not voice:
+            self.silence += len(samples)
+            if self.reset_after and self.silence >= self.reset_after:
+                self.clear()
+            return False
+        self.silence = 0
+        self.samples = np.concatenate((self.samples, samples))[-self.capacity:]
+        self.since_decision += len(samples)
+        return self.since_decision >= self.hop and len(self.samples) >= self.min_samples
+
+    def decided(self, speaker: str, score: float) -> None:
+        self.speaker, self.score, self.since_decision = speaker, score, 0
+
+    def clear(self) -> None:
+        """A long silence ends a turn: the next speaker starts from a clean
+        window, and the old decision does not stick to them."""
+        self.samples = np.empty(0, np.float32)
+        self.since_decision = 0
+        self.speaker = self.score = None
+
+
+class SpeakerTracker:
+    """worker/pipeline.py's SpeakerTracker; called under the account's lock."""
+
+    def __init__(self, engine: SpeakerEngine, roster: Roster, threshold: float,
+                 window_seconds: float, hop_seconds: float, reset_seconds: float) -> None:
+        self.engine = engine
+        self.roster = roster
+        self.threshold = threshold
+        self.window_seconds = window_seconds
+        self.hop_seconds = hop_seconds
+        self.reset_seconds = reset_seconds
+
+    def on_frame(self, account: Account, audio: Audio, voice: int) -> tuple[str | None, float | None, float]:
+        if not self.engine.ready:
+            return NO_SPEAKER
+        encoder = self.engine.encoder
+        enrolled = self.roster.enrolled(account.code, EncoderId(encoder.name, encoder.model, encoder.dim))
+        if enrolled is None:
+            account.speech = None
+            return NO_SPEAKER
+        window = account.speech
+        if not isinstance(window, SpeechWindow) or window.sample_rate != audio.sample_rate:
+            window = account.speech = SpeechWindow.for_rate(audio.sample_rate, self.window_seconds,
+                                                            self.hop_seconds, self.reset_seconds)
+        if not window.add(audio.samples, voice):
+            return (window.speaker, window.score, 0.0) if voice else NO_SPEAKER
+        try:
+            embeddings, encoder_ms = self.engine.embed([to_16k(Audio(window.samples, window.sample_rate))])
+        except Exception:
+            # A failed embedding loses one decision, never the frame.
+            log.exception("speaker embedding failed for account %s", account.code)
+            return NO_SPEAKER
+        decision = decide(enrolled, embeddings[0], self.threshold)
+        window.decided(decision.speaker, decision.score)
+        return decision.speaker, decision.score, encoder_ms
