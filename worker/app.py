@@ -13,6 +13,7 @@ from .audio import AudioError, decode_wav
 from .config import WorkerConfig
 from .framelog import FrameLog, parse_frame_time
 from .pipeline import FramePipeline
+from .speakers.factory import Speakers, create_speakers
 from .vad import SileroOnnx, VadEngine, VadParams
 
 
@@ -26,12 +27,15 @@ class Worker:
     # refused with 503, so the balancer sends them elsewhere while the frames
     # already here finish.
     draining: threading.Event = field(default_factory=threading.Event)
+    speakers: Speakers | None = None  # speaker verification (worker/speakers)
 
 
 def create_worker(config: WorkerConfig) -> Worker:
     vad = VadEngine(SileroOnnx(), VadParams(config.vad_threshold, config.vad_min_silence_ms))
-    pipeline = FramePipeline(config.port, vad, FrameLog(config.log_dir), Accounts(config.account_idle_seconds))
-    return Worker(config, pipeline, vad)
+    speakers = create_speakers(config, vad)
+    pipeline = FramePipeline(config.port, vad, FrameLog(config.log_dir), Accounts(config.account_idle_seconds),
+                             speakers.tracker)
+    return Worker(config, pipeline, vad, speakers=speakers)
 
 
 def create_app(config: WorkerConfig | None = None) -> Flask:
@@ -40,6 +44,7 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["voice_worker"] = worker
+    app.register_blueprint(worker.speakers.blueprint)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -49,7 +54,8 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
     def health():
         if worker.draining.is_set():
             return jsonify(status="draining", port=config.port), 503
-        return jsonify(status="ok", port=config.port, accounts=len(worker.pipeline.accounts))
+        return jsonify(status="ok", port=config.port, accounts=len(worker.pipeline.accounts),
+                       speakers=worker.speakers.service.status())
 
     @app.post("/frames")
     def frames():

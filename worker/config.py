@@ -33,6 +33,7 @@ class WorkerConfig:
     min_enroll_seconds: float = 3.0
     window_seconds: float = 2.0
     hop_seconds: float = 0.5
+    speaker_reset_seconds: float = 3.0  # unvoiced time that ends a turn; 0: never
     speaker_threshold: float | None = None  # None: the encoder's calibrated default
     graceful_timeout: float = 10.0
     extra: dict = field(default_factory=dict)
@@ -78,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
                    help="voiced audio scored per streaming decision [SPEAKER_WINDOW_SECONDS]")
     p.add_argument("--hop-seconds", type=float, default=float(_env("SPEAKER_HOP_SECONDS", str(d.hop_seconds))),
                    help="new speech between streaming decisions [SPEAKER_HOP_SECONDS]")
+    p.add_argument("--speaker-reset-seconds", type=float,
+                   default=float(_env("SPEAKER_RESET_SECONDS", str(d.speaker_reset_seconds))),
+                   help="unvoiced seconds after which an account's speech window and decision are dropped, "
+                        "so the next speaker starts clean; 0 never drops them [SPEAKER_RESET_SECONDS]")
     threshold = _env("SPEAKER_THRESHOLD", "")
     p.add_argument("--speaker-threshold", type=float, default=float(threshold) if threshold else None,
                    help="score a speaker must pass; default: the encoder's calibrated value [SPEAKER_THRESHOLD]")

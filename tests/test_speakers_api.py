@@ -1,0 +1,291 @@
+"""Speaker verification through a running system (balancer + 3 workers with
+the GE2E encoder): REST API, streaming decisions, log lines, activity log,
+the shared voiceprint store across workers and restarts.
+
+Audio: the committed espeak samples in data/ (three synthetic voices, one at
+8 kHz), so these tests run without ../shared.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cluster import REPO, make_system
+from speaker_helpers import (LOG_LINE, activity, call, call_json, multipart, read_wav, silence, stream,
+                             wait_encoders, wav_bytes)
+from worker.speakers.store import EncoderId, VoiceprintStore
+
+DATA = REPO / "data"
+MAX_UPLOAD_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def ge2e(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speakers-api")
+    system = make_system(root, worker_args=[
+        "--encoder", "ge2e", "--store", str(root / "voiceprints.db"), "--activity-log", str(root / "activity.log"),
+        "--max-upload-seconds", str(MAX_UPLOAD_SECONDS)])
+    try:
+        system.start()
+        wait_encoders(system)
+        yield system
+    finally:
+        system.stop()
+
+
+@pytest.fixture(scope="module")
+def voices() -> dict[str, tuple[np.ndarray, int]]:
+    """name -> (int16 samples, rate): three synthetic voices."""
+    return {"gb_male": read_wav(DATA / "gb_male_16k.wav"), "us_female": read_wav(DATA / "us_female_16k.wav"),
+            "us_male": read_wav(DATA / "us_male_8k.wav")}
+
+
+def first_half(voice: tuple[np.ndarray, int]) -> bytes:
+    samples, rate = voice
+    return wav_bytes(samples[:len(samples) // 2], rate)
+
+
+def second_half(voice: tuple[np.ndarray, int]) -> bytes:
+    samples, rate = voice
+    return wav_bytes(samples[len(samples) // 2:], rate)
+
+
+def enroll(url: str, account: str, name: str, wav: bytes) -> dict:
+    reply = call(f"{url}/accounts/{account}/speakers/{name}", "POST", wav)
+    assert reply.status == 201, reply.body
+    return reply.body
+
+
+def activity_log(system) -> Path:
+    return system.root / "activity.log"
+
+
+def test_every_worker_loads_ge2e(ge2e):
+    statuses = wait_encoders(ge2e)
+    assert [s["state"] for s in statuses] == ["ready"] * 3
+    assert {s["encoder"] for s in statuses} == {"ge2e"} and {s["dim"] for s in statuses} == {256}
+    assert len({s["model"] for s in statuses}) == 1 and statuses[0]["threshold"] == 0.70
+
+
+def test_enroll_list_get_delete(ge2e, voices):
+    url, account = ge2e.url, "crud"
+    first = enroll(url, account, "alice", first_half(voices["gb_male"]))
+    assert first["samples"] == 1 and first["encoder"] == "ge2e" and first["name"] == "alice"
+    assert 3.0 <= first["speech_seconds"] <= 6.6
+    body, content_type = multipart("file", "alice.wav", second_half(voices["gb_male"]))
+    second = call(f"{url}/accounts/{account}/speakers/alice", "POST", body, content_type)
+    assert second.status == 201, second.body
+    assert second.body["samples"] == 2
+    assert second.body["speech_seconds"] == pytest.approx(first["speech_seconds"]
+                                                          + second.body["sample_speech_seconds"], abs=0.02)
+
+    listed = call(f"{url}/accounts/{account}/speakers")
+    assert listed.status == 200 and [s["name"] for s in listed.body["speakers"]] == ["alice"]
+    meta = call(f"{url}/accounts/{account}/speakers/alice")
+    assert meta.status == 200 and meta.body["samples"] == 2 and "vector" not in meta.body
+    with_vector = call(f"{url}/accounts/{account}/speakers/alice?vector=1").body
+    assert len(with_vector["vector"]) == 256
+    assert np.linalg.norm(with_vector["vector"]) == pytest.approx(1.0, abs=1e-5)
+
+    assert call(f"{url}/accounts/{account}/speakers/alice", "DELETE").body["deleted"] == ["alice"]
+    gone = call(f"{url}/accounts/{account}/speakers/alice")
+    assert gone.status == 404 and "not enrolled" in gone.body["error"]
+    assert call(f"{url}/accounts/{account}/speakers/alice", "DELETE").status == 404
+
+    enroll(url, account, "bob", first_half(voices["us_male"]))
+    enroll(url, account, "carol", first_half(voices["us_female"]))
+    assert call(f"{url}/accounts/{account}/speakers", "DELETE").body["deleted_count"] == 2
+    assert call(f"{url}/accounts/{account}/speakers").body["speakers"] == []
+
+    events = [(e["event"], e.get("speaker")) for e in activity(activity_log(ge2e)) if e["account"] == account]
+    assert events == [("enroll", "alice"), ("enroll", "alice"), ("delete", "alice"), ("enroll", "bob"),
+                      ("enroll", "carol"), ("delete_all", None)]
+
+
+def test_verify_scores_every_enrolled_speaker(ge2e, voices):
+    url, account = ge2e.url, "verify"
+    for name, voice in voices.items():
+        enroll(url, account, name, first_half(voice))
+    for name, voice in voices.items():
+        reply = call(f"{url}/accounts/{account}/verify", "POST", second_half(voice))
+        assert reply.status == 200, reply.body
+        v = reply.body
+        assert set(v["scores"]) == set(voices) and v["best"] == name, v
+        assert v["score"] == max(v["scores"].values()) and v["threshold"] == 0.70
+        assert v["decision"] == (name if v["score"] >= 0.70 else "unknown") and v["match"] == (v["decision"] == name)
+        assert v["encoder"] == "ge2e" and v["speech_seconds"] > 1.5
+    verifications = [e for e in activity(activity_log(ge2e)) if e["account"] == account and e["event"] == "verify"]
+    assert len(verifications) == 3
+    assert all(set(e["scores"]) == set(voices) and "time" in e and "ms" in e for e in verifications)
+
+
+def test_embed_and_compare(ge2e, voices):
+    url, account = ge2e.url, "embed"
+    enroll(url, account, "carol", first_half(voices["us_female"]))
+    voiceprint = call(f"{url}/accounts/{account}/speakers/carol?vector=1").body
+    embedded = call(f"{url}/embed", "POST", second_half(voices["us_female"]))
+    assert embedded.status == 200, embedded.body
+    e = embedded.body
+    assert e["encoder"] == "ge2e" and e["dim"] == 256 and len(e["embedding"]) == 256
+    assert -60 < e["db"] < 0 and e["speech_db"] >= e["db"] and 1.5 < e["speech_seconds"] <= e["seconds"]
+
+    compared = call_json(f"{url}/compare", {"a": voiceprint, "b": e})
+    assert compared.status == 200, compared.body
+    verified = call(f"{url}/accounts/{account}/verify", "POST", second_half(voices["us_female"])).body
+    assert compared.body["score"] == pytest.approx(verified["scores"]["carol"], abs=1e-3)
+    assert call_json(f"{url}/compare", {"a": voiceprint, "b": voiceprint}).body["score"] == pytest.approx(1.0)
+
+    other = {**e, "encoder": "ecapa"}
+    mismatch = call_json(f"{url}/compare", {"a": voiceprint, "b": other})
+    assert mismatch.status == 409 and "across encoders" in mismatch.body["error"]
+    for body, needle in [({"a": voiceprint}, '"b"'), ({"a": voiceprint, "b": {**e, "embedding": e["embedding"][:10]}},
+                                                        "'b.dim' is 256 but its vector has 10 values"),
+                         ({"a": voiceprint, "b": {**e, "dim": 10, "embedding": e["embedding"][:10]}},
+                          "not comparable"),
+                         ({"a": voiceprint, "b": {**e, "embedding": [0.0] * 256}}, "all zeros"),
+                         ({"a": voiceprint, "b": {"embedding": e["embedding"]}}, "'encoder' and 'model'")]:
+        bad = call_json(f"{url}/compare", body)
+        assert bad.status == 400 and needle in bad.body["error"], bad.body
+    not_json = call(f"{url}/compare", "POST", b"a=1", "application/x-www-form-urlencoded")
+    assert not_json.status == 400 and "JSON" in not_json.body["error"]
+
+
+def test_bad_input_gets_clear_errors(ge2e, voices):
+    url, worker = ge2e.url, ge2e.worker_url(0)
+    speech, rate = voices["gb_male"]
+    cases = [
+        (f"{worker}/accounts/{'a' * 65}/speakers/alice", b"", 400, "account code"),
+        (f"{worker}/accounts/acme/speakers/al%20ice", first_half(voices["gb_male"]), 400, "speaker name"),
+        (f"{url}/accounts/acme/speakers/al~ice", first_half(voices["gb_male"]), 400, "speaker name"),
+        (f"{url}/accounts/acme/speakers/.hidden", first_half(voices["gb_male"]), 400, "speaker name"),
+        (f"{url}/accounts/acme/speakers/unknown", first_half(voices["gb_male"]), 400, "reserved"),
+        (f"{url}/accounts/acme/speakers/alice", b"hello, not audio", 400, "not a WAV"),
+        (f"{url}/accounts/acme/speakers/alice", wav_bytes(silence(5), 16000), 422, "found 0.00 s of speech"),
+        (f"{url}/accounts/acme/speakers/alice", wav_bytes(speech[:2 * rate], rate), 422, "at least 3 s of speech"),
+        (f"{url}/accounts/acme/speakers/alice", wav_bytes(silence(MAX_UPLOAD_SECONDS + 1, 8000), 8000), 413,
+         "audio too long"),
+        (f"{url}/accounts/nobody/verify", second_half(voices["gb_male"]), 404, "no enrolled speakers"),
+        (f"{url}/embed", wav_bytes(silence(3), 16000), 422, "speech"),
+    ]
+    for target, data, status, needle in cases:
+        reply = call(target, "POST", data)
+        assert reply.status == status and needle in reply.body["error"], (target, reply)
+    body, content_type = multipart("audio", "x.wav", first_half(voices["gb_male"]))
+    reply = call(f"{url}/accounts/acme/speakers/alice", "POST", body, content_type)
+    assert reply.status == 400 and "'file' part" in reply.body["error"]
+    too_big = call(f"{worker}/accounts/acme/speakers/alice", "POST", b"\0" * (2 << 20))
+    assert too_big.status == 413 and "too large" in too_big.body["error"]
+    assert call(f"{url}/accounts/acme/speakers/nobody").status == 404
+    assert call(f"{url}/accounts/acme/speakers").body["speakers"] == []  # nothing got enrolled
+
+
+def test_a_voiceprint_of_another_encoder_is_never_scored(ge2e, voices):
+    url, account = ge2e.url, "mixed"
+    # As if an ECAPA worker had enrolled eve in the shared store.
+    VoiceprintStore(ge2e.root / "voiceprints.db").enroll(
+        account, "eve", EncoderId("ecapa", "0123456789ab", 192), np.ones(192, np.float32), 4.0)
+    refused = call(f"{url}/accounts/{account}/speakers/eve", "POST", first_half(voices["us_female"]))
+    assert refused.status == 409 and "made by encoder ecapa" in refused.body["error"]
+    only_other = call(f"{url}/accounts/{account}/verify", "POST", second_half(voices["us_female"]))
+    assert only_other.status == 409 and "other encoders" in only_other.body["error"]
+    enroll(url, account, "carol", first_half(voices["us_female"]))
+    verified = call(f"{url}/accounts/{account}/verify", "POST", second_half(voices["us_female"])).body
+    assert set(verified["scores"]) == {"carol"}
+    assert verified["skipped"] == [{"name": "eve", "encoder": "ecapa", "model": "0123456789ab",
+                                    "reason": "made by another encoder"}]
+    listed = call(f"{url}/accounts/{account}/speakers").body["speakers"]
+    assert {(s["name"], s["encoder"]) for s in listed} == {("eve", "ecapa"), ("carol", "ge2e")}
+
+
+def test_streaming_frames_carry_the_speaker(ge2e, voices):
+    account = "stream"
+    enroll(ge2e.url, account, "male", first_half(voices["gb_male"]))
+    enroll(ge2e.url, account, "female", first_half(voices["us_female"]))
+    female, rate = voices["us_female"]
+    male, _ = voices["gb_male"]
+    turns = [("female", female[len(female) // 2:]), (None, silence(3.5)), ("male", male[len(male) // 2:])]
+    replies, truth = [], []
+    for who, samples in turns:
+        got = stream(ge2e, account, samples, rate)
+        replies += got
+        truth += [who] * len(got)
+
+    assert all("speaker" not in r for r in replies if r["voice"] == 0)
+    decided = [(r, who) for r, who in zip(replies, truth) if "speaker" in r]
+    assert all(r["voice"] == 1 and isinstance(r["score"], float) for r, _ in decided)
+    assert sum(r["speaker"] == who for r, who in decided) >= 0.8 * len(decided)
+    for who, samples in turns[::2]:
+        turn = [r for r, w in zip(replies, truth) if w == who]
+        voiced = [i for i, r in enumerate(turn) if r["voice"] == 1]
+        # The first 1.5 s of speech of a turn carry no speaker: nothing to decide on yet.
+        assert all("speaker" not in turn[i] for i in voiced[:14]), who
+        assert any(turn[i].get("speaker") == who for i in voiced[15:]), who
+
+    lines = ge2e.account_log(account)
+    assert len(lines) == len(replies)
+    parsed = [LOG_LINE.match(line) for line in lines]
+    assert all(parsed), [line for line, m in zip(lines, parsed) if not m][:3]
+    # Lines are in frame order: each frame is answered before the next is sent.
+    for m, r in zip(parsed, replies):
+        assert int(m.group(1)) == r["voice"] and int(m.group(2)) == r["worker"]
+        if "speaker" in r:
+            assert m.group(4) == r["speaker"] and float(m.group(5)) == pytest.approx(r["score"], abs=0.0051)
+        else:
+            assert m.group(4) is None
+
+
+def embedded_total(system) -> int:
+    return sum(call(f"{system.worker_url(i)}/health").body["speakers"]["windows_embedded"]
+               for i in range(len(system.workers)))
+
+
+def test_accounts_without_voiceprints_pay_nothing(ge2e, voices):
+    samples, rate = voices["us_female"]
+    before = embedded_total(ge2e)
+    replies = stream(ge2e, "nobody-enrolled", samples[:6 * rate], rate)
+    assert any(r["voice"] == 1 for r in replies)
+    assert all("speaker" not in r for r in replies)
+    assert embedded_total(ge2e) == before  # not one window embedded
+    assert all(LOG_LINE.match(line).group(4) is None for line in ge2e.account_log("nobody-enrolled"))
+
+
+def test_concurrent_enrollments_from_all_workers(ge2e, voices):
+    """Three workers write one voiceprint at the same time: no sample lost."""
+    account, posts_per_worker = "concurrent", 3
+    wav = first_half(voices["us_male"])
+    errors: list = []
+
+    def post(i: int) -> None:
+        for _ in range(posts_per_worker):
+            for name in ("shared", f"only-{i}"):
+                reply = call(f"{ge2e.worker_url(i)}/accounts/{account}/speakers/{name}", "POST", wav)
+                if reply.status != 201:
+                    errors.append(reply)
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    speakers = {s["name"]: s for s in call(f"{ge2e.url}/accounts/{account}/speakers").body["speakers"]}
+    assert speakers["shared"]["samples"] == 3 * posts_per_worker
+    assert all(speakers[f"only-{i}"]["samples"] == posts_per_worker for i in range(3))
+
+
+def test_voiceprints_survive_a_worker_restart(ge2e, voices):
+    account = "restart"
+    enroll(ge2e.url, account, "carol", first_half(voices["us_female"]))
+    enroll(ge2e.url, account, "bob", first_half(voices["us_male"]))
+    before = call(f"{ge2e.url}/accounts/{account}/speakers").body
+    assert len(before["speakers"]) == 2
+    for i in range(len(ge2e.workers)):
+        ge2e.restart_worker(i)
+    ge2e.wait_balancer_sees_all()
+    wait_encoders(ge2e)
+    for i in range(len(ge2e.workers)):
+        assert call(f"{ge2e.worker_url(i)}/accounts/{account}/speakers").body == before
+    verified = call(f"{ge2e.url}/accounts/{account}/verify", "POST", second_half(voices["us_male"])).body
+    assert verified["best"] == "bob"

@@ -1,0 +1,41 @@
+"""Assemble speaker verification for one worker process from its config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from flask import Blueprint
+
+from ..config import WorkerConfig
+from ..vad import VadEngine
+from .activity import ActivityLog
+from .encoders import DEFAULT_THRESHOLDS, import_runtime, load_encoder
+from .engine import SpeakerEngine
+from .routes import create_blueprint
+from .service import SpeakerService
+from .store import VoiceprintStore
+from .tracker import Roster, SpeakerTracker
+
+
+@dataclass
+class Speakers:
+    service: SpeakerService
+    blueprint: Blueprint
+    tracker: SpeakerTracker | None  # None: --encoder none, frames pay nothing
+    engine: SpeakerEngine | None
+
+
+def create_speakers(config: WorkerConfig, vad: VadEngine) -> Speakers:
+    if config.encoder == "none":
+        service = SpeakerService(None, None, vad, None, 0.0, config.min_enroll_seconds)
+        return Speakers(service, create_blueprint(service, config.max_upload_seconds), None, None)
+    threshold = (config.speaker_threshold if config.speaker_threshold is not None
+                 else DEFAULT_THRESHOLDS[config.encoder])
+    import_runtime(config.encoder)
+    engine = SpeakerEngine(config.encoder, partial(load_encoder, config.encoder, config.ecapa_source, config.model_dir))
+    store = VoiceprintStore(config.store_path)
+    service = SpeakerService(engine, store, vad, ActivityLog(config.activity_log, config.port),
+                             threshold, config.min_enroll_seconds)
+    tracker = SpeakerTracker(engine, Roster(store), threshold, config.window_seconds, config.hop_seconds,
+                             config.speaker_reset_seconds)
+    return Speakers(service, create_blueprint(service, config.max_upload_seconds), tracker, engine)

@@ -1,0 +1,129 @@
+"""The speaker REST API (Flask Blueprint). The balancer routes
+/accounts/<code>/... to the account's worker and /embed, /compare to any.
+
+    POST   /accounts/<code>/speakers/<name>   enroll from a WAV (raw body or multipart 'file')
+    GET    /accounts/<code>/speakers          list voiceprints (metadata)
+    GET    /accounts/<code>/speakers/<name>   one voiceprint; ?vector=1 adds the vector
+    DELETE /accounts/<code>/speakers/<name>   delete one
+    DELETE /accounts/<code>/speakers          delete all of the account's
+    POST   /accounts/<code>/verify            score a WAV against every enrolled speaker
+    POST   /embed                             WAV -> embedding, encoder, level in dB
+    POST   /compare                           two voiceprints -> cosine score
+"""
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..accountcode import is_valid_account
+from ..audio import Audio, AudioError, decode_wav
+from .service import SpeakerError, SpeakerService, compare
+
+SPEAKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def check_account(code: str) -> None:
+    if not is_valid_account(code):
+        raise SpeakerError(400, "account code must be 1-64 characters of A-Z a-z 0-9 _ -")
+
+
+def check_name(name: str) -> None:
+    if SPEAKER_NAME.fullmatch(name) is None:
+        raise SpeakerError(400, "speaker name must be 1-64 characters of A-Z a-z 0-9 _ . - "
+                                "and start with a letter, digit or _")
+    if name.lower() == "unknown":
+        raise SpeakerError(400, "'unknown' is reserved: it is the decision when no enrolled speaker matches")
+
+
+def wav_from_request(max_seconds: float) -> Audio:
+    """The WAV of a raw body (audio/wav, application/octet-stream, ...) or of
+    a multipart form's 'file' part."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise SpeakerError(400, f"multipart body needs a 'file' part with the WAV; got parts: "
+                                    f"{', '.join(list(request.files) + list(request.form)) or 'none'}")
+        data = upload.read()
+    else:
+        data = request.get_data()
+    try:
+        audio = decode_wav(data, max_seconds=float("inf"))
+    except AudioError as exc:
+        raise SpeakerError(400, str(exc)) from None
+    if audio.seconds > max_seconds:
+        raise SpeakerError(413, f"audio too long: {audio.seconds:.2f} s, limit {max_seconds:g} s")
+    return audio
+
+
+def flag(name: str) -> bool:
+    return request.args.get(name, "").lower() in ("1", "true", "yes")
+
+
+def create_blueprint(service: SpeakerService, max_upload_seconds: float) -> Blueprint:
+    bp = Blueprint("speakers", __name__)
+
+    @bp.before_request
+    def read_body_first():
+        # A reply sent with the body unread makes gunicorn drop the keep-alive
+        # connection after it, and the balancer's next request on that pooled
+        # connection fails. Reading it first (it is cached, multipart parsing
+        # reuses it) keeps every error a clean reply.
+        try:
+            request.get_data()
+        except RequestEntityTooLarge:
+            raise SpeakerError(413, f"request body too large: limit {request.max_content_length} bytes") from None
+
+    @bp.errorhandler(SpeakerError)
+    def speaker_error(exc: SpeakerError):
+        return jsonify(error=exc.message), exc.status
+
+    @bp.post("/accounts/<code>/speakers/<name>")
+    def enroll(code: str, name: str):
+        check_account(code)
+        check_name(name)
+        service.require_encoder()  # a 503 says more than a complaint about the WAV
+        return jsonify(service.enroll(code, name, wav_from_request(max_upload_seconds))), 201
+
+    @bp.get("/accounts/<code>/speakers")
+    def list_speakers(code: str):
+        check_account(code)
+        return jsonify(service.list(code))
+
+    @bp.get("/accounts/<code>/speakers/<name>")
+    def get_speaker(code: str, name: str):
+        check_account(code)
+        check_name(name)
+        return jsonify(service.get(code, name, flag("vector")))
+
+    @bp.delete("/accounts/<code>/speakers/<name>")
+    def delete_speaker(code: str, name: str):
+        check_account(code)
+        check_name(name)
+        return jsonify(service.delete(code, name))
+
+    @bp.delete("/accounts/<code>/speakers")
+    def delete_speakers(code: str):
+        check_account(code)
+        return jsonify(service.delete_all(code))
+
+    @bp.post("/accounts/<code>/verify")
+    def verify(code: str):
+        check_account(code)
+        service.require_encoder()
+        return jsonify(service.verify(code, wav_from_request(max_upload_seconds)))
+
+    @bp.post("/embed")
+    def embed():
+        service.require_encoder()
+        return jsonify(service.embed(wav_from_request(max_upload_seconds)))
+
+    @bp.post("/compare")
+    def compare_voiceprints():
+        body = request.get_json(silent=True)
+        if body is None:
+            raise SpeakerError(400, "body must be JSON: {\"a\": <voiceprint>, \"b\": <voiceprint>}")
+        return jsonify(compare(body))
+
+    return bp

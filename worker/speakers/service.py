@@ -1,0 +1,192 @@
+"""What the speaker REST API does, apart from HTTP: enroll, verify, embed,
+compare, list and delete. Errors are SpeakerError(status, message)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio import Audio, dbfs, to_16k
+from ..vad import VadEngine
+from .activity import ActivityLog
+from .engine import EncoderUnavailable, SpeakerEngine
+from .speech import voiced_samples
+from .store import EncoderId, EncoderMismatch, VoiceprintStore
+from .tracker import MIN_WINDOW_SECONDS, UNKNOWN, Enrolled, decide
+
+
+class SpeakerError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class SpeakerService:
+    engine: SpeakerEngine | None  # None: --encoder none
+    store: VoiceprintStore | None
+    vad: VadEngine
+    activity: ActivityLog | None
+    threshold: float
+    min_enroll_seconds: float
+
+    # --- checks ---
+
+    def require_encoder(self) -> EncoderId:
+        if self.engine is None:
+            raise SpeakerError(503, "speaker verification is disabled on this worker (--encoder none); "
+                                    "start the workers with --encoder ecapa or --encoder ge2e")
+        if not self.engine.ready:
+            raise SpeakerError(503, self.engine.unavailable_message())
+        e = self.engine.encoder
+        return EncoderId(e.name, e.model, e.dim)
+
+    def _store(self) -> VoiceprintStore:
+        self.require_encoder()
+        assert self.store is not None
+        return self.store
+
+    def _speech(self, audio: Audio, need_seconds: float, purpose: str) -> tuple[np.ndarray, float]:
+        voiced = voiced_samples(self.vad, audio)
+        seconds = len(voiced) / audio.sample_rate
+        if seconds < need_seconds:
+            raise SpeakerError(422, f"{purpose} needs at least {need_seconds:g} s of speech; "
+                                    f"found {seconds:.2f} s of speech in {audio.seconds:.2f} s of audio")
+        return to_16k(Audio(voiced, audio.sample_rate)), seconds
+
+    def _embed(self, samples: np.ndarray) -> np.ndarray:
+        try:
+            embeddings, _ = self.engine.embed([samples])
+        except EncoderUnavailable as exc:
+            raise SpeakerError(503, str(exc)) from None
+        return embeddings[0]
+
+    # --- API ---
+
+    def status(self) -> dict:
+        if self.engine is None:
+            return {"encoder": "none", "state": "disabled"}
+        return {**self.engine.status(), "threshold": self.threshold}
+
+    def enroll(self, account: str, name: str, audio: Audio) -> dict:
+        encoder = self.require_encoder()
+        started = time.perf_counter()
+        samples, seconds = self._speech(audio, self.min_enroll_seconds, "enrollment")
+        embedding = self._embed(samples)
+        try:
+            voiceprint = self.store.enroll(account, name, encoder, embedding, seconds)
+        except EncoderMismatch as exc:
+            raise SpeakerError(409, str(exc)) from None
+        ms = (time.perf_counter() - started) * 1000
+        self._log("enroll", account, speaker=name, speech_seconds=round(seconds, 2),
+                  samples=voiceprint.samples, encoder=encoder.name, ms=round(ms, 1))
+        return {"account": account, **voiceprint.metadata(), "sample_speech_seconds": round(seconds, 2),
+                "ms": round(ms, 1)}
+
+    def verify(self, account: str, audio: Audio) -> dict:
+        encoder = self.require_encoder()
+        prints = self.store.list(account)
+        usable = [v for v in prints if v.encoder == encoder]
+        other = [{"name": v.name, "encoder": v.encoder.name, "model": v.encoder.model} for v in prints
+                 if v.encoder != encoder]
+        if not usable:
+            if other:
+                raise SpeakerError(409, f"account {account} has voiceprints only from other encoders "
+                                        f"({', '.join(sorted({o['encoder'] + ' ' + o['model'] for o in other}))}); "
+                                        f"this worker uses {encoder}: enroll again with it")
+            raise SpeakerError(404, f"account {account} has no enrolled speakers: "
+                                    f"POST a WAV to /accounts/{account}/speakers/<name> first")
+        started = time.perf_counter()
+        samples, seconds = self._speech(audio, MIN_WINDOW_SECONDS, "verification")
+        embedding = self._embed(samples)
+        enrolled = Enrolled(tuple(v.name for v in usable), np.stack([v.vector for v in usable]))
+        decision = decide(enrolled, embedding, self.threshold)
+        ms = (time.perf_counter() - started) * 1000
+        scores = {n: round(s, 4) for n, s in sorted(decision.scores.items(), key=lambda kv: -kv[1])}
+        self._log("verify", account, decision=decision.speaker, best=decision.best, score=round(decision.score, 4),
+                  scores=scores, threshold=self.threshold, speech_seconds=round(seconds, 2), ms=round(ms, 1))
+        reply = {"account": account, "decision": decision.speaker, "best": decision.best,
+                 "score": round(decision.score, 4), "match": decision.speaker != UNKNOWN,
+                 "threshold": self.threshold, "scores": scores, "encoder": encoder.name, "model": encoder.model,
+                 "speech_seconds": round(seconds, 2), "ms": round(ms, 1)}
+        if other:
+            reply["skipped"] = [{**o, "reason": "made by another encoder"} for o in other]
+        return reply
+
+    def embed(self, audio: Audio) -> dict:
+        encoder = self.require_encoder()
+        samples, seconds = self._speech(audio, MIN_WINDOW_SECONDS, "an embedding")
+        embedding = self._embed(samples)
+        return {"encoder": encoder.name, "model": encoder.model, "dim": encoder.dim,
+                "embedding": [round(float(v), 7) for v in embedding],
+                "db": dbfs(audio.samples), "speech_db": dbfs(samples),
+                "seconds": round(audio.seconds, 2), "speech_seconds": round(seconds, 2)}
+
+    def list(self, account: str) -> dict:
+        prints = self._store().list(account)
+        return {"account": account, "speakers": [v.metadata() for v in prints]}
+
+    def get(self, account: str, name: str, with_vector: bool) -> dict:
+        voiceprint = self._store().get(account, name)
+        if voiceprint is None:
+            raise SpeakerError(404, f"speaker {name!r} is not enrolled in account {account}")
+        return {"account": account, **voiceprint.metadata(with_vector)}
+
+    def delete(self, account: str, name: str) -> dict:
+        if not self._store().delete(account, name):
+            raise SpeakerError(404, f"speaker {name!r} is not enrolled in account {account}")
+        self._log("delete", account, speaker=name)
+        return {"account": account, "deleted": [name]}
+
+    def delete_all(self, account: str) -> dict:
+        count = self._store().delete_all(account)
+        self._log("delete_all", account, count=count)
+        return {"account": account, "deleted_count": count}
+
+    def _log(self, event: str, account: str, **fields) -> None:
+        if self.activity is not None:
+            self.activity.write(event, account, **fields)
+
+
+def parse_voiceprint(value: object, label: str) -> tuple[EncoderId | None, np.ndarray]:
+    """A voiceprint or embedding as /speakers/<name>?vector=1 or /embed return
+    it: {"encoder", "model", "dim"?, "vector" | "embedding"}."""
+    if not isinstance(value, dict):
+        raise SpeakerError(400, f"'{label}' must be an object with 'encoder', 'model' and 'vector' (or 'embedding')")
+    vector = value.get("vector", value.get("embedding"))
+    if not isinstance(vector, list) or not vector:
+        raise SpeakerError(400, f"'{label}' needs 'vector' (or 'embedding'): a non-empty list of numbers")
+    if len(vector) > 4096 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vector):
+        raise SpeakerError(400, f"'{label}.vector' must be a list of at most 4096 numbers")
+    array = np.asarray(vector, np.float64)
+    if not np.isfinite(array).all():
+        raise SpeakerError(400, f"'{label}.vector' holds non-finite numbers")
+    if float(np.linalg.norm(array)) == 0.0:
+        raise SpeakerError(400, f"'{label}.vector' is all zeros")
+    encoder, model = value.get("encoder"), value.get("model")
+    if not isinstance(encoder, str) or not encoder or not isinstance(model, str) or not model:
+        raise SpeakerError(400, f"'{label}' needs 'encoder' and 'model' (as the API returns them): "
+                                "without them a score across encoders could pass unnoticed")
+    dim = value.get("dim", len(vector))
+    if dim != len(vector):
+        raise SpeakerError(400, f"'{label}.dim' is {dim} but its vector has {len(vector)} values")
+    return EncoderId(encoder, model, len(vector)), array
+
+
+def compare(body: object) -> dict:
+    """Cosine score of two voiceprints made by the same encoder."""
+    if not isinstance(body, dict) or "a" not in body or "b" not in body:
+        raise SpeakerError(400, "send JSON {\"a\": <voiceprint>, \"b\": <voiceprint>}, each as returned by "
+                                "GET /accounts/<code>/speakers/<name>?vector=1 or POST /embed")
+    enc_a, a = parse_voiceprint(body["a"], "a")
+    enc_b, b = parse_voiceprint(body["b"], "b")
+    if (enc_a.name, enc_a.model) != (enc_b.name, enc_b.model):
+        raise SpeakerError(409, f"'a' was made by encoder {enc_a.name} (model {enc_a.model}) and 'b' by "
+                                f"{enc_b.name} (model {enc_b.model}): scores across encoders mean nothing")
+    if len(a) != len(b):
+        raise SpeakerError(400, f"'a' has {len(a)} values and 'b' {len(b)}: not comparable")
+    score = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return {"score": round(max(-1.0, min(1.0, score)), 6), "encoder": enc_a.name, "model": enc_a.model}
+
