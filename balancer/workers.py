@@ -14,11 +14,22 @@ log = logging.getLogger("balancer.workers")
 
 class WorkerPool:
     """Health from two sources: a /health poll, and failures seen while
-    forwarding (a worker that refuses a frame leaves the ring at once)."""
+    forwarding (a worker that refuses a frame leaves the ring at once). A
+    worker is back in the ring as soon as its /health answers 200 again; a
+    draining one (SIGTERM) answers 503. Only the poll brings a worker back.
+
+    A /health that times out is ambiguous - hung, or only busy - and moving
+    an account loses its streaming state, so a worker leaves the ring after
+    SLOW_STRIKES timeouts in a row; a refused connection or a non-200 answer
+    takes it out at once.
+    """
+
+    SLOW_STRIKES = 2
 
     def __init__(self, workers: tuple[str, ...]) -> None:
         self.workers = workers
-        self._healthy = {worker: True for worker in workers}
+        self._healthy = {worker: False for worker in workers}  # in the ring once /health answers
+        self._strikes = {worker: 0 for worker in workers}
         self.changed_at: dict[str, float] = {}
 
     def healthy(self) -> list[str]:
@@ -36,7 +47,7 @@ class WorkerPool:
             self._healthy[worker] = healthy
             self.changed_at[worker] = time.monotonic()
             if healthy:
-                log.warning("worker %s is back in the ring", worker)
+                log.warning("worker %s is in the ring", worker)
             else:
                 log.warning("worker %s left the ring: %s", worker, reason)
 
@@ -48,14 +59,26 @@ class WorkerPool:
             async with session.get(f"{worker}/health", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 ok = resp.status == 200
                 reason = f"/health answered {resp.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except asyncio.TimeoutError:
+            self._strikes[worker] += 1
+            if self._strikes[worker] >= self.SLOW_STRIKES:
+                self.mark(worker, False, f"/health took over {timeout:g} s {self._strikes[worker]} times in a row")
+            return
+        except aiohttp.ClientError as exc:
             ok, reason = False, f"/health failed: {exc.__class__.__name__}"
+        self._strikes[worker] = 0
         self.mark(worker, ok, reason)
 
-    async def poll(self, session: aiohttp.ClientSession, interval: float) -> None:
+    async def poll(self, session: aiohttp.ClientSession, interval: float, timeout: float) -> None:
+        """Forever: a dead poller would keep a recovered worker out of the ring."""
         while True:
             await asyncio.sleep(interval)
-            await self.check(session, timeout=max(min(interval, 2.0), 0.2))
+            try:
+                await self.check(session, timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("health check failed; polling on")
 
     def status(self) -> dict[str, str]:
         return {w: ("up" if self._healthy[w] else "down") for w in self.workers}

@@ -69,7 +69,8 @@ def decode_wav(
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, OverflowError, TypeError) as exc:
-        raise AudioError(f"unreadable WAV: {exc}") from None
+        # libsndfile's own words, without soundfile's "Error opening <BytesIO at 0x...>: "
+        raise AudioError(f"unreadable WAV: {getattr(exc, 'error_string', None) or exc}") from None
     if samples.shape[0] == 0:
         raise AudioError("WAV holds no samples")
     if not np.isfinite(samples).all():

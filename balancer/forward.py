@@ -1,0 +1,86 @@
+"""One frame to its account's worker, failing over to the next rendezvous
+choice, so a client gets a reply as long as any worker is up.
+
+Exactly one log line per frame, across retries: the balancer stamps each
+frame once (FrameClock) and sends the same stamp with every attempt. A
+worker writes the frame's log line under a lock on the account's log, and
+skips it when a line with that stamp is already there - written by a worker
+that was killed after logging but before replying, or by a slow one that
+the balancer stopped waiting for.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime, timedelta
+
+import aiohttp
+
+from .packets import Packet
+from .workers import WorkerPool
+
+log = logging.getLogger("balancer.forward")
+
+EPOCH = datetime(1970, 1, 1)
+# Statuses that say "not here, not now": the frame was not processed, so
+# another worker may take it. A 500 is a bug that would fail everywhere.
+RETRY_STATUSES = frozenset({502, 503, 504})
+NO_WORKER = "no worker available: every worker is down, try again shortly"
+
+
+class FrameClock:
+    """UTC microseconds since the epoch, strictly increasing within this
+    balancer: two frames never share a stamp, even of the same account."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(time.time_ns() // 1000, self._last + 1)
+        return self._last
+
+
+def stamp_text(stamp: int) -> str:
+    """The stamp as the log line shows it: '2023-01-20 13:44:44.123435'."""
+    return (EPOCH + timedelta(microseconds=stamp)).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+async def forward_frame(pool: WorkerPool, session: aiohttp.ClientSession, packet: Packet, stream: str,
+                        seq: int, stamp: int, timeout: float) -> dict:
+    """The reply for this frame: the worker's, or an error naming the problem."""
+    reply: dict = {"account": packet.account, "seq": seq}
+    headers = {"X-Account": packet.account, "X-Stream": stream, "X-Seq": str(seq),
+               "X-Frame-Time": str(stamp), "Content-Type": "audio/wav"}
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    for worker in pool.ranked(packet.account):
+        try:
+            async with session.post(f"{worker}/frames", data=packet.wav, headers=headers,
+                                    timeout=client_timeout) as resp:
+                status, body = resp.status, await resp.read()
+        except asyncio.TimeoutError:
+            # Slow is not dead: the frame goes to the next choice, and the
+            # /health poll decides whether the worker leaves the ring.
+            log.warning("worker %s did not answer frame %s/%d within %g s; trying the next",
+                        worker, packet.account, seq, timeout)
+            continue
+        except aiohttp.ClientError as exc:  # refused, reset, disconnected mid-reply
+            pool.mark(worker, False, f"forward failed: {exc.__class__.__name__}")
+            continue
+        if status in RETRY_STATUSES:
+            pool.mark(worker, False, f"/frames answered {status}")
+            continue
+        try:
+            answer = json.loads(body)
+            if not isinstance(answer, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            reply["error"] = f"worker {worker} gave an unreadable reply (HTTP {status})"
+            return reply
+        reply.update(answer)
+        if "error" not in answer:
+            reply["time"] = stamp_text(stamp)  # the frame's log line starts with this
+        return reply
+    reply["error"] = NO_WORKER
+    return reply

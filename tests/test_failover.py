@@ -1,0 +1,102 @@
+"""Worker failure with real processes: kill -9 a worker while accounts stream,
+restart it; and no worker at all."""
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+
+import aiohttp
+import pytest
+
+from cluster import SPEECH, make_system
+from faults import frames_of, owner_index, pick_accounts, run_scenario, tally
+
+LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} voice=[01], \d+, \d+ms")
+
+
+@pytest.fixture(scope="module")
+def sources(speech):
+    return [frames_of(speech(name), seconds=10) for name in ("en_example.wav", "sample1.wav", "sample2.wav")]
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """Its own system: these tests kill workers."""
+    system = make_system(tmp_path_factory.mktemp("failover"), worker_args=["--encoder", "none"])
+    try:
+        yield system.start()
+    finally:
+        system.stop()
+
+
+def test_kill_9_a_worker_while_accounts_stream(three, sources):
+    victim = 1
+    port = three.worker_ports[victim]
+    accounts = pick_accounts(three, victim, affected=4, others=5, prefix="fo")
+    runs, (cycle,) = asyncio.run(run_scenario(three, accounts, sources, cycles=1, warmup=0.5, outage=0.5,
+                                              after=0.5, pace=0.01, victims=[victim]))
+    t = tally(three, runs)
+    assert not t.failures
+    assert t.sent == t.replied > 200, "every frame sent gets a reply"
+    assert t.errors == 0, t.error_messages
+    assert t.lost == 0 and t.duplicated == 0 and t.logged == t.sent, "exactly one log line per frame"
+    for account in accounts:
+        frames = runs[account].frames
+        assert [f.reply["seq"] for f in frames] == list(range(1, len(frames) + 1))
+        lines = three.account_log(account)
+        assert len(lines) == len(frames) and all(LINE.match(line) for line in lines)
+        # The line of each frame names the worker that processed it (or, for a
+        # frame the killed worker logged before dying, the killed worker).
+        by_stamp = {line[:26]: int(line.split(", ")[1]) for line in lines}
+        for f in frames:
+            assert by_stamp[f.reply["time"]] == (port if f.reply.get("duplicate") else f.worker)
+    assert sorted(cycle.affected) == sorted(accounts[:4])
+    for account in cycle.affected:
+        workers = [f.worker for f in runs[account].frames]
+        assert workers[0] == port
+        moved = [f.worker for f in runs[account].frames if cycle.kill_at <= f.replied < cycle.up_at]
+        assert moved and port not in moved[1:], "continued on another worker while the owner was dead"
+        assert len(set(moved) - {port}) == 1, "and on one worker, its next rendezvous choice"
+        assert workers[-1] == port, "and came back to its owner after the restart"
+    for account in accounts[4:]:
+        assert Counter(f.worker for f in runs[account].frames).keys() == \
+            {three.worker_ports[owner_index(three, account)]}, "other accounts never moved"
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory):
+    system = make_system(tmp_path_factory.mktemp("lonely"), n_workers=1, worker_args=["--encoder", "none"])
+    try:
+        yield system.start()
+    finally:
+        system.stop()
+
+
+def test_no_worker_available_gets_an_error_reply_and_the_connection_stays_open(one, sources):
+    frame = sources[1][0]
+
+    async def frame_reply(ws) -> dict:
+        await ws.send_str("ACCOUNTCODE=alone")
+        await ws.send_bytes(frame)
+        return await ws.receive_json(timeout=30)
+
+    async def go() -> list[dict]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(one.ws_url) as ws:
+            replies = [await frame_reply(ws)]
+            one.workers[0].kill()
+            replies += [await frame_reply(ws), await frame_reply(ws)]
+            async with session.post(one.url + "/", json={"ACCOUNTCODE": "alone", "data": [0] * 800}) as resp:
+                ingest = (resp.status, await resp.json())
+            await asyncio.to_thread(one.restart_worker, 0)
+            await asyncio.to_thread(one.wait_balancer_sees_all)
+            replies.append(await frame_reply(ws))
+            return replies + [ingest]
+    before, down1, down2, after, ingest = asyncio.run(go())
+    assert "error" not in before
+    for reply in (down1, down2):
+        assert reply["error"].startswith("no worker available") and reply["account"] == "alone"
+    assert [r["seq"] for r in (before, down1, down2, after)] == [1, 2, 3, 4]
+    assert "error" not in after and after["worker"] == one.worker_ports[0]
+    assert ingest[0] == 503 and ingest[1]["error"].startswith("no worker available")
+    assert len(one.account_log("alone")) == 2

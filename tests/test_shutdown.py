@@ -1,0 +1,146 @@
+"""Graceful shutdown with real processes and SIGTERM: in-flight frames are
+answered, new work is refused, every answered frame is logged once."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+
+import aiohttp
+import pytest
+
+from cluster import make_system
+from faults import frames_of, pick_accounts, run_scenario, tally, until
+
+LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} voice=[01], \d+, \d+ms")
+
+
+@pytest.fixture(scope="module")
+def sources(speech):
+    return [frames_of(speech(name), seconds=10) for name in ("en_example.wav", "sample1.wav", "sample3.wav")]
+
+
+def group_signal(process, sig: int) -> None:
+    os.killpg(process.popen.pid, sig)
+
+
+async def health(session: aiohttp.ClientSession, url: str) -> dict:
+    async with session.get(url + "/health") as resp:  # 503 while the frozen worker is out: still JSON
+        return await resp.json()
+
+
+async def refuses_connections(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/health") as resp:
+            await resp.read()
+            return False
+    except aiohttp.ClientConnectorError:
+        return True
+
+
+def test_balancer_sigterm_answers_the_frame_in_flight_then_closes(tmp_path, sources):
+    system = make_system(tmp_path, n_workers=1, worker_args=["--encoder", "none"],
+                         balancer_args=["--forward-timeout", "60", "--shutdown-timeout", "30"]).start()
+    worker, balancer = system.workers[0], system.balancer
+    frame = sources[0][5]
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            busy = await session.ws_connect(system.ws_url)
+            idle = await session.ws_connect(system.ws_url)
+            group_signal(worker, signal.SIGSTOP)  # the frame will wait at the worker
+            await busy.send_str("ACCOUNTCODE=drain")
+            await busy.send_bytes(frame)
+            deadline = time.monotonic() + 30
+            while (await health(session, system.url))["frames_in_flight"] != 1:
+                assert time.monotonic() < deadline, "the frame never reached the balancer"
+                await asyncio.sleep(0.02)
+            group_signal(balancer, signal.SIGTERM)
+            idle_close = await idle.receive(timeout=20)  # idle connections close at once...
+            assert await refuses_connections(system.url)  # ...and no new ones are taken
+            assert not busy.closed
+            group_signal(worker, signal.SIGCONT)
+            reply = await busy.receive_json(timeout=30)  # the frame in flight is answered...
+            busy_close = await busy.receive(timeout=10)  # ...before its connection closes
+            return idle_close, reply, busy_close
+    try:
+        idle_close, reply, busy_close = asyncio.run(go())
+        exit_code = balancer.popen.wait(timeout=30)
+    finally:
+        group_signal(worker, signal.SIGCONT)
+        system.stop()
+    assert idle_close.type == aiohttp.WSMsgType.CLOSE and idle_close.data == aiohttp.WSCloseCode.GOING_AWAY
+    assert "error" not in reply and reply["seq"] == 1 and reply["account"] == "drain"
+    assert busy_close.type == aiohttp.WSMsgType.CLOSE and busy_close.data == aiohttp.WSCloseCode.GOING_AWAY
+    assert exit_code == 0
+    assert [line[:26] for line in system.account_log("drain")] == [reply["time"]]
+
+
+def test_balancer_sigterm_while_accounts_stream_leaves_no_frame_half_done(tmp_path, sources):
+    """Every frame the balancer answered is logged once; a frame it did not
+    answer (it arrived as the connection closed) is not logged at all."""
+    system = make_system(tmp_path, worker_args=["--encoder", "none"]).start()
+    accounts = [f"sd{i}" for i in range(12)]
+    results: dict[str, list[dict]] = {a: [] for a in accounts}
+    closes: dict[str, int | None] = {}
+
+    async def stream(account: str, frames: list[bytes]) -> None:
+        async with aiohttp.ClientSession() as session, session.ws_connect(system.ws_url) as ws:
+            for frame in frames * 10:
+                try:
+                    await ws.send_str(f"ACCOUNTCODE={account}")
+                    await ws.send_bytes(frame)
+                except (ConnectionError, aiohttp.ClientError):
+                    break
+                msg = await ws.receive(timeout=30)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    closes[account] = ws.close_code
+                    return
+                results[account].append(json.loads(msg.data))
+
+    async def go():
+        tasks = [asyncio.create_task(stream(a, sources[i % 3])) for i, a in enumerate(accounts)]
+        await until(lambda: all(len(r) >= 20 for r in results.values()), 60, "every account to stream")
+        group_signal(system.balancer, signal.SIGTERM)
+        await asyncio.gather(*tasks)
+    try:
+        asyncio.run(go())
+        exit_code = system.balancer.popen.wait(timeout=30)
+    finally:
+        system.stop()
+    assert exit_code == 0
+    assert closes == {a: aiohttp.WSCloseCode.GOING_AWAY for a in accounts}
+    for account, replies in results.items():
+        assert all("error" not in r for r in replies)
+        assert [line[:26] for line in system.account_log(account)] == [r["time"] for r in replies]
+
+
+def test_worker_sigterm_finishes_its_frames_and_its_accounts_move(tmp_path, sources):
+    system = make_system(tmp_path, worker_args=["--encoder", "none"]).start()
+    victim = 2
+    accounts = pick_accounts(system, victim, affected=4, others=5, prefix="wt")
+    try:
+        runs, (cycle,) = asyncio.run(run_scenario(system, accounts, sources, cycles=1, warmup=0.5, outage=0.5,
+                                                  after=0.5, pace=0, victims=[victim], graceful=True))
+        stopped_output = system.root / f"worker-{system.worker_ports[victim]}.out"
+    finally:
+        system.stop()
+    assert cycle.exit_code == 0 and cycle.affected
+    t = tally(system, runs)
+    assert not t.failures and t.errors == 0, t.error_messages
+    assert t.sent == t.replied == t.logged and t.lost == 0 and t.duplicated == 0
+    for account in accounts:
+        assert all(LINE.match(line) for line in system.account_log(account)), "whole lines only"
+    assert sorted(cycle.affected) == sorted(accounts[:4])
+    for account in cycle.affected:
+        frames = runs[account].frames
+        assert frames[0].worker == cycle.port
+        # Frames that were at the worker when SIGTERM came were answered by it;
+        # the rest of the outage went to one other worker.
+        during = [f.worker for f in frames if cycle.kill_at <= f.replied < cycle.up_at]
+        assert len(set(during) - {cycle.port}) == 1
+        assert frames[-1].worker == cycle.port, "back on its worker after the restart"
+    assert "Traceback" not in stopped_output.read_text()

@@ -1,0 +1,64 @@
+"""WorkerPool health against real HTTP servers: in the ring once /health
+answers 200; out at once when refused or not 200, after repeated timeouts
+when merely slow; back when /health answers again."""
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from balancer.routing import rank_workers
+from balancer.workers import WorkerPool
+from cluster import free_port
+
+
+async def serve(behaviour: dict, release: asyncio.Event) -> tuple[str, web.AppRunner]:
+    """A /health endpoint whose answer the test changes: status or 'hang'."""
+    async def health(request: web.Request) -> web.Response:
+        if behaviour["health"] == "hang":
+            await release.wait()
+        return web.json_response({}, status=behaviour["health"])
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"http://127.0.0.1:{port}", runner
+
+
+def test_health_states():
+    async def go():
+        states = [{"health": 200}, {"health": 200}, {"health": 200}]
+        release = asyncio.Event()
+        servers = [await serve(s, release) for s in states]
+        urls = [url for url, _ in servers]
+        closed = f"http://127.0.0.1:{free_port()}"
+        pool = WorkerPool((*urls, closed))
+        assert pool.healthy() == []  # nobody is in the ring before answering
+        async with aiohttp.ClientSession() as session:
+            await pool.check(session, timeout=0.5)
+            assert pool.healthy() == urls
+            assert pool.ranked("1234") == rank_workers("1234", urls)
+
+            states[0]["health"] = 503  # draining: out at once
+            states[1]["health"] = "hang"  # slow: one timeout is not enough
+            await pool.check(session, timeout=0.3)
+            assert pool.healthy() == urls[1:]
+            await pool.check(session, timeout=0.3)
+            assert pool.healthy() == urls[2:]
+
+            states[0]["health"] = states[1]["health"] = 200  # both recover
+            await pool.check(session, timeout=0.5)
+            assert pool.healthy() == urls
+            assert pool.status() == {**{u: "up" for u in urls}, closed: "down"}
+
+            pool.mark(urls[2], False, "forward failed")  # a failed forward takes it out...
+            assert urls[2] not in pool.ranked("1234")
+            await pool.check(session, timeout=0.5)  # ...until /health answers again
+            assert pool.healthy() == urls
+        release.set()
+        for _, runner in servers:
+            await runner.cleanup()
+    asyncio.run(go())
