@@ -3,7 +3,9 @@ restart it; and no worker at all."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 from collections import Counter
 
 import aiohttp
@@ -100,3 +102,41 @@ def test_no_worker_available_gets_an_error_reply_and_the_connection_stays_open(o
     assert "error" not in after and after["worker"] == one.worker_ports[0]
     assert ingest[0] == 503 and ingest[1]["error"].startswith("no worker available")
     assert len(one.account_log("alone")) == 2
+
+
+def test_a_slow_worker_and_the_retry_log_a_frame_once(tmp_path, sources):
+    """The forward times out on a frozen (SIGSTOP) worker and the frame goes to
+    the next choice; when the worker thaws it processes the stale request too,
+    finds the frame's line already written, and does not write another."""
+    system = make_system(tmp_path, n_workers=2, worker_args=["--encoder", "none"],
+                         balancer_args=["--forward-timeout", "1", "--health-timeout", "30"]).start()
+    account = pick_accounts(system, 0, affected=1, others=0, prefix="slow")[0]
+    slow, other = system.worker_ports
+    pgid = system.workers[0].popen.pid
+    frames = sources[0]
+
+    async def go() -> list[dict]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(system.ws_url) as ws:
+            async def send(i: int) -> dict:
+                await ws.send_str(f"ACCOUNTCODE={account}")
+                await ws.send_bytes(frames[i])
+                return await ws.receive_json(timeout=30)
+            replies = [await send(0)]
+            os.killpg(pgid, signal.SIGSTOP)
+            try:
+                replies.append(await send(1))  # times out on the frozen worker, answered by the other
+            finally:
+                os.killpg(pgid, signal.SIGCONT)
+            replies += [await send(i) for i in range(2, 12)]  # the thawed worker takes the account again
+            return replies
+    try:
+        replies = asyncio.run(go())
+    finally:
+        system.stop()
+    assert [r["worker"] for r in replies[:2]] == [slow, other]
+    assert all("error" not in r for r in replies)
+    assert {r["worker"] for r in replies[2:]} == {slow}
+    lines = system.account_log(account)
+    assert [line[:26] for line in lines] == [r["time"] for r in replies], "one line per frame, none twice"
+    assert int(lines[1].split(", ")[1]) == other
+    assert "did not answer frame" in system.balancer.output()
