@@ -137,8 +137,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 replies = [error_reply("internal error on this packet", seq=conn.next_seq())]
             finally:
                 traffic.sockets[ws] = False
-            for reply in replies:
-                await ws.send_json(reply)
+            try:
+                for reply in replies:
+                    await ws.send_json(reply)
+            except ConnectionError:  # the client left before its reply (the frame is logged)
+                log.info("client of stream %s left before reply %d", conn.stream, conn.seq)
+                break
             if conn.closed or traffic.stopping:
                 break
     finally:

@@ -212,3 +212,20 @@ def test_limits_from_environment_variables(monkeypatch):
     assert worker_args(["--accepted-rates", "44100"]).accepted_rates == (44100,)  # flags win
     with pytest.raises(SystemExit):
         worker_args(["--accepted-rates", "8k"])
+
+
+def test_a_client_that_vanishes_before_its_reply(limited, speech16k):
+    from cluster import wait_until
+    frame = wav(speech16k[:1600])
+
+    async def vanish():
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(limited.ws_url)
+            await ws.send_str("ACCOUNTCODE=vanished")
+            await ws.send_bytes(frame)
+            ws._response.connection.transport.abort()  # gone without a close frame
+    asyncio.run(vanish())
+    wait_until(lambda: len(limited.account_log("vanished")) == 1, 30, "the frame to be logged")
+    replies, _ = asyncio.run(exchange(limited.ws_url, ["ACCOUNTCODE=vanished", frame], 1))
+    assert "error" not in replies[0]
+    assert "Traceback" not in limited.balancer.output()
