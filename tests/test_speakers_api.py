@@ -7,11 +7,15 @@ Audio: the committed espeak samples in data/ (three synthetic voices, one at
 """
 from __future__ import annotations
 
+import http.client
+import io
+import json
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from cluster import REPO, make_system
 from speaker_helpers import (LOG_LINE, activity, call, call_json, multipart, read_wav, silence, stream,
@@ -20,6 +24,7 @@ from worker.speakers.store import EncoderId, VoiceprintStore
 
 DATA = REPO / "data"
 MAX_UPLOAD_SECONDS = 30
+MAX_UPLOAD_BYTES = 4 << 20
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +32,8 @@ def ge2e(tmp_path_factory):
     root = tmp_path_factory.mktemp("speakers-api")
     system = make_system(root, worker_args=[
         "--encoder", "ge2e", "--store", str(root / "voiceprints.db"), "--activity-log", str(root / "activity.log"),
-        "--max-upload-seconds", str(MAX_UPLOAD_SECONDS)])
+        "--max-upload-seconds", str(MAX_UPLOAD_SECONDS), "--max-upload-bytes", str(MAX_UPLOAD_BYTES)],
+        balancer_args=["--max-upload-bytes", str(MAX_UPLOAD_BYTES)])
     try:
         system.start()
         wait_encoders(system)
@@ -105,6 +111,20 @@ def test_enroll_list_get_delete(ge2e, voices):
                       ("enroll", "carol"), ("delete_all", None)]
 
 
+def test_uploads_larger_than_a_frame_limit_go_through(ge2e, voices):
+    """Frames are limited to 1 MiB; an enrollment WAV may be bigger (here
+    26 s of float samples, 1.7 MB, in a multipart body through the balancer)."""
+    samples, rate = voices["gb_male"]
+    long_take = np.tile(samples.astype(np.float32) / 32768, 2)
+    buf = io.BytesIO()
+    sf.write(buf, long_take, rate, format="WAV", subtype="FLOAT")
+    assert len(buf.getvalue()) > 1 << 20
+    body, content_type = multipart("file", "long.wav", buf.getvalue())
+    reply = call(f"{ge2e.url}/accounts/big/speakers/alice", "POST", body, content_type)
+    assert reply.status == 201, reply.body
+    assert reply.body["speech_seconds"] > 15
+
+
 def test_verify_scores_every_enrolled_speaker(ge2e, voices):
     url, account = ge2e.url, "verify"
     for name, voice in voices.items():
@@ -176,8 +196,17 @@ def test_bad_input_gets_clear_errors(ge2e, voices):
     body, content_type = multipart("audio", "x.wav", first_half(voices["gb_male"]))
     reply = call(f"{url}/accounts/acme/speakers/alice", "POST", body, content_type)
     assert reply.status == 400 and "'file' part" in reply.body["error"]
-    too_big = call(f"{worker}/accounts/acme/speakers/alice", "POST", b"\0" * (2 << 20))
-    assert too_big.status == 413 and "too large" in too_big.body["error"]
+    # Refused on its Content-Length, before a byte of the body is read.
+    conn = http.client.HTTPConnection("127.0.0.1", ge2e.worker_ports[0], timeout=30)
+    conn.putrequest("POST", "/accounts/acme/speakers/alice")
+    conn.putheader("Content-Type", "audio/wav")
+    conn.putheader("Content-Length", str(MAX_UPLOAD_BYTES + 1))
+    conn.endheaders()
+    too_big = conn.getresponse()
+    assert too_big.status == 413 and "too large" in json.load(too_big)["error"]
+    conn.close()
+    through_balancer = call(f"{url}/accounts/acme/speakers/alice", "POST", b"\0" * (MAX_UPLOAD_BYTES + 1))
+    assert through_balancer.status == 413
     assert call(f"{url}/accounts/acme/speakers/nobody").status == 404
     assert call(f"{url}/accounts/acme/speakers").body["speakers"] == []  # nothing got enrolled
 
@@ -204,12 +233,16 @@ def test_streaming_frames_carry_the_speaker(ge2e, voices):
     account = "stream"
     enroll(ge2e.url, account, "male", first_half(voices["gb_male"]))
     enroll(ge2e.url, account, "female", first_half(voices["us_female"]))
+    enroll(ge2e.url, account, "male8k", first_half(voices["us_male"]))
     female, rate = voices["us_female"]
     male, _ = voices["gb_male"]
-    turns = [("female", female[len(female) // 2:]), (None, silence(3.5)), ("male", male[len(male) // 2:])]
+    male8k, rate8k = voices["us_male"]
+    turns = [("female", female[len(female) // 2:], rate), (None, silence(3.5), rate),
+             ("male", male[len(male) // 2:], rate), (None, silence(3.5), rate),
+             ("male8k", male8k[len(male8k) // 2:], rate8k)]  # 8 kHz frames: resampled for the encoder
     replies, truth = [], []
-    for who, samples in turns:
-        got = stream(ge2e, account, samples, rate)
+    for who, samples, samples_rate in turns:
+        got = stream(ge2e, account, samples, samples_rate)
         replies += got
         truth += [who] * len(got)
 
@@ -217,7 +250,7 @@ def test_streaming_frames_carry_the_speaker(ge2e, voices):
     decided = [(r, who) for r, who in zip(replies, truth) if "speaker" in r]
     assert all(r["voice"] == 1 and isinstance(r["score"], float) for r, _ in decided)
     assert sum(r["speaker"] == who for r, who in decided) >= 0.8 * len(decided)
-    for who, samples in turns[::2]:
+    for who, _, _ in turns[::2]:
         turn = [r for r, w in zip(replies, truth) if w == who]
         voiced = [i for i, r in enumerate(turn) if r["voice"] == 1]
         # The first 1.5 s of speech of a turn carry no speaker: nothing to decide on yet.

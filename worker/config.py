@@ -21,6 +21,7 @@ class WorkerConfig:
     max_frame_seconds: float = 1.0
     max_body_bytes: int = 1 << 20
     max_upload_seconds: float = 120.0
+    max_upload_bytes: int = 16 << 20  # speaker REST bodies (enrollment WAVs), as the balancer's
     accepted_rates: tuple[int, ...] = ()  # empty: audio.COMMON_RATES (all resampled to 8 or 16 kHz)
     accepted_formats: tuple[str, ...] = ()  # soundfile subtypes; empty: audio.ACCEPTED_SUBTYPES
     account_idle_seconds: float = 300.0
@@ -56,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
                    help="longest frame accepted on /frames [MAX_FRAME_SECONDS]")
     p.add_argument("--max-body-bytes", type=int, default=int(_env("MAX_BODY_BYTES", str(d.max_body_bytes))),
                    help="largest request body [MAX_BODY_BYTES]")
+    p.add_argument("--max-upload-bytes", type=int, default=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),
+                   help="largest body of a speaker REST call (enroll/verify/embed WAVs) [MAX_UPLOAD_BYTES]")
     p.add_argument("--max-upload-seconds", type=float, default=float(_env("MAX_UPLOAD_SECONDS", str(d.max_upload_seconds))),
                    help="longest WAV for enroll/verify/embed [MAX_UPLOAD_SECONDS]")
     p.add_argument("--accepted-rates", default=_env("ACCEPTED_RATES", ""),

@@ -93,6 +93,9 @@ def ecapa_help(source: str) -> str:
 
 
 class EcapaEncoder:
+    """SpeechBrain's EncoderClassifier. Its hyperparams.yaml builds Python
+    objects (HyperPyYAML), so the source must be trusted like code: the
+    official hub repository or a directory the operator controls."""
     name = "ecapa"
 
     def __init__(self, source: str, model_dir: str | Path) -> None:

@@ -28,7 +28,7 @@ class Speakers:
 def create_speakers(config: WorkerConfig, vad: VadEngine) -> Speakers:
     if config.encoder == "none":
         service = SpeakerService(None, None, vad, None, 0.0, config.min_enroll_seconds)
-        return Speakers(service, create_blueprint(service, config.max_upload_seconds), None, None)
+        return Speakers(service, blueprint(service, config), None, None)
     threshold = (config.speaker_threshold if config.speaker_threshold is not None
                  else DEFAULT_THRESHOLDS[config.encoder])
     import_runtime(config.encoder)
@@ -38,4 +38,8 @@ def create_speakers(config: WorkerConfig, vad: VadEngine) -> Speakers:
                              threshold, config.min_enroll_seconds)
     tracker = SpeakerTracker(engine, Roster(store), threshold, config.window_seconds, config.hop_seconds,
                              config.speaker_reset_seconds)
-    return Speakers(service, create_blueprint(service, config.max_upload_seconds), tracker, engine)
+    return Speakers(service, blueprint(service, config), tracker, engine)
+
+
+def blueprint(service: SpeakerService, config: WorkerConfig) -> Blueprint:
+    return create_blueprint(service, config.max_upload_seconds, config.max_upload_bytes)

@@ -12,10 +12,12 @@
 """
 from __future__ import annotations
 
+import io
 import re
 
 from flask import Blueprint, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from ..accountcode import is_valid_account
 from ..audio import Audio, AudioError, decode_wav
@@ -37,17 +39,32 @@ def check_name(name: str) -> None:
         raise SpeakerError(400, "'unknown' is reserved: it is the decision when no enrolled speaker matches")
 
 
+def _in_memory(*args, **kwargs) -> io.BytesIO:
+    return io.BytesIO()
+
+
+def multipart_file(data: bytes) -> bytes:
+    """The 'file' part of a multipart body, parsed in memory: werkzeug's
+    default spools parts over 500 KB to a temporary file, and voice
+    recordings must not touch the disk."""
+    parser = FormDataParser(stream_factory=_in_memory, max_form_parts=16)
+    try:
+        _, form, files = parser.parse(io.BytesIO(data), request.mimetype, len(data), request.mimetype_params)
+    except HTTPException as exc:
+        raise SpeakerError(exc.code or 400, f"unreadable multipart body: {exc.description}") from None
+    upload = files.get("file")
+    if upload is None:
+        raise SpeakerError(400, f"multipart body needs a 'file' part with the WAV; got parts: "
+                                f"{', '.join(list(files) + list(form)) or 'none'}")
+    return upload.read()
+
+
 def wav_from_request(max_seconds: float) -> Audio:
     """The WAV of a raw body (audio/wav, application/octet-stream, ...) or of
     a multipart form's 'file' part."""
+    data = request.get_data()
     if request.mimetype == "multipart/form-data":
-        upload = request.files.get("file")
-        if upload is None:
-            raise SpeakerError(400, f"multipart body needs a 'file' part with the WAV; got parts: "
-                                    f"{', '.join(list(request.files) + list(request.form)) or 'none'}")
-        data = upload.read()
-    else:
-        data = request.get_data()
+        data = multipart_file(data)
     try:
         audio = decode_wav(data, max_seconds=float("inf"))
     except AudioError as exc:
@@ -61,15 +78,17 @@ def flag(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true", "yes")
 
 
-def create_blueprint(service: SpeakerService, max_upload_seconds: float) -> Blueprint:
+def create_blueprint(service: SpeakerService, max_upload_seconds: float, max_upload_bytes: int) -> Blueprint:
     bp = Blueprint("speakers", __name__)
 
     @bp.before_request
     def read_body_first():
+        # Enrollment WAVs are larger than frames: their own limit.
+        request.max_content_length = max_upload_bytes
         # A reply sent with the body unread makes gunicorn drop the keep-alive
         # connection after it, and the balancer's next request on that pooled
-        # connection fails. Reading it first (it is cached, multipart parsing
-        # reuses it) keeps every error a clean reply.
+        # connection fails. Reading it first (it is cached) keeps every error
+        # a clean reply.
         try:
             request.get_data()
         except RequestEntityTooLarge:
