@@ -129,20 +129,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             if ws.closed:  # shutdown closed it as this message arrived: not accepted, no reply
                 break
-            traffic.sockets[ws] = True
+            traffic.sockets[ws] = True  # busy until its replies are sent
             try:
                 replies = await handle_message(app, conn, msg)
             except Exception:  # a bug must cost one reply, not the connection
                 log.exception("failed on a message of stream %s", conn.stream)
                 replies = [error_reply("internal error on this packet", seq=conn.next_seq())]
-            finally:
-                traffic.sockets[ws] = False
             try:
                 for reply in replies:
                     await ws.send_json(reply)
             except ConnectionError:  # the client left before its reply (the frame is logged)
                 log.info("client of stream %s left before reply %d", conn.stream, conn.seq)
                 break
+            traffic.sockets[ws] = False
             if conn.closed or traffic.stopping:
                 break
     finally:

@@ -229,3 +229,16 @@ def test_a_client_that_vanishes_before_its_reply(limited, speech16k):
     replies, _ = asyncio.run(exchange(limited.ws_url, ["ACCOUNTCODE=vanished", frame], 1))
     assert "error" not in replies[0]
     assert "Traceback" not in limited.balancer.output()
+
+
+@pytest.mark.parametrize("path", ["/accounts/acme/%2e%2e/%2e%2e/frames", "/accounts/acme/../../frames",
+                                  "/accounts/acme/speakers/%2E%2E%2F%2E%2E%2Fframes", "/accounts/acme/a//b"])
+def test_rest_paths_cannot_leave_the_account(limited, path):
+    # Forwarded as given, '..' segments were resolved by the HTTP client into
+    # the worker's own /frames (or any other worker path).
+    async def post() -> tuple[int, dict]:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(aiohttp.client.URL(limited.url + path, encoded=True), data=b"") as resp:
+                return resp.status, await resp.json()
+    status, reply = asyncio.run(post())
+    assert status == 400 and reply["error"].startswith("invalid path")
