@@ -31,6 +31,9 @@ import argparse
 import asyncio
 import io
 import json
+import os
+import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -146,16 +149,41 @@ class Cycle:
     affected: list[str]
     graceful: bool = False  # SIGTERM instead of kill -9
     exit_code: int | None = None
+    freezes: int = 0  # SIGSTOPs until the worker was caught between a log line and its reply
     kill_at: float = 0.0
     up_at: float = 0.0
     reroute: dict[str, float] = field(default_factory=dict)
     back: dict[str, float] = field(default_factory=dict)
 
 
+def logged_unanswered(system: System, runs: dict[str, AccountRun], accounts: list[str]) -> bool:
+    """Has some account a log line whose reply has not reached its client?"""
+    return any(len(system.account_log(a)) > sum(1 for f in runs[a].frames if f.reply and "time" in f.reply)
+               for a in accounts)
+
+
+async def freeze_after_a_logged_line(system: System, runs: dict[str, AccountRun], victim: int,
+                                     accounts: list[str], settle: float = 0.3, attempts: int = 500) -> int:
+    """SIGSTOP the worker at random moments until it is frozen between writing
+    a frame's log line and sending the reply; leaves it frozen. Returns the
+    number of freezes it took."""
+    pgid = system.workers[victim].popen.pid
+    for attempt in range(1, attempts + 1):
+        os.killpg(pgid, signal.SIGSTOP)
+        await asyncio.sleep(settle)  # replies that left the worker before it froze arrive meanwhile
+        if logged_unanswered(system, runs, accounts):
+            return attempt
+        os.killpg(pgid, signal.SIGCONT)
+        await asyncio.sleep(random.uniform(0.0, 0.05))
+    raise TimeoutError(f"worker never caught between a log line and its reply in {attempts} tries")
+
+
 async def kill_cycle(system: System, runs: dict[str, AccountRun], victim: int, outage: float,
-                     graceful: bool = False, timeout: float = 60.0) -> Cycle:
+                     graceful: bool = False, after_logged_line: bool = False, timeout: float = 60.0) -> Cycle:
     port = system.worker_ports[victim]
     cycle = Cycle(victim, port, [a for a in runs if owner_index(system, a) == victim], graceful)
+    if after_logged_line:
+        cycle.freezes = await freeze_after_a_logged_line(system, runs, victim, cycle.affected)
     cycle.kill_at = time.monotonic()
     if graceful:  # SIGTERM and wait for the exit
         cycle.exit_code = await asyncio.to_thread(system.workers[victim].terminate)
@@ -227,7 +255,7 @@ def tally(system: System, runs: dict[str, AccountRun]) -> Tally:
 
 async def run_scenario(system: System, accounts: list[str], sources: list[list[bytes]], *, cycles: int,
                        warmup: float, outage: float, after: float, pace: float,
-                       victims: list[int] | None = None, graceful: bool = False,
+                       victims: list[int] | None = None, graceful: bool = False, after_logged_line: bool = False,
                        token: str = "") -> tuple[dict[str, AccountRun], list[Cycle]]:
     runs = {a: AccountRun(a) for a in accounts}
     stop = asyncio.Event()
@@ -244,7 +272,7 @@ async def run_scenario(system: System, accounts: list[str], sources: list[list[b
             else:  # the worker that owns the most accounts
                 owners = Counter(owner_index(system, a) for a in accounts)
                 victim = owners.most_common()[c % len(owners)][0]
-            done.append(await kill_cycle(system, runs, victim, outage, graceful))
+            done.append(await kill_cycle(system, runs, victim, outage, graceful, after_logged_line))
         await asyncio.sleep(after)
     finally:
         stop.set()
@@ -273,6 +301,7 @@ def report(t: Tally, done: list[Cycle], elapsed: float, accounts: int) -> dict:
     print(f"saved duplicates   {t.saved_duplicates}  (logged by the killed worker before it could reply)")
     for c in done:
         exited = f", exit code {c.exit_code}" if c.graceful else ""
+        exited += f", caught after a log line on freeze {c.freezes}" if c.freezes else ""
         print(f"cycle: stopped worker {c.port} ({len(c.affected)} accounts{exited}): "
               f"reroute {seconds(list(c.reroute.values()))}; return {seconds(list(c.back.values()))}")
     print(f"reroute (kill -> first reply from another worker):  {seconds(reroute)}")
@@ -295,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--after", type=float, default=3.0, help="seconds of streaming after the last return")
     p.add_argument("--pace", type=float, default=0.1, help="seconds between a reply and the next frame")
     p.add_argument("--sigterm", action="store_true", help="stop the worker gracefully (SIGTERM) instead of kill -9")
+    p.add_argument("--after-logged-line", action="store_true",
+                   help="kill only when the worker has written a frame's log line but not sent its reply "
+                        "(found by freezing it with SIGSTOP at random moments and comparing logs with replies)")
     p.add_argument("--root", type=Path, help="directory for logs and process output (default: a temporary one)")
     p.add_argument("--json-out", type=Path)
     a = p.parse_args(argv)
@@ -307,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         accounts = [f"fault{i:03d}" for i in range(a.accounts)]
         started = time.monotonic()
         runs, done = asyncio.run(run_scenario(system, accounts, sources, cycles=a.cycles, warmup=a.warmup,
-                                              outage=a.outage, after=a.after, pace=a.pace, graceful=a.sigterm))
+                                              outage=a.outage, after=a.after, pace=a.pace, graceful=a.sigterm,
+                                              after_logged_line=a.after_logged_line))
         elapsed = time.monotonic() - started
     finally:
         system.stop()

@@ -66,6 +66,26 @@ def test_kill_9_a_worker_while_accounts_stream(three, sources):
             {three.worker_ports[owner_index(three, account)]}, "other accounts never moved"
 
 
+def test_kill_9_after_a_line_is_written_but_before_the_reply(three, sources):
+    """The worker is frozen (SIGSTOP at random moments) until it has written a
+    frame's log line but not sent the reply, then killed: the retry's worker
+    finds the line, answers with "duplicate": true and writes no second line."""
+    victim = 0
+    accounts = pick_accounts(three, victim, affected=6, others=2, prefix="ll")
+    runs, (cycle,) = asyncio.run(run_scenario(three, accounts, sources, cycles=1, warmup=0.2, outage=0.2,
+                                              after=0.2, pace=0, victims=[victim], after_logged_line=True))
+    t = tally(three, runs)
+    assert not t.failures and t.errors == 0, t.error_messages
+    assert t.sent == t.replied == t.logged and t.lost == 0 and t.duplicated == 0
+    assert t.saved_duplicates >= 1
+    for account in cycle.affected:
+        for f in runs[account].frames:
+            if f.reply.get("duplicate"):  # answered by the next choice, logged by the killed worker
+                assert f.worker != cycle.port
+                line = next(x for x in three.account_log(account) if x.startswith(f.reply["time"]))
+                assert int(line.split(", ")[1]) == cycle.port
+
+
 @pytest.fixture(scope="module")
 def one(tmp_path_factory):
     system = make_system(tmp_path_factory.mktemp("lonely"), n_workers=1, worker_args=["--encoder", "none"])
