@@ -14,7 +14,7 @@ from aiohttp import web
 from yarl import URL
 
 from .config import BalancerConfig
-from .forward import NO_WORKER, FrameClock, forward_frame
+from .forward import NO_WORKER, NO_WORKER_PREFIX, FrameClock, forward_frame
 from .packets import Header, Packet, PacketError, check_account, parse_ingest, parse_text_message
 from .workers import WorkerPool
 
@@ -180,7 +180,7 @@ async def ingest(request: web.Request) -> web.Response:
     reply = await forward(request.app, packet, f"http-{uuid.uuid4().hex}", seq)
     status = 200
     if "error" in reply:
-        status = 503 if reply["error"] == NO_WORKER else 400
+        status = 503 if reply["error"].startswith(NO_WORKER_PREFIX) else 400
     return web.json_response(reply, status=status)
 
 

@@ -27,7 +27,8 @@ EPOCH = datetime(1970, 1, 1)
 # Statuses that say "not here, not now": the frame was not processed, so
 # another worker may take it. A 500 is a bug that would fail everywhere.
 RETRY_STATUSES = frozenset({502, 503, 504})
-NO_WORKER = "no worker available: every worker is down, try again shortly"
+NO_WORKER_PREFIX = "no worker available"
+NO_WORKER = f"{NO_WORKER_PREFIX}: every worker is down, try again shortly"
 
 
 class FrameClock:
@@ -54,6 +55,8 @@ async def forward_frame(pool: WorkerPool, session: aiohttp.ClientSession, packet
     headers = {"X-Account": packet.account, "X-Stream": stream, "X-Seq": str(seq),
                "X-Frame-Time": str(stamp), "Content-Type": "audio/wav"}
     client_timeout = aiohttp.ClientTimeout(total=timeout)
+    problems: list[str] = []
+    maybe_processed = False  # a failed attempt may have reached its worker
     for worker in pool.ranked(packet.account):
         try:
             async with session.post(f"{worker}/frames", data=packet.wav, headers=headers,
@@ -64,12 +67,21 @@ async def forward_frame(pool: WorkerPool, session: aiohttp.ClientSession, packet
             # /health poll decides whether the worker leaves the ring.
             log.warning("worker %s did not answer frame %s/%d within %g s; trying the next",
                         worker, packet.account, seq, timeout)
+            problems.append(f"timed out after {timeout:g} s")
+            maybe_processed = True
             continue
-        except aiohttp.ClientError as exc:  # refused, reset, disconnected mid-reply
+        except aiohttp.ClientConnectorError as exc:  # refused: the frame never left
             pool.mark(worker, False, f"forward failed: {exc.__class__.__name__}")
+            problems.append("refused the connection")
+            continue
+        except aiohttp.ClientError as exc:  # reset, disconnected mid-reply
+            pool.mark(worker, False, f"forward failed: {exc.__class__.__name__}")
+            problems.append(f"failed ({exc.__class__.__name__})")
+            maybe_processed = True
             continue
         if status in RETRY_STATUSES:
             pool.mark(worker, False, f"/frames answered {status}")
+            problems.append(f"answered {status}")
             continue
         try:
             answer = json.loads(body)
@@ -82,5 +94,12 @@ async def forward_frame(pool: WorkerPool, session: aiohttp.ClientSession, packet
         if "error" not in answer:
             reply["time"] = stamp_text(stamp)  # the frame's log line starts with this
         return reply
-    reply["error"] = NO_WORKER
+    if not problems:
+        reply["error"] = NO_WORKER
+    else:
+        # Clients see what went wrong, not the workers' internal addresses.
+        reply["error"] = f"{NO_WORKER_PREFIX}: tried {len(problems)}: {', '.join(problems)}"
+        if maybe_processed:  # e.g. killed after logging it: the client can look for its line
+            reply["error"] += "; the frame may have been logged, at the reply's time"
+            reply["time"] = stamp_text(stamp)
     return reply

@@ -118,6 +118,11 @@ def test_no_worker_available_gets_an_error_reply_and_the_connection_stays_open(o
     assert "error" not in before
     for reply in (down1, down2):
         assert reply["error"].startswith("no worker available") and reply["account"] == "alone"
+    # The first frame met the dead worker's kept-alive connection: it might have
+    # reached the worker, so the reply says so and gives the stamp to look for.
+    assert down1["error"].startswith("no worker available: tried 1: ")
+    assert "may have been logged" not in down1["error"] or down1["time"]
+    assert down2["error"] == "no worker available: every worker is down, try again shortly"
     assert [r["seq"] for r in (before, down1, down2, after)] == [1, 2, 3, 4]
     assert "error" not in after and after["worker"] == one.worker_ports[0]
     assert ingest[0] == 503 and ingest[1]["error"].startswith("no worker available")
