@@ -74,3 +74,12 @@ def test_frame_time_header():
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} was accepted")
+
+
+def test_the_log_never_takes_a_path_from_the_account(tmp_path):
+    import pytest
+    log = FrameLog(tmp_path / "logs")
+    for code in ("../x", "a/b", "", "x" * 65, "..", "a\x00"):
+        with pytest.raises(ValueError):
+            log.append(code, line(1))
+    assert list(tmp_path.iterdir()) == [tmp_path / "logs"] and not any((tmp_path / "logs").iterdir())

@@ -11,6 +11,8 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from .accountcode import is_valid_account
+
 
 def format_line(when: datetime, voice: int, port: int, model_ms: float,
                 speaker: str | None = None, score: float | None = None) -> str:
@@ -60,7 +62,9 @@ class FrameLog:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def path(self, account: str) -> Path:
-        # account is validated by the caller against ACCOUNT_PATTERN; never a path.
+        # Callers validate too; checked here again because it names a file.
+        if not is_valid_account(account):
+            raise ValueError(f"not an account code: {account[:40]!r}")
         return self.directory / f"{account}.txt"
 
     def append(self, account: str, line: str, *, once: bool = False) -> bool:
