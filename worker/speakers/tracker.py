@@ -12,6 +12,7 @@ no embedding.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 
@@ -142,7 +143,13 @@ class SpeakerTracker:
         if not self.engine.ready:
             return NO_SPEAKER
         encoder = self.engine.encoder
-        enrolled = self.roster.enrolled(account.code, EncoderId(encoder.name, encoder.model, encoder.dim))
+        try:
+            enrolled = self.roster.enrolled(account.code, EncoderId(encoder.name, encoder.model, encoder.dim))
+        except sqlite3.Error:
+            # The store unreadable (locked past the busy timeout, disk gone):
+            # this frame goes without a speaker, not without a reply.
+            log.exception("voiceprints of account %s unreadable", account.code)
+            return NO_SPEAKER
         if enrolled is None:
             account.speech = None
             return NO_SPEAKER
