@@ -187,8 +187,8 @@ async def kill_cycle(system: System, runs: dict[str, AccountRun], victim: int, o
     cycle.kill_at = time.monotonic()
     if graceful:  # SIGTERM and wait for the exit
         cycle.exit_code = await asyncio.to_thread(system.workers[victim].terminate)
-    else:
-        system.workers[victim].kill()
+    else:  # in a thread: reaping the process takes a while, and replies keep arriving meanwhile
+        await asyncio.to_thread(system.workers[victim].kill)
 
     def rerouted() -> bool:
         for account in cycle.affected:
