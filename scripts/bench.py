@@ -19,7 +19,12 @@ Measured per level, over T seconds after a warm-up:
   e2e          client send -> reply arrival, per frame
   model        the reply's "ms" (the worker's model time for the frame's batch)
   late         frames whose reply came after the next frame was due (or never)
+  errors       error replies + frames unanswered 5 s after the last send ("lost")
+               + streams that could not connect
   send lag     client's own slip behind its schedule (a busy client shows here)
+  other CPU%   CPU that processes outside the benchmark used meanwhile
+  probe ms     a fixed pure-Python loop timed before/after the level: on a VM
+               whose host is busy it rises although nothing here shows load
   CPU%, RSS    per process (balancer, each gunicorn master and child, this client);
                CPU% is of one core, so 200% is both cores of a 2-core machine
 A level held when p99 e2e <= --p99-bound-ms, frames/s >= 98% of N*10, no stream
@@ -266,7 +271,7 @@ def judge(n: int, fps: float, e2e_p99: float | None, error_replies: int, lost: i
 class Watched:
     name: str
     process: psutil.Process
-    cpu_start: float = 0.0
+    cpu_start: tuple[float, float] = (0.0, 0.0)
     rss_peak: int = 0
     gone: bool = False
 
@@ -282,9 +287,9 @@ def hwm_bytes(pid: int) -> int | None:
     return None
 
 
-def _cpu_seconds(p: psutil.Process) -> float:
+def _cpu_seconds(p: psutil.Process) -> tuple[float, float]:
     t = p.cpu_times()
-    return t.user + t.system
+    return t.user, t.system
 
 
 class ProcessWatch:
@@ -321,7 +326,10 @@ class ProcessWatch:
         for w in self.watched:
             entry: dict = {"pid": w.process.pid}
             try:
-                entry["cpu_pct"] = round((_cpu_seconds(w.process) - w.cpu_start) / wall * 100, 1)
+                user, system = (end - start for end, start in zip(_cpu_seconds(w.process), w.cpu_start))
+                entry["cpu_pct"] = round((user + system) / wall * 100, 1)
+                # Kernel time (sockets, file locks, futexes) apart from user time.
+                entry["cpu_system_pct"] = round(system / wall * 100, 1)
             except psutil.Error:
                 w.gone = True
             if w.gone:
@@ -352,6 +360,20 @@ def machine_usage(start, end, wall: float) -> dict:
     return {"busy_pct": round((total - idle) / total * 100, 1) if total > 0 else 0.0,
             "process_cpu_pct": round((delta["user"] + delta.get("nice", 0.0) + delta["system"]) / wall * 100, 1),
             "irq_cpu_pct": round(irq / wall * 100, 1)}
+
+
+def cpu_probe_ms(repeats: int = 5) -> float:
+    """Best time of a fixed pure-Python loop. On a virtual machine the host's
+    other tenants can slow every core without any process here showing it;
+    comparing this figure between levels and runs shows when that happened."""
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(200_000):
+            total += i * i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 2)
 
 
 def system_processes(system: System) -> dict[str, psutil.Process]:
@@ -437,8 +459,9 @@ async def _receive_replies(ws: aiohttp.ClientWebSocketResponse, rec: StreamRecor
             return
         reply = json.loads(msg.data)
         seq = reply.get("seq")
-        if not isinstance(seq, int) or not 1 <= seq <= expected:
-            rec.errors.append(f"reply without a known seq: {msg.data[:120]}")
+        if not isinstance(seq, int) or not 1 <= seq <= expected or not math.isnan(rec.replied[seq - 1]):
+            if len(rec.errors) < 3:
+                rec.errors.append(f"reply with an unknown or repeated seq: {msg.data[:120]}")
             continue
         k = seq - 1
         rec.replied[k] = now
@@ -620,14 +643,15 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def format_table(levels: Sequence[dict]) -> str:
     head = ("N", "frames/s", "target", "e2e p50", "p95", "p99", "max", "model p50", "p99",
-            "send lag p99", "errors", "late", "behind", "machine CPU%", "other CPU%", "held")
+            "send lag p99", "errors", "lost", "late", "behind", "machine CPU%", "other CPU%", "probe ms", "held")
     rows = [head]
     for lv in sorted(levels, key=lambda lv: lv["n"]):
         e, m = lv["e2e_ms"], lv["model_ms"]
         rows.append((str(lv["n"]), _fmt(lv["frames_per_s"]), str(lv["target_frames_per_s"]),
                      _fmt(e["p50"]), _fmt(e["p95"]), _fmt(e["p99"]), _fmt(e["max"]), _fmt(m["p50"], 2), _fmt(m["p99"], 2),
-                     _fmt(lv["client_send_lag_ms"]["p99"]), str(lv["errors"]), str(lv["late"]),
-                     str(lv["behind_streams"]), _fmt(lv["machine_cpu_pct"]), _fmt(lv["other_cpu_pct"], 0), "yes" if lv["held"] else "NO"))
+                     _fmt(lv["client_send_lag_ms"]["p99"]), str(lv["errors"]), str(lv["lost"]), str(lv["late"]),
+                     str(lv["behind_streams"]), _fmt(lv["machine_cpu_pct"]), _fmt(lv["other_cpu_pct"], 0),
+                     "/".join(f"{v:.1f}" for v in lv.get("cpu_probe_ms", [])) or "-", "yes" if lv["held"] else "NO"))
     table = _align(rows)
     process_rows = format_process_table(levels)
     return table + ("\n\nCPU% of one core / peak RSS MB (during the level; VmHWM in brackets)\n" + process_rows
@@ -880,11 +904,14 @@ class Bench:
                 self.enrolled.update(missing)
         print(f"N={n}: {self.config.warmup:g} s warm-up + {self.config.seconds:g} s ...", flush=True)
         plan = LevelPlan(n, self.config.seconds, self.config.warmup, seed=self.config.seed)
+        probe_before = cpu_probe_ms()
         level = asyncio.run(run_level(plan, self.target, self.sources(n), self.watch, self.config.criteria))
+        level["cpu_probe_ms"] = [probe_before, cpu_probe_ms()]
         e = level["e2e_ms"]
         print(f"  {level['frames_per_s']:.0f} frames/s (target {level['target_frames_per_s']}), "
               f"e2e p50/p95/p99 {_fmt(e['p50'])}/{_fmt(e['p95'])}/{_fmt(e['p99'])} ms, "
-              f"model p50 {_fmt(level['model_ms']['p50'], 2)} ms, errors {level['errors']}, late {level['late']}"
+              f"model p50 {_fmt(level['model_ms']['p50'], 2)} ms, errors {level['errors']}, late {level['late']}, "
+              f"CPU probe {level['cpu_probe_ms'][0]:.1f}/{level['cpu_probe_ms'][1]:.1f} ms"
               f" -> {'held' if level['held'] else 'did not hold: ' + '; '.join(level['reasons'])}", flush=True)
         if (level["other_cpu_pct"] or 0) > self.config.quiet_below:
             print(f"  warning: processes outside the benchmark used {level['other_cpu_pct']:.0f}% of a core "
