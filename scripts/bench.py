@@ -22,6 +22,7 @@ Measured per level, over T seconds after a warm-up:
   errors       error replies + frames unanswered 5 s after the last send ("lost")
                + streams that could not connect
   send lag     client's own slip behind its schedule (a busy client shows here)
+  CPU ms/frame CPU time of balancer + workers per frame answered
   other CPU%   CPU that processes outside the benchmark used meanwhile
   probe ms     a fixed pure-Python loop timed before/after the level: on a VM
                whose host is busy it rises although nothing here shows load
@@ -541,6 +542,13 @@ async def run_level(plan: LevelPlan, target: Target, sources: Sequence[StreamSou
     return summarize(plan, records, connect_errors, w0, w1, processes, criteria)
 
 
+def system_cpu_ms_per_frame(processes: dict[str, dict], fps: float) -> float | None:
+    """CPU the served system (everything measured but this client) spent per
+    frame answered: the cost that decides how many streams fit on a machine."""
+    served = sum(p.get("cpu_pct", 0.0) for name, p in processes.items() if name != "client")
+    return round(served / 100 / fps * 1000, 3) if fps > 0 and served > 0 else None
+
+
 def summarize(plan: LevelPlan, records: Sequence[StreamRecord], connect_errors: Sequence[BaseException],
               w0: float, w1: float, processes: tuple[dict, float] | None, criteria: Criteria) -> dict:
     stats = window_stats(records, w0, w1, criteria.late_tolerance)
@@ -570,6 +578,7 @@ def summarize(plan: LevelPlan, records: Sequence[StreamRecord], connect_errors: 
         "machine_cpu_pct": processes[1]["busy_pct"] if processes else None,
         "machine": processes[1] if processes else None,
         "other_cpu_pct": ProcessWatch.other_cpu_pct(*processes) if processes else None,
+        "system_cpu_ms_per_frame": system_cpu_ms_per_frame(processes[0], fps) if processes else None,
         "held": not reasons, "reasons": reasons,
     }
 
@@ -643,14 +652,15 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def format_table(levels: Sequence[dict]) -> str:
     head = ("N", "frames/s", "target", "e2e p50", "p95", "p99", "max", "model p50", "p99",
-            "send lag p99", "errors", "lost", "late", "behind", "machine CPU%", "other CPU%", "probe ms", "held")
+            "send lag p99", "errors", "lost", "late", "behind", "CPU ms/frame", "machine CPU%", "other CPU%",
+            "probe ms", "held")
     rows = [head]
     for lv in sorted(levels, key=lambda lv: lv["n"]):
         e, m = lv["e2e_ms"], lv["model_ms"]
         rows.append((str(lv["n"]), _fmt(lv["frames_per_s"]), str(lv["target_frames_per_s"]),
                      _fmt(e["p50"]), _fmt(e["p95"]), _fmt(e["p99"]), _fmt(e["max"]), _fmt(m["p50"], 2), _fmt(m["p99"], 2),
                      _fmt(lv["client_send_lag_ms"]["p99"]), str(lv["errors"]), str(lv["lost"]), str(lv["late"]),
-                     str(lv["behind_streams"]), _fmt(lv["machine_cpu_pct"]), _fmt(lv["other_cpu_pct"], 0),
+                     str(lv["behind_streams"]), _fmt(lv["system_cpu_ms_per_frame"], 2), _fmt(lv["machine_cpu_pct"]), _fmt(lv["other_cpu_pct"], 0),
                      "/".join(f"{v:.1f}" for v in lv.get("cpu_probe_ms", [])) or "-", "yes" if lv["held"] else "NO"))
     table = _align(rows)
     process_rows = format_process_table(levels)
@@ -748,6 +758,7 @@ class BenchConfig:
     nice: int = 0
     quiet_below: float = 25.0
     quiet_timeout: float = 120.0
+    probe_below: float = 0.0  # 0: do not wait for the CPU probe
     noisy_retries: int = 1
 
 
@@ -806,6 +817,9 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
                    help="CPU (%% of one core) other processes may use during a level (default: 25)")
     p.add_argument("--quiet-timeout", type=float, default=120.0,
                    help="before each level, wait up to this many seconds for the machine to be quiet; 0: never wait")
+    p.add_argument("--probe-below", type=float, default=0.0,
+                   help="also wait (within --quiet-timeout) until the CPU probe takes at most this many ms; "
+                        "0: never (default)")
     p.add_argument("--noisy-retries", type=int, default=1,
                    help="rerun a level this many times when other load exceeded --quiet-below (default: 1)")
     a = p.parse_args(argv)
@@ -827,6 +841,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         speech_dir=a.speech_dir, speakers_dir=a.speakers_dir, enroll_seconds=a.enroll_seconds,
         json_out=a.json_out or RESULTS_DIR / f"bench-{suffix}.json", plot=a.plot or RESULTS_DIR / f"bench-{suffix}.png",
         keep=a.keep, seed=a.seed, nice=a.nice, quiet_below=a.quiet_below, quiet_timeout=a.quiet_timeout,
+        probe_below=a.probe_below,
         noisy_retries=a.noisy_retries)
 
 
@@ -872,13 +887,15 @@ class Bench:
             self.watch.begin()
             time.sleep(1.0)
             other = ProcessWatch.other_cpu_pct(*self.watch.end())
-            if other <= c.quiet_below:
+            probe = cpu_probe_ms() if c.probe_below else 0.0
+            if other <= c.quiet_below and probe <= c.probe_below:
                 return
+            state = f"{other:.0f}% of a core outside the benchmark" + (f", CPU probe {probe:.1f} ms" if c.probe_below else "")
             if time.monotonic() > deadline:
-                print(f"  machine still busy ({other:.0f}% of a core outside the benchmark); measuring anyway", flush=True)
+                print(f"  machine still busy ({state}); measuring anyway", flush=True)
                 return
             if not told:
-                print(f"  waiting for other load to drop below {c.quiet_below:g}% of a core (now {other:.0f}%) ...", flush=True)
+                print(f"  waiting for a quiet machine (now {state}) ...", flush=True)
                 told = True
 
     def run(self, n: int) -> dict:
@@ -887,13 +904,18 @@ class Bench:
             self.wait_quiet()
             level = self.run_once(n)
             attempts.append(level)
-            if (level["other_cpu_pct"] or 0) <= self.config.quiet_below:
+            if not self.noisy(level):
                 break
             if attempt < self.config.noisy_retries:
                 print("  rerunning this level: the machine was busy with other work", flush=True)
-        level = min(attempts, key=lambda lv: lv["other_cpu_pct"] or 0)
+        level = min(attempts, key=lambda lv: (self.noisy(lv), lv["other_cpu_pct"] or 0))
         level["attempts"] = len(attempts)
         return level
+
+    def noisy(self, level: dict) -> bool:
+        c = self.config
+        return ((level["other_cpu_pct"] or 0) > c.quiet_below
+                or bool(c.probe_below and max(level["cpu_probe_ms"]) > c.probe_below))
 
     def run_once(self, n: int) -> dict:
         if self.config.mode == "speaker":
