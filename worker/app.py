@@ -1,6 +1,7 @@
 """The worker's Flask application (application factory)."""
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -55,7 +56,9 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
         if worker.draining.is_set():
             return jsonify(status="draining", port=config.port), 503
         return jsonify(status="ok", port=config.port, accounts=len(worker.pipeline.accounts),
-                       speakers=worker.speakers.service.status())
+                       speakers=worker.speakers.service.status(),
+                       # Speakers run on onnxruntime: torch here would cost ~480 MB.
+                       torch_loaded="torch" in sys.modules)
 
     @app.post("/frames")
     def frames():

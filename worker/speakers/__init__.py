@@ -1,6 +1,7 @@
 """Speaker verification: encoders, voiceprint store, streaming tracker, REST API.
 
-Nothing here imports torch at module level: a worker started with
-``--encoder none`` stays VAD-only and small. The encoder (and torch) load in
-the speaker engine's thread, after the worker already serves frames.
+A worker never imports torch: it serves the encoders as ONNX graphs
+(onnx_encoders.py) and runs torch only in the export subprocess that makes a
+missing graph (export.py). The encoder loads in the speaker engine's thread,
+after the worker already serves frames.
 """

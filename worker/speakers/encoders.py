@@ -7,8 +7,14 @@ Two kinds:
 - ``ge2e``: the GE2E LSTM whose pretrained weights ship inside the
   ``resemblyzer`` package (no download).
 
+The classes here run the torch models. Workers do not: they serve ONNX
+exports of them (onnx_encoders.py), since torch alone costs a process about
+480 MB. These are the reference the exports are made from and checked
+against (export.py), and what scripts/calibrate.py measures. The numpy
+feature code (GE2E's mel frames and partial utterances) serves both.
+
 torch, SpeechBrain and resemblyzer are imported inside the constructors only,
-so importing this module costs nothing for a VAD-only worker.
+so importing this module costs nothing for a worker.
 
 Each encoder carries ``name`` (its kind) and ``model`` (a fingerprint of its
 weights): a voiceprint records both, and scoring it against an embedding of a
@@ -18,6 +24,7 @@ embedding spaces are meaningless.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +91,53 @@ def ecapa_savedir(source: str, model_dir: str | Path) -> Path:
     return Path(model_dir) / source.replace("/", "--")
 
 
+def ecapa_local_source(source: str) -> Path | None:
+    """The local model directory source names, or None for a hub id. Raises
+    FileNotFoundError for a path that is not a usable model directory."""
+    if Path(source).is_dir():
+        hparams = Path(source) / "hyperparams.yaml"
+        if not hparams.is_file():
+            raise FileNotFoundError(f"{hparams} is missing")
+        return Path(source).resolve()
+    if source.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"model directory {source} does not exist")
+    return None
+
+
+def ecapa_unavailable_reason(source: str, exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"ECAPA model could not be loaded ({exc.__class__.__name__}: {first_line}). " + ecapa_help(source)
+
+
+def ge2e_unavailable_reason(exc: BaseException) -> str:
+    return (f"GE2E encoder could not be loaded ({exc.__class__.__name__}: {exc}). "
+            "Install it with: pip install -r requirements.txt (package resemblyzer).")
+
+
+DISABLED_REASON = ("speaker verification is disabled on this worker (--encoder none); "
+                   "start it with --encoder ecapa or --encoder ge2e")
+
+
+def same_length_groups(windows: list[np.ndarray]) -> list[list[int]]:
+    """Indices of windows grouped by length. Windows of equal length go
+    through a model together, so no window is padded and a batched embedding
+    equals the one computed alone."""
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        groups.setdefault(len(w), []).append(i)
+    return list(groups.values())
+
+
+def average_partials(partial_embeds: np.ndarray, counts: list[int]) -> np.ndarray:
+    """One unit row per window: the mean of its partial utterances'
+    embeddings, as resemblyzer's embed_utterance."""
+    out, start = [], 0
+    for n in counts:
+        out.append(partial_embeds[start:start + n].mean(axis=0))
+        start += n
+    return unit_rows(np.stack(out))
+
+
 def ecapa_help(source: str) -> str:
     return ("To provide the model: let this worker reach huggingface.co once (it is cached under --model-dir), "
             "or put the files of speechbrain/spkrec-ecapa-voxceleb "
@@ -106,18 +160,13 @@ class EcapaEncoder:
         self._torch = torch
         savedir = ecapa_savedir(source, model_dir)
         overrides = {}
-        local = Path(source).is_dir()
+        local = ecapa_local_source(source) is not None
         if local:
-            hparams = Path(source) / "hyperparams.yaml"
-            if not hparams.is_file():
-                raise FileNotFoundError(f"{hparams} is missing")
             # The hub's hyperparams.yaml points its pretrainer at the hub
             # repository through pretrained_path; a local copy must point at
             # itself or loading would go to the network.
-            if re.search(r"^pretrained_path\s*:", hparams.read_text(), re.MULTILINE):
+            if re.search(r"^pretrained_path\s*:", (Path(source) / "hyperparams.yaml").read_text(), re.MULTILINE):
                 overrides["pretrained_path"] = str(Path(source).resolve())
-        elif source.startswith(("/", ".", "~")):
-            raise FileNotFoundError(f"model directory {source} does not exist")
         self.classifier = EncoderClassifier.from_hparams(
             source=str(Path(source).resolve()) if local else source, savedir=str(savedir),
             overrides=overrides, run_opts={"device": "cpu"},
@@ -128,13 +177,8 @@ class EcapaEncoder:
     def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
         torch = self._torch
         out: list[np.ndarray | None] = [None] * len(windows)
-        # Windows of equal length go through together, so no window is padded
-        # and a batched embedding equals the one computed alone.
-        by_length: dict[int, list[int]] = {}
-        for i, w in enumerate(windows):
-            by_length.setdefault(len(w), []).append(i)
         with torch.inference_mode():
-            for indices in by_length.values():
+            for indices in same_length_groups(windows):
                 wavs = torch.from_numpy(np.stack([windows[i] for i in indices]))
                 emb = self.classifier.encode_batch(wavs).reshape(len(indices), -1).numpy()
                 for i, e in zip(indices, emb):
@@ -149,6 +193,7 @@ GE2E_HOP = 160          # 10 ms steps
 GE2E_N_MELS = 40
 GE2E_PARTIAL_FRAMES = 160  # 1.6 s per partial utterance
 GE2E_TARGET_DBFS = -30.0
+GE2E_DIM = 256
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -210,6 +255,51 @@ def normalize_level(wav: np.ndarray, target_dbfs: float = GE2E_TARGET_DBFS) -> n
     return wav if gain_db <= 0 else (wav * 10 ** (gain_db / 20)).astype(np.float32)
 
 
+def partial_slices(n_samples: int, rate: float = 1.3,
+                   min_coverage: float = 0.75) -> tuple[list[slice], list[slice]]:
+    """(wav slices, mel slices) of the 1.6 s partial utterances of n_samples,
+    as resemblyzer's VoiceEncoder.compute_partial_slices: written out because
+    that one lives on a torch module. tests/test_speakers_onnx.py checks that
+    both agree."""
+    samples_per_frame = GE2E_HOP
+    n_frames = int(np.ceil((n_samples + 1) / samples_per_frame))
+    frame_step = int(np.round((SAMPLE_RATE / rate) / samples_per_frame))
+    if not 0 < frame_step <= GE2E_PARTIAL_FRAMES:
+        raise ValueError(f"rate {rate} gives a step of {frame_step} frames")
+    steps = max(1, n_frames - GE2E_PARTIAL_FRAMES + frame_step + 1)
+    mel_slices = [slice(i, i + GE2E_PARTIAL_FRAMES) for i in range(0, steps, frame_step)]
+    wav_slices = [slice(m.start * samples_per_frame, m.stop * samples_per_frame) for m in mel_slices]
+    last = wav_slices[-1]
+    # A last partial with less than min_coverage of real audio is dropped,
+    # unless it is the only one.
+    if (n_samples - last.start) / (last.stop - last.start) < min_coverage and len(mel_slices) > 1:
+        return wav_slices[:-1], mel_slices[:-1]
+    return wav_slices, mel_slices
+
+
+def ge2e_partials(wav: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(n, 160, 40) mel slices of 1.6 s, 1.3 per second, as resemblyzer's
+    embed_utterance cuts a window (after raising its level)."""
+    wav = normalize_level(wav)
+    wav_slices, mel_slices = partial_slices(len(wav))
+    if wav_slices[-1].stop >= len(wav):
+        wav = np.pad(wav, (0, wav_slices[-1].stop - len(wav)))
+    mel = mel_spectrogram(wav, basis)
+    return np.stack([mel[s] for s in mel_slices])
+
+
+def ge2e_weights_path() -> Path:
+    """resemblyzer's packaged pretrained.pt, found without importing the
+    package (its __init__ imports torch)."""
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("resemblyzer is not installed")
+    path = (Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt").resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the resemblyzer package")
+    return path
+
+
 class Ge2eEncoder:
     """resemblyzer's VoiceEncoder, batched: the partial utterances of every
     window in a batch go through the LSTM in one call.
@@ -222,71 +312,38 @@ class Ge2eEncoder:
     def __init__(self) -> None:
         import torch
         from resemblyzer import VoiceEncoder
-        from resemblyzer import voice_encoder as ve
 
         self._torch = torch
-        self.net = VoiceEncoder("cpu", verbose=False)
+        weights = ge2e_weights_path()
+        self.net = VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
         self.net.eval()
-        self._slices = VoiceEncoder.compute_partial_slices
         self._basis = mel_filterbank()
-        self.model = fingerprint(Path(ve.__file__).resolve().parent / "pretrained.pt")
-        self.dim = 256
+        self.model = fingerprint(weights)
+        self.dim = GE2E_DIM
 
     def partials(self, wav: np.ndarray) -> np.ndarray:
-        """(n, 160, 40) mel slices of 1.6 s, 1.3 per second, as embed_utterance."""
-        wav = normalize_level(wav)
-        wav_slices, mel_slices = self._slices(len(wav), rate=1.3, min_coverage=0.75)
-        if wav_slices[-1].stop >= len(wav):
-            wav = np.pad(wav, (0, wav_slices[-1].stop - len(wav)))
-        mel = mel_spectrogram(wav, self._basis)
-        return np.stack([mel[s] for s in mel_slices])
+        return ge2e_partials(wav, self._basis)
 
     def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
         torch = self._torch
         parts = [self.partials(w) for w in windows]
         with torch.inference_mode():
             partial_embeds = self.net(torch.from_numpy(np.concatenate(parts))).numpy()
-        out, start = [], 0
-        for p in parts:
-            out.append(partial_embeds[start:start + len(p)].mean(axis=0))
-            start += len(p)
-        return unit_rows(np.stack(out))
+        return average_partials(partial_embeds, [len(p) for p in parts])
 
 
 # --- loading -----------------------------------------------------------------
 
-def import_runtime(kind: str) -> None:
-    """Import torch and the encoder's library in the calling thread.
-
-    Importing holds the GIL for a second or two. Done before the worker
-    serves, it stalls nothing; done in the engine's thread, it would stall
-    every frame and /health meanwhile. Loading the weights (or downloading
-    them) stays in the engine's thread: that mostly runs outside the GIL and
-    may take long."""
-    try:
-        import torch  # noqa: F401
-        if kind == "ecapa":
-            import speechbrain.inference.classifiers  # noqa: F401
-        elif kind == "ge2e":
-            import resemblyzer  # noqa: F401
-    except Exception:  # reported by load_encoder as Unavailable
-        pass
-
-
 def load_encoder(kind: str, ecapa_source: str = "", model_dir: str | Path = "models") -> Encoder | Unavailable:
-    """The configured encoder, or why it cannot be had. Never raises."""
+    """The configured torch encoder, or why it cannot be had. Never raises."""
     if kind == "ge2e":
         try:
             return Ge2eEncoder()
         except Exception as exc:  # a broken install must not take VAD down
-            return Unavailable(kind, f"GE2E encoder could not be loaded ({exc.__class__.__name__}: {exc}). "
-                                     "Install it with: pip install -r requirements.txt (package resemblyzer).")
+            return Unavailable(kind, ge2e_unavailable_reason(exc))
     if kind == "ecapa":
         try:
             return EcapaEncoder(ecapa_source, model_dir)
         except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-            return Unavailable(kind, f"ECAPA model could not be loaded ({exc.__class__.__name__}: {first_line}). "
-                                     + ecapa_help(ecapa_source))
-    return Unavailable(kind, "speaker verification is disabled on this worker (--encoder none); "
-                             "start it with --encoder ecapa or --encoder ge2e")
+            return Unavailable(kind, ecapa_unavailable_reason(ecapa_source, exc))
+    return Unavailable(kind, DISABLED_REASON)

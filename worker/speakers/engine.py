@@ -1,12 +1,14 @@
 """The one thread that owns the speaker encoder of a worker process.
 
-Same idea as worker/vad.py's VadEngine: a torch model called from several
-threads at once can crash, so request threads hand windows to this thread and
-wait; windows of different accounts waiting at the same time are embedded as
-one batch.
+Same idea as worker/vad.py's VadEngine: one thread runs the model (a torch
+model called from several threads at once can crash, and one thread per
+process is what two shared cores allow), so request threads hand windows to
+this thread and wait; windows of different accounts waiting at the same time
+are embedded as one batch.
 
 The thread also loads the encoder, so a worker serves VAD from its first
-second while torch and the model load (or a hub download runs, or fails).
+second while the model loads (or its ONNX export runs, or a hub download,
+or either fails).
 """
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ class SpeakerEngine:
     def status(self) -> dict:
         status = {"encoder": self.kind, "state": self.state}
         if self.encoder is not None:
-            status.update(model=self.encoder.model, dim=self.encoder.dim, windows_embedded=self.windows_embedded)
+            status.update(model=self.encoder.model, dim=self.encoder.dim, windows_embedded=self.windows_embedded,
+                          **getattr(self.encoder, "info", {}))
         if self.reason:
             status["reason"] = self.reason
         return status
@@ -82,15 +85,8 @@ class SpeakerEngine:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
-            import torch
-            # Three worker processes share two cores: one intra-op thread each.
-            torch.set_num_threads(1)
-            try:
-                torch.set_num_interop_threads(1)
-            except RuntimeError:  # already set in this process
-                pass
             loaded = self._loader()
-        except Exception as exc:  # e.g. torch itself missing or broken
+        except Exception as exc:  # loaders should not raise; a broken install might
             loaded = Unavailable(self.kind, f"{exc.__class__.__name__}: {exc}")
         self.load_seconds = time.perf_counter() - started
         if isinstance(loaded, Unavailable):

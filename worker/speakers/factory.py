@@ -9,8 +9,9 @@ from flask import Blueprint
 from ..config import WorkerConfig
 from ..vad import VadEngine
 from .activity import ActivityLog
-from .encoders import DEFAULT_THRESHOLDS, import_runtime, load_encoder
+from .encoders import DEFAULT_THRESHOLDS
 from .engine import SpeakerEngine
+from .onnx_encoders import load_onnx_encoder
 from .routes import create_blueprint
 from .service import SpeakerService
 from .store import VoiceprintStore
@@ -31,8 +32,10 @@ def create_speakers(config: WorkerConfig, vad: VadEngine) -> Speakers:
         return Speakers(service, blueprint(service, config), None, None)
     threshold = (config.speaker_threshold if config.speaker_threshold is not None
                  else DEFAULT_THRESHOLDS[config.encoder])
-    import_runtime(config.encoder)
-    engine = SpeakerEngine(config.encoder, partial(load_encoder, config.encoder, config.ecapa_source, config.model_dir))
+    # ONNX graphs: torch never enters a worker process (export.py runs in a
+    # subprocess when a graph is missing).
+    engine = SpeakerEngine(config.encoder, partial(load_onnx_encoder, config.encoder, config.ecapa_source,
+                                                   config.model_dir))
     store = VoiceprintStore(config.store_path)
     service = SpeakerService(engine, store, vad, ActivityLog(config.activity_log, config.port),
                              threshold, config.min_enroll_seconds)

@@ -1,0 +1,265 @@
+"""Export a speaker encoder to ONNX, so workers can serve it without torch.
+
+    python -m worker.speakers.export --encoder ge2e --model-dir models
+    python -m worker.speakers.export --encoder ecapa --source speechbrain/spkrec-ecapa-voxceleb --model-dir models
+    python -m worker.speakers.export --encoder ecapa --source /models/spkrec-ecapa-voxceleb --out /tmp/graphs
+
+The model is loaded through the same path the torch encoders use
+(encoders.py: EncoderClassifier.from_hparams for ECAPA, resemblyzer's packaged
+weights for GE2E), exported with torch.onnx.export (the torch.export-based
+exporter, dynamic batch and time axes), checked against the torch model and
+then renamed into ``--out`` (default ``<model-dir>/onnx``) under the name
+graphs.py gives it. Workers run this as a subprocess when the graph they need
+is missing; several at once are fine: one exports under a lock while the
+others wait and then find the file.
+
+The last line on stdout is JSON: {"path", "encoder", "model", "dim",
+"exported", "seconds"}, or {"error"} with exit status 1. Everything else
+(torch's progress lines included) goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .encoders import (DISABLED_REASON, SAMPLE_RATE, EcapaEncoder, Encoder, Ge2eEncoder, Unavailable,
+                       ecapa_unavailable_reason, ge2e_unavailable_reason, load_encoder)
+from .graphs import EXPORT_VERSION, GraphKey, cached_graph, ecapa_files, ecapa_key, ge2e_key, graph_dir
+
+# The torch.export-based exporter writes opset 18; asked for 17 it fails to
+# convert ECAPA's Pad nodes down. onnxruntime runs 18.
+OPSET = 18
+# An export is accepted only if it embeds like the torch model it came from.
+MIN_COSINE = 0.9999
+
+
+class ExportError(RuntimeError):
+    """The model loaded but its graph could not be made (or was wrong)."""
+
+
+class ModelUnavailable(RuntimeError):
+    """No model to export; the message says how to provide one."""
+
+
+# --- graphs ------------------------------------------------------------------
+
+def ecapa_graph(encoder: EcapaEncoder):
+    """wavs (batch, samples) -> embeddings (batch, dim), as
+    EncoderClassifier.encode_batch computes them for full-length wavs."""
+    import torch
+
+    mods = encoder.classifier.mods
+    norm = mods.mean_var_norm
+    if getattr(norm, "norm_type", None) != "sentence" or getattr(norm, "std_norm", True):
+        raise ExportError("only mean_var_norm with norm_type 'sentence' and std_norm False (as "
+                          "spkrec-ecapa-voxceleb) is exported; this model's hyperparams.yaml differs")
+
+    class EcapaGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.compute_features = mods.compute_features
+            self.embedding_model = mods.embedding_model
+
+        def forward(self, wavs: torch.Tensor) -> torch.Tensor:
+            feats = self.compute_features(wavs)
+            # mean_var_norm for windows of relative length 1: each window minus
+            # its mean over time. InputNormalization loops over the batch in
+            # Python, which would fix the batch size in the graph.
+            feats = feats - feats.mean(dim=1, keepdim=True)
+            return self.embedding_model(feats).squeeze(1)
+
+    return EcapaGraph().eval()
+
+
+@contextlib.contextmanager
+def ecapa_tracing_patch() -> Iterator[None]:
+    """SpeechBrain's length_to_mask sizes its mask with len(lengths), a
+    Python int to the tracer, which would fix the batch size in the graph.
+    The same mask by broadcasting, while exporting only."""
+    import torch
+    import speechbrain.lobes.models.ECAPA_TDNN as ecapa_module
+
+    def length_to_mask(length, max_len=None, dtype=None, device=None):
+        if max_len is None:
+            raise ExportError("length_to_mask without max_len cannot be exported")
+        mask = torch.arange(max_len, device=length.device, dtype=length.dtype) < length.unsqueeze(1)
+        return mask.to(dtype=dtype or length.dtype, device=device or length.device)
+
+    original = ecapa_module.length_to_mask
+    ecapa_module.length_to_mask = length_to_mask
+    try:
+        yield
+    finally:
+        ecapa_module.length_to_mask = original
+
+
+def export_graph(encoder: Encoder, key: GraphKey, source: str, destination: Path) -> None:
+    import torch
+
+    dynamic = torch.export.Dim.DYNAMIC
+    if isinstance(encoder, Ge2eEncoder):
+        module, patch = encoder.net, contextlib.nullcontext()
+        # Partial utterances are always 160 frames of 40 mels; the LSTM's
+        # export fixes the time axis anyway.
+        example = torch.rand(3, 160, 40)
+        names, shapes = (["mels"], ["embeddings"]), {"mels": {0: dynamic}}
+    elif isinstance(encoder, EcapaEncoder):
+        module, patch = ecapa_graph(encoder), ecapa_tracing_patch()
+        # Batch 2, not 1: the exporter would take a size of 1 for a constant.
+        example = torch.randn(2, 2 * SAMPLE_RATE) * 0.1
+        names, shapes = (["wavs"], ["embeddings"]), {"wavs": {0: dynamic, 1: dynamic}}
+    else:
+        raise ExportError(f"no graph for {type(encoder).__name__}")
+    with patch, torch.no_grad():
+        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
+                                    input_names=names[0], output_names=names[1], dynamic_shapes=shapes)
+    program.model.metadata_props.update({
+        "encoder": key.encoder, "model": key.model, "variant": key.variant, "dim": str(encoder.dim),
+        "source": source, "export_version": EXPORT_VERSION, "torch": torch.__version__})
+    program.save(str(destination))
+
+
+def check_graph(path: Path, encoder: Encoder) -> float:
+    """Lowest cosine between the graph's and the torch model's embeddings of
+    a few test windows (batched, alone, of several lengths)."""
+    from .onnx_encoders import open_graph
+
+    graph = open_graph(path)
+    rng = np.random.default_rng(0)
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    # Noise under a gliding tone: not speech, but it exercises every band.
+    signal = (0.3 * np.sin(2 * np.pi * (150 + 400 * t) * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    windows = [signal[:int(1.5 * SAMPLE_RATE)], signal[:2 * SAMPLE_RATE], signal[SAMPLE_RATE:3 * SAMPLE_RATE],
+               signal]
+    ours = graph.embed_batch(windows)
+    theirs = encoder.embed_batch(windows)
+    alone = np.stack([graph.embed_batch([w])[0] for w in windows[:2]])
+    return float(min((ours * theirs).sum(axis=1).min(), (alone * theirs[:2]).sum(axis=1).min()))
+
+
+# --- cache -------------------------------------------------------------------
+
+@contextlib.contextmanager
+def export_lock(out: Path) -> Iterator[None]:
+    """One export at a time per cache directory, across processes. The lock
+    goes with its holder, even a killed one."""
+    with open(out / ".export.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Under the lock, any temporary file is left over from a killed export."""
+    for tmp in out.glob(".*.onnx.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def load_torch_encoder(kind: str, source: str, model_dir: Path) -> Encoder:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelUnavailable(unavailable_reason(kind, source, exc)) from exc
+    torch.set_num_threads(1)  # workers may be serving on the same cores
+    loaded = load_encoder(kind, source, model_dir)
+    if isinstance(loaded, Unavailable):
+        raise ModelUnavailable(loaded.reason)
+    return loaded
+
+
+def ensure_graph(kind: str, source: str, model_dir: Path, out: Path) -> dict:
+    """The graph's description, exporting it unless it is already cached.
+    Call under export_lock."""
+    started = time.perf_counter()
+    cached = cached_graph(kind, source, model_dir, out)
+    if cached is not None:
+        key, path = cached
+        return {"path": str(path), "encoder": key.encoder, "model": key.model, "exported": False}
+    encoder = load_torch_encoder(kind, source, model_dir)
+    if kind == "ge2e":
+        key = ge2e_key()
+    else:
+        # A hub model is on disk now: its key is known only from here.
+        folder = ecapa_files(source, model_dir)
+        if folder is None:
+            raise ExportError(f"from_hparams left no embedding_model.ckpt in {model_dir}")
+        key = ecapa_key(folder)
+    if key.model != encoder.model:
+        raise ExportError(f"weights changed while loading ({key.model} on disk, {encoder.model} loaded)")
+    path = out / key.filename
+    if not path.is_file():
+        tmp = out / f".{key.filename}.{os.getpid()}.tmp"
+        try:
+            export_graph(encoder, key, source, tmp)
+            cosine = check_graph(tmp, encoder)
+            if cosine < MIN_COSINE:
+                raise ExportError(f"the exported graph embeds unlike the torch model (cosine {cosine:.6f} "
+                                  f"< {MIN_COSINE})")
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # readers see the whole file or none
+        finally:
+            tmp.unlink(missing_ok=True)
+    return {"path": str(path), "encoder": key.encoder, "model": key.model, "dim": encoder.dim, "exported": True,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def unavailable_reason(kind: str, source: str, exc: BaseException) -> str:
+    if kind == "ge2e":
+        return ge2e_unavailable_reason(exc)
+    return ecapa_unavailable_reason(source, exc)
+
+
+def run(kind: str, source: str, model_dir: Path, out: Path) -> dict:
+    if kind not in ("ge2e", "ecapa"):
+        return {"error": DISABLED_REASON}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with export_lock(out):
+            remove_stale_temporaries(out)
+            return ensure_graph(kind, source, model_dir, out)
+    except ModelUnavailable as exc:
+        return {"error": str(exc)}
+    except FileNotFoundError as exc:  # a model directory that cannot hold a model
+        return {"error": unavailable_reason(kind, source, exc)}
+    except Exception as exc:
+        traceback.print_exc()
+        first_line = re.sub(r"\x1b\[[0-9;]*m", "", (str(exc).strip().splitlines() or [""])[0])[:300]
+        command = f"python -m worker.speakers.export --encoder {kind}" + (f" --source {source}" if kind == "ecapa" else "")
+        return {"error": f"{kind.upper()} model loaded but its ONNX export failed ({exc.__class__.__name__}: "
+                         f"{first_line}). Run `{command}` to see the whole error."}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m worker.speakers.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", choices=("ecapa", "ge2e"), required=True)
+    p.add_argument("--source", default="speechbrain/spkrec-ecapa-voxceleb",
+                   help="ECAPA: hub id or local model directory (as the worker's --ecapa-source)")
+    p.add_argument("--model-dir", type=Path, default=Path("models"),
+                   help="where from_hparams collects hub models (as the worker's --model-dir)")
+    p.add_argument("--out", type=Path, help="where the graph is written (default: <model-dir>/onnx)")
+    a = p.parse_args(argv)
+    out = a.out or graph_dir(a.model_dir)
+    # torch.onnx prints its progress on stdout; stdout's last line is ours.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run(a.encoder, a.source, a.model_dir, out)
+    print(json.dumps(result), flush=True)
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
