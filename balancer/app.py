@@ -14,6 +14,7 @@ from aiohttp import web
 from yarl import URL
 
 from .config import BalancerConfig
+from .links import WorkerLink
 from .forward import NO_WORKER, NO_WORKER_PREFIX, FrameClock, forward_frame
 from .packets import Header, Packet, PacketError, check_account, parse_ingest, parse_text_message
 from .workers import WorkerPool
@@ -39,6 +40,7 @@ POOL = web.AppKey("pool", WorkerPool)
 CLOCK = web.AppKey("clock", FrameClock)
 TRAFFIC = web.AppKey("traffic", Traffic)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+LINKS = web.AppKey("links", dict)
 HEALTH_TASK = web.AppKey("health_task", asyncio.Task)
 
 
@@ -46,7 +48,7 @@ async def forward(app: web.Application, packet: Packet, stream: str, seq: int) -
     traffic = app[TRAFFIC]
     traffic.frames_in_flight += 1
     try:
-        return await forward_frame(app[POOL], app[SESSION], packet, stream, seq, app[CLOCK].next(),
+        return await forward_frame(app[POOL], app[LINKS], packet, stream, seq, app[CLOCK].next(),
                                    app[CONFIG].forward_timeout)
     finally:
         traffic.frames_in_flight -= 1
@@ -300,6 +302,8 @@ async def start_pool(app: web.Application) -> None:
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     app[SESSION] = aiohttp.ClientSession(connector=connector)
+    app[LINKS] = {worker: WorkerLink(worker, app[SESSION], config.forward_timeout, config.max_inflight_per_worker)
+                  for worker in config.workers}
     await app[POOL].check(app[SESSION], config.health_timeout)
     app[HEALTH_TASK] = asyncio.create_task(app[POOL].poll(app[SESSION], config.health_interval,
                                                           config.health_timeout))

@@ -19,6 +19,7 @@ class BalancerConfig:
     max_account_length: int = 64
     max_frame_seconds: float = 1.0
     forward_timeout: float = 5.0
+    max_inflight_per_worker: int = 2
     health_interval: float = 1.0
     health_timeout: float = 2.0
     token: str = ""
@@ -53,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> BalancerConfig:
                    help="longest ACCOUNTCODE, at most 64 [MAX_ACCOUNT_LENGTH]")
     p.add_argument("--max-frame-seconds", type=float, default=float(env("MAX_FRAME_SECONDS", d.max_frame_seconds)),
                    help="longest frame in an ingest request [MAX_FRAME_SECONDS]")
+    p.add_argument("--max-inflight-per-worker", type=int,
+                   default=int(env("MAX_INFLIGHT_PER_WORKER", d.max_inflight_per_worker)),
+                   help="requests open to one worker at once; frames that arrive meanwhile are sent "
+                        "together in the next [MAX_INFLIGHT_PER_WORKER]")
     p.add_argument("--forward-timeout", type=float, default=float(env("FORWARD_TIMEOUT", d.forward_timeout)),
                    help="seconds to wait for a worker before trying the next [FORWARD_TIMEOUT]")
     p.add_argument("--health-interval", type=float, default=float(env("HEALTH_INTERVAL", d.health_interval)),

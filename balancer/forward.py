@@ -11,13 +11,15 @@ the balancer stopped waiting for.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from datetime import datetime, timedelta
 
 import aiohttp
 
+from worker.framebatch import FrameMeta
+
+from .links import WorkerLink
 from .packets import Packet
 from .workers import WorkerPool
 
@@ -48,20 +50,16 @@ def stamp_text(stamp: int) -> str:
     return (EPOCH + timedelta(microseconds=stamp)).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-async def forward_frame(pool: WorkerPool, session: aiohttp.ClientSession, packet: Packet, stream: str,
+async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: Packet, stream: str,
                         seq: int, stamp: int, timeout: float) -> dict:
     """The reply for this frame: the worker's, or an error naming the problem."""
     reply: dict = {"account": packet.account, "seq": seq}
-    headers = {"X-Account": packet.account, "X-Stream": stream, "X-Seq": str(seq),
-               "X-Frame-Time": str(stamp), "Content-Type": "audio/wav"}
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    meta = FrameMeta(packet.account, stream, seq, stamp)
     problems: list[str] = []
     maybe_processed = False  # a failed attempt may have reached its worker
     for worker in pool.ranked(packet.account):
         try:
-            async with session.post(f"{worker}/frames", data=packet.wav, headers=headers,
-                                    timeout=client_timeout) as resp:
-                status, body = resp.status, await resp.read()
+            status, answer = await links[worker].send(meta, packet.wav)
         except asyncio.TimeoutError:
             # Slow is not dead: the frame goes to the next choice, and the
             # /health poll decides whether the worker leaves the ring.
@@ -79,17 +77,13 @@ async def forward_frame(pool: WorkerPool, session: aiohttp.ClientSession, packet
             problems.append(f"failed ({exc.__class__.__name__})")
             maybe_processed = True
             continue
+        except ValueError:
+            reply["error"] = f"worker {worker} gave an unreadable reply"
+            return reply
         if status in RETRY_STATUSES:
             pool.mark(worker, False, f"/frames answered {status}")
             problems.append(f"answered {status}")
             continue
-        try:
-            answer = json.loads(body)
-            if not isinstance(answer, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            reply["error"] = f"worker {worker} gave an unreadable reply (HTTP {status})"
-            return reply
         reply.update(answer)
         if "error" not in answer:
             reply["time"] = stamp_text(stamp)  # the frame's log line starts with this

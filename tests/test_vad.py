@@ -13,9 +13,7 @@ from worker.vad import CHUNK_SAMPLES, SileroOnnx, VadEngine, VadParams, VadStrea
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = VadEngine(SileroOnnx(), VadParams())
-    yield eng
-    eng.close()
+    return VadEngine(SileroOnnx(), VadParams())
 
 
 def read(path) -> tuple[np.ndarray, int]:
@@ -73,32 +71,46 @@ def test_matches_silero_reference_wrapper_and_vaditerator(engine, speech, name):
     assert [ours.decide(np.array([p]), params)[0] for p in framed_probs] == ref_triggered
 
 
-def test_interleaved_accounts_do_not_disturb_each_other(engine, speech):
-    """Frames of several accounts submitted at once share model batches; each
-    account's results equal what it gets alone."""
+def ten_seconds_each(speech) -> list[tuple[np.ndarray, int]]:
     files = [read(speech("en_example.wav")), read(speech("sample1.wav")), read(speech("sample3.wav"))]
-    files = [(s[: r * 10], r) for s, r in files]  # 10 s each
-    alone = [stream_in_frames(engine, s, r)[0] for s, r in files]
+    return [(s[: r * 10], r) for s, r in files]
 
+
+def test_interleaved_accounts_batched_together_match_their_solo_runs(engine, speech):
+    """Frames of several accounts (8 and 16 kHz) go through the model as one
+    batch; each account's results equal what it gets alone."""
+    files = ten_seconds_each(speech)
+    alone = [stream_in_frames(engine, s, r)[0] for s, r in files]
     streams = [VadStream(r) for _, r in files]
     together: list[list[float]] = [[] for _ in files]
-    frame_count = max(len(s) // (r // 10) + 1 for s, r in files)
-    for k in range(frame_count):
-        barrier = threading.Barrier(len(files))
-
-        def send(i: int) -> None:
-            s, r = files[i]
-            step = r // 10
-            barrier.wait()
-            if k * step < len(s):
-                together[i].extend(engine.process(streams[i], s[k * step:(k + 1) * step]).chunk_probs)
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(files))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    for k in range(max(len(s) // (r // 10) + 1 for s, r in files)):
+        batch = [(i, s[k * (r // 10):(k + 1) * (r // 10)]) for i, (s, r) in enumerate(files)]
+        batch = [(i, frame) for i, frame in batch if len(frame)]
+        results = engine.process_many([(streams[i], frame) for i, frame in batch])
+        for (i, _), result in zip(batch, results):
+            together[i].extend(result.chunk_probs)
     for i in range(len(files)):
         np.testing.assert_allclose(together[i], alone[i], atol=1e-5)
+
+
+def test_threads_sharing_the_model_do_not_disturb_each_other(engine, speech):
+    """Request threads call the one onnxruntime session at the same time, each
+    with its own account's state."""
+    files = ten_seconds_each(speech) * 2
+    alone = [stream_in_frames(engine, s, r)[0] for s, r in files[:3]]
+    together: list[np.ndarray] = [None] * len(files)  # type: ignore[list-item]
+    barrier = threading.Barrier(len(files))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        together[i] = stream_in_frames(engine, *files[i])[0]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(files))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(len(files)):
+        np.testing.assert_array_equal(together[i], alone[i % 3])
 
 
 def test_silence_is_not_voice_and_speech_is(engine, speech):

@@ -1,6 +1,8 @@
 """One frame's path through a worker: VAD, speaker tracking, log line, reply."""
 from __future__ import annotations
 
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -16,6 +18,17 @@ class SpeakerTracker(Protocol):
         the account has no enrolled speakers or the frame has no voice."""
 
 
+@dataclass(frozen=True, slots=True)
+class Frame:
+    account: str
+    audio: Audio
+    stream: str = ""
+    seq: int | None = None
+    # The balancer's time for this frame, the same on every retry: its log
+    # line's timestamp and identity.
+    stamp: datetime | None = None
+
+
 class FramePipeline:
     def __init__(self, port: int, vad: VadEngine, log: FrameLog, accounts: Accounts,
                  speakers: SpeakerTracker | None = None) -> None:
@@ -24,29 +37,68 @@ class FramePipeline:
         self.log = log
         self.accounts = accounts
         self.speakers = speakers
+        self.frames = self.batches = 0  # served so far, for /health (approximate under threads)
 
     def process(self, code: str, audio: Audio, stream: str = "", seq: int | None = None,
                 stamp: datetime | None = None) -> dict[str, Any]:
-        """stamp: the balancer's time for this frame, the same on every retry;
-        its log line is then written once, whichever worker gets there first."""
-        received = stamp or utc_now()
-        account = self.accounts.get(code)
-        with account.lock:
-            replayed = account.replayed(stream, seq)
+        return self.process_many([Frame(code, audio, stream, seq, stamp)])[0]
+
+    def process_many(self, frames: list[Frame]) -> list[dict[str, Any]]:
+        """Replies in the order of frames. Frames of distinct accounts share
+        one VAD batch; an account's own frames are processed in their order."""
+        received = utc_now()
+        self.frames += len(frames)
+        self.batches += 1
+        replies: list[dict[str, Any]] = [{}] * len(frames)
+        for indices in rounds(frames):
+            accounts = {frames[i].account: self.accounts.get(frames[i].account) for i in indices}
+            with ExitStack() as locked:
+                # Always in code order, so two threads taking several account
+                # locks never wait for each other in a cycle.
+                for code in sorted(accounts):
+                    locked.enter_context(accounts[code].lock)
+                self._process_locked([(i, frames[i], accounts[frames[i].account]) for i in indices],
+                                     received, replies)
+        return replies
+
+    def _process_locked(self, todo: list[tuple[int, Frame, Account]], received: datetime,
+                        replies: list[dict[str, Any]]) -> None:
+        fresh = []
+        for i, frame, account in todo:
+            replayed = account.replayed(frame.stream, frame.seq)
             if replayed is not None:
-                return replayed
-            result = self.vad.process(account.vad_stream(audio.sample_rate), audio.samples)
+                replies[i] = replayed
+            else:
+                fresh.append((i, frame, account))
+        results = self.vad.process_many([(account.vad_stream(frame.audio.sample_rate), frame.audio.samples)
+                                         for _, frame, account in fresh])
+        for (i, frame, account), result in zip(fresh, results):
             speaker, score, encoder_ms = (None, None, 0.0)
             if self.speakers is not None:
-                speaker, score, encoder_ms = self.speakers.on_frame(account, audio, result.voice)
+                speaker, score, encoder_ms = self.speakers.on_frame(account, frame.audio, result.voice)
             model_ms = result.model_ms + encoder_ms
-            logged = self.log.append(code, format_line(received, result.voice, self.port, model_ms, speaker, score),
-                                     once=stamp is not None)
-            reply = {"voice": result.voice, "prob": round(result.prob, 3), "db": dbfs(audio.samples),
+            line = format_line(frame.stamp or received, result.voice, self.port, model_ms, speaker, score)
+            # With the balancer's stamp, the line is written once even if the
+            # frame was retried after a worker died between logging and replying.
+            logged = self.log.append(frame.account, line, once=frame.stamp is not None)
+            reply = {"voice": result.voice, "prob": round(result.prob, 3), "db": dbfs(frame.audio.samples),
                      "worker": self.port, "ms": round(model_ms, 2)}
             if speaker is not None:
                 reply["speaker"], reply["score"] = speaker, None if score is None else round(score, 3)
-            if not logged:  # a worker that died before replying wrote this frame's line
+            if not logged:
                 reply["duplicate"] = True
-            account.remember(stream, seq, reply)
-            return reply
+            account.remember(frame.stream, frame.seq, reply)
+            replies[i] = reply
+
+
+def rounds(frames: list[Frame]) -> list[list[int]]:
+    """Frame indices in rounds holding each account at most once, in order."""
+    out: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, frame in enumerate(frames):
+        r = seen.get(frame.account, 0)
+        seen[frame.account] = r + 1
+        if r == len(out):
+            out.append([])
+        out[r].append(i)
+    return out

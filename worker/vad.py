@@ -5,16 +5,16 @@ stream. Sharing one stateful model between interleaved accounts corrupts every
 result, so each account owns a ``VadStream`` and the model is called with that
 stream's state explicitly (silero's ONNX graph takes ``state`` as an input).
 
-One thread, the ``VadEngine``'s, runs the model. Request threads hand it frames
-and wait: nothing else touches the session, and frames of different accounts
-that wait at the same time go through the model as one batch.
+The model itself holds no state: onnxruntime's ``InferenceSession.run`` is
+safe to call from several threads at once (unlike a TorchScript model, which
+crashed a worker here when threads shared it). So each request thread runs the
+model for its own frames, with no hand-off to another thread; the state it
+passes in belongs to an account whose lock that thread holds. Frames that
+arrive together (a batch from the balancer) go through the model as one batch.
 """
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 import importlib.util
 from pathlib import Path
@@ -135,71 +135,31 @@ class VadResult:
 class _Job:
     stream: VadStream
     inputs: np.ndarray
-    future: Future
     probs: list = field(default_factory=list)
 
 
 class VadEngine:
-    """The one thread that runs silero for a worker process."""
+    """Runs silero for the streams of one or more accounts, in the calling thread."""
 
-    def __init__(self, model: SileroOnnx, params: VadParams, max_batch: int = 128) -> None:
+    def __init__(self, model: SileroOnnx, params: VadParams) -> None:
         self.model = model
         self.params = params
-        self.max_batch = max_batch
-        self._jobs: queue.SimpleQueue[tuple[VadStream, np.ndarray, Future] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="vad-engine", daemon=True)
-        self._thread.start()
-
-    def submit(self, stream: VadStream, samples: np.ndarray) -> Future:
-        """Queue a frame; the caller must not submit the same stream again before
-        this future is done (accounts hold a lock for that)."""
-        future: Future = Future()
-        self._jobs.put((stream, samples, future))
-        return future
 
     def process(self, stream: VadStream, samples: np.ndarray) -> VadResult:
-        return self.submit(stream, samples).result()
+        return self.process_many([(stream, samples)])[0]
 
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._jobs.put(None)
-                    break
-                batch.append(item)
-            self._run_batch(batch)
-
-    def _run_batch(self, batch: list) -> None:
-        jobs: list[_Job] = []
-        for stream, samples, future in batch:
-            try:
-                jobs.append(_Job(stream, stream.take_chunks(samples), future))
-            except Exception as exc:  # a bad frame fails alone, not its batch
-                future.set_exception(exc)
+    def process_many(self, frames: list[tuple[VadStream, np.ndarray]]) -> list[VadResult]:
+        """One frame each of distinct streams; the caller holds their accounts' locks."""
+        jobs = [_Job(stream, stream.take_chunks(samples)) for stream, samples in frames]
         started = time.perf_counter()
-        try:
-            self._infer(jobs)
-        except Exception as exc:
-            for job in jobs:
-                job.future.set_exception(exc)
-            return
+        self._infer(jobs)
         model_ms = (time.perf_counter() - started) * 1000
+        results = []
         for job in jobs:
             probs = np.asarray(job.probs, np.float32)
             voice, prob = job.stream.decide(probs, self.params)
-            job.future.set_result(VadResult(voice, prob, model_ms, probs))
+            results.append(VadResult(voice, prob, model_ms, probs))
+        return results
 
     def _infer(self, jobs: list[_Job]) -> None:
         # Chunk r of every account depends on its chunk r-1, so accounts are
