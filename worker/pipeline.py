@@ -13,9 +13,10 @@ from .vad import VadEngine
 
 
 class SpeakerTracker(Protocol):
-    def on_frame(self, account: Account, audio: Audio, voice: int) -> tuple[str | None, float | None, float]:
-        """(speaker, score, encoder ms) for this frame; (None, None, 0.0) when
-        the account has no enrolled speakers or the frame has no voice."""
+    def on_frames(self, frames: list[tuple[Account, Audio, int]]) -> list[tuple[str | None, float | None, float]]:
+        """(speaker, score, encoder ms) per frame (one each of distinct
+        accounts); (None, None, 0.0) when the account has no enrolled speakers
+        or the frame has no voice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +73,10 @@ class FramePipeline:
                 fresh.append((i, frame, account))
         results = self.vad.process_many([(account.vad_stream(frame.audio.sample_rate), frame.audio.samples)
                                          for _, frame, account in fresh])
-        for (i, frame, account), result in zip(fresh, results):
-            speaker, score, encoder_ms = (None, None, 0.0)
-            if self.speakers is not None:
-                speaker, score, encoder_ms = self.speakers.on_frame(account, frame.audio, result.voice)
+        speakers = (self.speakers.on_frames([(account, frame.audio, result.voice)
+                                             for (_, frame, account), result in zip(fresh, results)])
+                    if self.speakers is not None else [(None, None, 0.0)] * len(fresh))
+        for (i, frame, account), result, (speaker, score, encoder_ms) in zip(fresh, results, speakers):
             model_ms = result.model_ms + encoder_ms
             line = format_line(frame.stamp or received, result.voice, self.port, model_ms, speaker, score)
             # With the balancer's stamp, the line is written once even if the

@@ -127,6 +127,12 @@ class SpeechWindow:
         self.speaker = self.score = None
 
 
+@dataclass(frozen=True, slots=True)
+class Due:
+    enrolled: Enrolled
+    window: SpeechWindow
+
+
 class SpeakerTracker:
     """worker/pipeline.py's SpeakerTracker; called under the account's lock."""
 
@@ -139,9 +145,36 @@ class SpeakerTracker:
         self.hop_seconds = hop_seconds
         self.reset_seconds = reset_seconds
 
-    def on_frame(self, account: Account, audio: Audio, voice: int) -> tuple[str | None, float | None, float]:
+    def on_frames(self, frames: list[tuple[Account, Audio, int]]) -> list[tuple[str | None, float | None, float]]:
+        """One frame each of distinct accounts, whose locks the caller holds.
+        The windows due for a decision are embedded together, in one call."""
+        results: list[tuple[str | None, float | None, float]] = [NO_SPEAKER] * len(frames)
         if not self.engine.ready:
-            return NO_SPEAKER
+            return results
+        due: list[tuple[int, Account, Enrolled, SpeechWindow]] = []
+        for i, (account, audio, voice) in enumerate(frames):
+            step = self._add(account, audio, voice)
+            if isinstance(step, Due):
+                due.append((i, account, step.enrolled, step.window))
+            else:
+                results[i] = step
+        if not due:
+            return results
+        try:
+            embeddings, encoder_ms = self.engine.embed(
+                [to_16k(Audio(window.samples, window.sample_rate)) for _, _, _, window in due])
+        except Exception:
+            # A failed embedding loses one decision, never the frame.
+            log.exception("speaker embedding failed for accounts %s", [a.code for _, a, _, _ in due])
+            return results
+        for (i, _, enrolled, window), embedding in zip(due, embeddings):
+            decision = decide(enrolled, embedding, self.threshold)
+            window.decided(decision.speaker, decision.score)
+            results[i] = (decision.speaker, decision.score, encoder_ms)
+        return results
+
+    def _add(self, account: Account, audio: Audio, voice: int) -> tuple[str | None, float | None, float] | Due:
+        """The frame's result, or its voiceprints and window when a decision is due."""
         encoder = self.engine.encoder
         try:
             enrolled = self.roster.enrolled(account.code, EncoderId(encoder.name, encoder.model, encoder.dim))
@@ -159,12 +192,4 @@ class SpeakerTracker:
                                                             self.hop_seconds, self.reset_seconds)
         if not window.add(audio.samples, voice):
             return (window.speaker, window.score, 0.0) if voice else NO_SPEAKER
-        try:
-            embeddings, encoder_ms = self.engine.embed([to_16k(Audio(window.samples, window.sample_rate))])
-        except Exception:
-            # A failed embedding loses one decision, never the frame.
-            log.exception("speaker embedding failed for account %s", account.code)
-            return NO_SPEAKER
-        decision = decide(enrolled, embeddings[0], self.threshold)
-        window.decided(decision.speaker, decision.score)
-        return decision.speaker, decision.score, encoder_ms
+        return Due(enrolled, window)
