@@ -22,6 +22,8 @@ Measured per level, over T seconds after a warm-up:
   errors       error replies + frames unanswered 5 s after the last send ("lost")
                + streams that could not connect
   send lag     client's own slip behind its schedule (a busy client shows here)
+  busiest wkr  share of the frames the busiest worker answered (accounts are
+               spread by rendezvous hash, unevenly for small N)
   CPU ms/frame CPU time of balancer + workers per frame answered
   other CPU%   CPU that processes outside the benchmark used meanwhile
   probe ms     a fixed pure-Python loop timed before/after the level: on a VM
@@ -574,6 +576,7 @@ def summarize(plan: LevelPlan, records: Sequence[StreamRecord], connect_errors: 
         "errors": stats.error_replies + stats.lost + len(connect_errors),
         "error_messages": dict(messages.most_common(5)),
         "frames_per_worker": {str(k): v for k, v in sorted(workers.items(), key=lambda kv: str(kv[0]))},
+        "busiest_worker_share": round(max(workers.values()) / sum(workers.values()), 3) if workers else None,
         "processes": processes[0] if processes else {},
         "machine_cpu_pct": processes[1]["busy_pct"] if processes else None,
         "machine": processes[1] if processes else None,
@@ -652,7 +655,8 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def format_table(levels: Sequence[dict]) -> str:
     head = ("N", "frames/s", "target", "e2e p50", "p95", "p99", "max", "model p50", "p99",
-            "send lag p99", "errors", "lost", "late", "behind", "CPU ms/frame", "machine CPU%", "other CPU%",
+            "send lag p99", "errors", "lost", "late", "behind", "busiest worker", "CPU ms/frame", "machine CPU%",
+            "other CPU%",
             "probe ms", "held")
     rows = [head]
     for lv in sorted(levels, key=lambda lv: lv["n"]):
@@ -660,7 +664,9 @@ def format_table(levels: Sequence[dict]) -> str:
         rows.append((str(lv["n"]), _fmt(lv["frames_per_s"]), str(lv["target_frames_per_s"]),
                      _fmt(e["p50"]), _fmt(e["p95"]), _fmt(e["p99"]), _fmt(e["max"]), _fmt(m["p50"], 2), _fmt(m["p99"], 2),
                      _fmt(lv["client_send_lag_ms"]["p99"]), str(lv["errors"]), str(lv["lost"]), str(lv["late"]),
-                     str(lv["behind_streams"]), _fmt(lv["system_cpu_ms_per_frame"], 2), _fmt(lv["machine_cpu_pct"]), _fmt(lv["other_cpu_pct"], 0),
+                     str(lv["behind_streams"]),
+                     f"{lv['busiest_worker_share']:.0%}" if lv.get("busiest_worker_share") else "-",
+                     _fmt(lv["system_cpu_ms_per_frame"], 2), _fmt(lv["machine_cpu_pct"]), _fmt(lv["other_cpu_pct"], 0),
                      "/".join(f"{v:.1f}" for v in lv.get("cpu_probe_ms", [])) or "-", "yes" if lv["held"] else "NO"))
     table = _align(rows)
     process_rows = format_process_table(levels)
@@ -746,6 +752,7 @@ class BenchConfig:
     token: str = ""
     pids: str = ""
     n_workers: int = 3
+    worker_ports: tuple[int, ...] = ()
     worker_args: tuple[str, ...] = ()
     balancer_args: tuple[str, ...] = ()
     speech_dir: Path = SPEECH
@@ -768,7 +775,7 @@ def _int_list(text: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"stream counts must be positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
 
 
@@ -799,6 +806,9 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     p.add_argument("--pids", default="",
                    help="with --url: processes to measure, NAME=PID or PID comma-separated (children included)")
     p.add_argument("--n-workers", type=int, default=3, help="workers to start (default: 3)")
+    p.add_argument("--worker-ports", type=_int_list, default=(),
+                   help="ports for the started workers, comma-separated (default: free ports); accounts spread "
+                        "over workers by a hash of their URLs, so fixed ports make runs comparable")
     p.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
                    help="extra worker flag, repeatable: --worker-arg=--threads --worker-arg=8")
     p.add_argument("--balancer-arg", action="append", default=[], metavar="ARG", help="extra balancer flag, repeatable")
@@ -837,7 +847,8 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         mode=a.mode, streams=a.streams, seconds=seconds, warmup=a.warmup, find_max=a.find_max, start=a.start,
         step_factor=a.step_factor, step_add=a.step_add, max_streams=a.max_streams, refine=a.refine,
         criteria=Criteria(a.p99_bound_ms, a.late_tolerance), url=a.url, token=a.token, pids=a.pids,
-        n_workers=a.n_workers, worker_args=tuple(a.worker_arg), balancer_args=tuple(a.balancer_arg),
+        n_workers=len(a.worker_ports) or a.n_workers, worker_ports=a.worker_ports,
+        worker_args=tuple(a.worker_arg), balancer_args=tuple(a.balancer_arg),
         speech_dir=a.speech_dir, speakers_dir=a.speakers_dir, enroll_seconds=a.enroll_seconds,
         json_out=a.json_out or RESULTS_DIR / f"bench-{suffix}.json", plot=a.plot or RESULTS_DIR / f"bench-{suffix}.png",
         keep=a.keep, seed=a.seed, nice=a.nice, quiet_below=a.quiet_below, quiet_timeout=a.quiet_timeout,
@@ -1004,6 +1015,10 @@ def run_bench(config: BenchConfig) -> dict:
             root = Path(tempfile.mkdtemp(prefix="bench-"))
             system = make_system(root, n_workers=config.n_workers, worker_args=worker_args_for(config, root),
                                  balancer_args=list(config.balancer_args))
+            if config.worker_ports:
+                # Rendezvous hashing ranks worker URLs, ports included: fixed
+                # ports give the same account spread on every run.
+                system.worker_ports = list(config.worker_ports)
             print(f"starting {config.n_workers} workers ({config.mode}) and the balancer in {root} ...", flush=True)
             system.start()
             target = Target(system.url, system.ws_url, config.token)
