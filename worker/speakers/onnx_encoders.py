@@ -107,8 +107,9 @@ def open_graph(path: Path, exported: bool = False) -> Ge2eGraph | EcapaGraph:
 
 def run_export(kind: str, source: str, model_dir: Path) -> dict:
     """python -m worker.speakers.export in a subprocess: its JSON result."""
-    command = [sys.executable, "-m", "worker.speakers.export", "--encoder", kind, "--source", source,
-               "--model-dir", str(model_dir)]
+    # --opt=value: a source starting with "-" stays a value.
+    command = [sys.executable, "-m", "worker.speakers.export", f"--encoder={kind}", f"--source={source}",
+               f"--model-dir={model_dir}"]
     started = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=PACKAGE_ROOT, capture_output=True, text=True,
