@@ -8,18 +8,21 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from .config import BalancerConfig
-from .links import WorkerLink
 from .forward import NO_WORKER, NO_WORKER_PREFIX, FrameClock, forward_frame
+from .links import WorkerLink
 from .packets import Header, Packet, PacketError, check_account, parse_ingest, parse_text_message
 from .workers import WorkerPool
 
 log = logging.getLogger("balancer")
+
+PAGE = Path(__file__).parent / "static" / "index.html"
 
 
 @dataclass(eq=False)
@@ -164,6 +167,8 @@ async def root(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return await websocket(request)
     if request.method == "GET":
+        if "text/html" in request.headers.get("Accept", ""):
+            return web.FileResponse(PAGE)  # the browser client
         return web.json_response({"service": "voice stream balancer",
                                   "websocket": "/ws", "workers": request.app[POOL].status()})
     if request.method != "POST":
