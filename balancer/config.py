@@ -19,7 +19,7 @@ class BalancerConfig:
     max_account_length: int = 64
     max_frame_seconds: float = 1.0
     forward_timeout: float = 5.0
-    max_inflight_per_worker: int = 2
+    max_inflight_per_worker: int = 1
     health_interval: float = 1.0
     health_timeout: float = 2.0
     token: str = ""

@@ -20,7 +20,7 @@ Outcome = tuple[int, dict]  # HTTP status for this frame, the worker's JSON for 
 
 class WorkerLink:
     def __init__(self, url: str, session: aiohttp.ClientSession, timeout: float,
-                 max_inflight: int = 2, max_batch_bytes: int = 512 * 1024) -> None:
+                 max_inflight: int = 1, max_batch_bytes: int = 512 * 1024) -> None:
         self.url = f"{url}/frames/batch"
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout)
