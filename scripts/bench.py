@@ -48,6 +48,7 @@ import platform
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -383,7 +384,10 @@ def system_processes(system: System) -> dict[str, psutil.Process]:
     """The balancer, each worker's gunicorn master and its child(ren)."""
     procs = {"balancer": psutil.Process(system.balancer.popen.pid)}
     for port, worker in zip(system.worker_ports, system.workers):
-        procs.update(process_tree(f"w{port}", worker.popen.pid))
+        tree = process_tree(f"w{port}", worker.popen.pid)
+        if len(tree) < 2:
+            raise BenchError(f"worker on port {port} has no serving process (see its output in {system.root})")
+        procs.update(tree)
     return procs
 
 
@@ -963,6 +967,18 @@ def describe_sources(bench: Bench) -> list[str]:
             for s in bench.speakers]
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        # As the servers bind: connections of an earlier run in TIME_WAIT do
+        # not count, a listening socket does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def code_version() -> dict:
     """The commit measured and whether the checkout had uncommitted changes
     (the benchmark runs whatever code is checked out)."""
@@ -1018,6 +1034,11 @@ def run_bench(config: BenchConfig) -> dict:
             if config.worker_ports:
                 # Rendezvous hashing ranks worker URLs, ports included: fixed
                 # ports give the same account spread on every run.
+                busy = [port for port in config.worker_ports if not port_free(port)]
+                if busy:
+                    # A worker that cannot bind keeps retrying while whatever
+                    # holds the port answers its health checks.
+                    raise BenchError(f"--worker-ports: {', '.join(map(str, busy))} already in use")
                 system.worker_ports = list(config.worker_ports)
             print(f"starting {config.n_workers} workers ({config.mode}) and the balancer in {root} ...", flush=True)
             system.start()

@@ -110,3 +110,14 @@ def test_a_short_real_level_gets_every_frame_answered(system, speech):
     assert level["e2e_ms"]["p50"] is not None and level["model_ms"]["p50"] is not None
     assert sum(level["frames_per_worker"].values()) >= level["frames"]
     assert "3" in format_table([level])
+
+
+def test_port_free_sees_a_listening_socket():
+    import socket
+    from bench import port_free
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert not port_free(port)
+    assert port_free(port)
