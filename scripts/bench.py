@@ -5,6 +5,10 @@
     .venv/bin/python scripts/bench.py --mode vad --find-max
     .venv/bin/python scripts/bench.py --mode speaker --streams 5,10,20
     .venv/bin/python scripts/bench.py --url http://127.0.0.1:6001 --pids balancer=1234,w1=2345
+    # on a shared machine: fixed ports (same account spread every run), wait
+    # for other load to stop and for the host to run at full speed
+    .venv/bin/python scripts/bench.py --find-max --worker-ports 7101,7102,7103 \
+        --quiet-timeout 600 --probe-below 8 --noisy-retries 2
 
 Without --url it starts the real system (3 workers + balancer, scripts/cluster.py)
 on free ports in a temporary directory and stops it afterwards. Each of N
@@ -987,8 +991,11 @@ def code_version() -> dict:
             return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.rstrip()
         except (OSError, subprocess.SubprocessError):
             return ""
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return {"commit": None, "repo": str(REPO), "note": "not a git checkout"}
     changed = [line[3:] for line in git("status", "--porcelain", "--", "balancer", "worker").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_in_balancer_worker": changed}
+    return {"commit": commit, "repo": str(REPO), "uncommitted_in_balancer_worker": changed}
 
 
 def renice(processes, nice: int) -> list[str]:
