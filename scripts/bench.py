@@ -877,17 +877,13 @@ def worker_args_for(config: BenchConfig, root: Path) -> list[str]:
 
 
 class Bench:
-    def __init__(self, config: BenchConfig, target: Target, watch: ProcessWatch | None) -> None:
+    def __init__(self, config: BenchConfig, target: Target, watch: ProcessWatch | None,
+                 audio: tuple[list[Speaker], list[StreamSource]]) -> None:
         self.config = config
         self.target = target
         self.watch = watch
         self.enrolled: set[int] = set()
-        if config.mode == "speaker":
-            self.speakers = load_speakers(config.speakers_dir, config.enroll_seconds)
-            self.speech_sources: list[StreamSource] = []
-        else:
-            self.speakers = []
-            self.speech_sources = load_speech_sources(speech_files(config.speech_dir))
+        self.speakers, self.speech_sources = audio
 
     def sources(self, n: int) -> list[StreamSource]:
         if self.config.mode == "vad":
@@ -964,6 +960,14 @@ class Bench:
         return level
 
 
+def load_audio(config: BenchConfig) -> tuple[list[Speaker], list[StreamSource]]:
+    """Speakers to enroll (speaker mode) and recordings to stream (vad mode),
+    read before any process starts so a missing file fails fast."""
+    if config.mode == "speaker":
+        return load_speakers(config.speakers_dir, config.enroll_seconds), []
+    return [], load_speech_sources(speech_files(config.speech_dir))
+
+
 def describe_sources(bench: Bench) -> list[str]:
     if bench.config.mode == "vad":
         return [f"{s.name} ({s.sample_rate} Hz, {len(s.frames) / FRAMES_PER_SECOND:.1f} s)" for s in bench.speech_sources]
@@ -1030,6 +1034,7 @@ def renice(processes, nice: int) -> list[str]:
 def run_bench(config: BenchConfig) -> dict:
     system: System | None = None
     root: Path | None = None
+    audio = load_audio(config)
     try:
         if config.url:
             target = Target.from_url(config.url, config.token)
@@ -1057,7 +1062,7 @@ def run_bench(config: BenchConfig) -> dict:
                 print(f"note: {note}", flush=True)
         print("measuring " + ", ".join(f"{name}={p.pid}" for name, p in processes.items()), flush=True)
         watch = ProcessWatch(processes)
-        bench = Bench(config, target, watch)
+        bench = Bench(config, target, watch, audio)
         print("streaming: " + ", ".join(describe_sources(bench)), flush=True)
         if config.find_max:
             held, levels = find_max(bench.run, config.start, config.step_factor, config.step_add,
