@@ -597,20 +597,28 @@ def summarize(plan: LevelPlan, records: Sequence[StreamRecord], connect_errors: 
 # ---------------------------------------------------------------- speaker enrollment
 
 
-async def enroll_accounts(target: Target, indices: Sequence[int], speakers: Sequence[Speaker]) -> None:
+async def enroll_accounts(target: Target, indices: Sequence[int], speakers: Sequence[Speaker],
+                          ready_timeout: float = 180.0) -> None:
     """Two speakers per account through the REST API, before any streaming."""
     gate = asyncio.Semaphore(4)
     async with aiohttp.ClientSession(headers=target.headers()) as session:
         async def enroll(index: int, speaker: Speaker) -> None:
             url = f"{target.http_url}/accounts/{account_code(index)}/speakers/{speaker.name}"
-            async with gate, session.post(url, data=speaker.enroll_wav, headers={"Content-Type": "audio/wav"}) as resp:
-                body = await resp.text()
-                if resp.status == 404:
-                    raise BenchError(
-                        f"enrollment POST {url} answered 404 ({body.strip()[:200]}): this build has no speaker "
-                        "REST API (worker/speakers is not in place yet); run --mode vad until it is")
-                if resp.status >= 300:
-                    raise BenchError(f"enrollment POST {url} answered {resp.status}: {body.strip()[:300]}")
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                async with gate, session.post(url, data=speaker.enroll_wav,
+                                              headers={"Content-Type": "audio/wav"}) as resp:
+                    status, body = resp.status, await resp.text()
+                # 503: the worker is up but its encoder is still loading.
+                if status != 503 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            if status == 404:
+                raise BenchError(
+                    f"enrollment POST {url} answered 404 ({body.strip()[:200]}): this build has no speaker "
+                    "REST API (worker/speakers is not in place yet); run --mode vad until it is")
+            if status >= 300:
+                raise BenchError(f"enrollment POST {url} answered {status}: {body.strip()[:300]}")
         await asyncio.gather(*(enroll(i, s) for i in indices for s in account_speakers(i, speakers)))
 
 
