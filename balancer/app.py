@@ -15,7 +15,9 @@ from aiohttp import web
 from yarl import URL
 
 from .config import BalancerConfig
-from .forward import NO_WORKER, NO_WORKER_PREFIX, FrameClock, forward_frame
+from voicestream.stamps import FrameClock
+
+from .forward import NO_WORKER, NO_WORKER_PREFIX, forward_frame
 from .links import WorkerLink
 from .packets import Header, Packet, PacketError, check_account, parse_ingest, parse_text_message
 from .workers import WorkerPool

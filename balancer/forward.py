@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from datetime import datetime, timedelta
-
 import aiohttp
 
-from worker.framebatch import FrameMeta
+from voicestream.batch import FrameMeta
+from voicestream.stamps import stamp_text
 
 from .links import WorkerLink
 from .packets import Packet
@@ -25,29 +23,11 @@ from .workers import WorkerPool
 
 log = logging.getLogger("balancer.forward")
 
-EPOCH = datetime(1970, 1, 1)
 # Statuses that say "not here, not now": the frame was not processed, so
 # another worker may take it. A 500 is a bug that would fail everywhere.
 RETRY_STATUSES = frozenset({502, 503, 504})
 NO_WORKER_PREFIX = "no worker available"
 NO_WORKER = f"{NO_WORKER_PREFIX}: every worker is down, try again shortly"
-
-
-class FrameClock:
-    """UTC microseconds since the epoch, strictly increasing within this
-    balancer: two frames never share a stamp, even of the same account."""
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def next(self) -> int:
-        self._last = max(time.time_ns() // 1000, self._last + 1)
-        return self._last
-
-
-def stamp_text(stamp: int) -> str:
-    """The stamp as the log line shows it: '2023-01-20 13:44:44.123435'."""
-    return (EPOCH + timedelta(microseconds=stamp)).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: Packet, stream: str,

@@ -13,7 +13,7 @@ import json
 
 import aiohttp
 
-from worker.framebatch import CONTENT_TYPE, MAX_FRAMES, FrameMeta, encode_batch
+from voicestream.batch import CONTENT_TYPE, MAX_FRAMES, FrameMeta, encode_batch
 
 Outcome = tuple[int, dict]  # HTTP status for this frame, the worker's JSON for it
 

@@ -19,7 +19,7 @@ import tokenize
 import wave
 from dataclasses import dataclass, field
 
-from worker.accountcode import is_valid_account
+from voicestream.accounts import invalid_account_message, is_valid_account
 
 CLOSE = "CLOSE"
 MAX_HEADER_CHARS = 1024
@@ -70,8 +70,7 @@ def parse_header(text: str, max_account_length: int = 64) -> Header:
 
 def check_account(account: object, max_length: int = 64) -> str:
     if not is_valid_account(account, max_length):
-        shown = account[:40] if isinstance(account, str) else type(account).__name__
-        raise PacketError(f"invalid ACCOUNTCODE {shown!r}: use 1-{max_length} characters of A-Z a-z 0-9 _ -")
+        raise PacketError(invalid_account_message(account, max_length))
     return account  # type: ignore[return-value]
 
 

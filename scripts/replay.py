@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from worker.accountcode import is_valid_account  # noqa: E402
+from voicestream.accounts import is_valid_account  # noqa: E402
 
 FORMS = ("binary", "json", "literal")
 PACES = ("realtime", "fast")

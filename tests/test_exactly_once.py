@@ -6,7 +6,9 @@ from __future__ import annotations
 import multiprocessing
 from datetime import datetime, timedelta
 
-from worker.framelog import FrameLog, format_line, parse_frame_time
+from voicestream.logline import format_line
+from voicestream.stamps import parse_stamp as parse_frame_time
+from worker.framelog import FrameLog
 
 T0 = datetime(2023, 1, 20, 13, 44, 44, 123435)
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from worker.framebatch import BatchError, FrameMeta, decode_batch, encode_batch
+from voicestream.batch import BatchError, FrameMeta, decode_batch, encode_batch
 
 
 def test_round_trip():

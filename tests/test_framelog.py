@@ -5,7 +5,8 @@ import re
 import threading
 from datetime import datetime
 
-from worker.framelog import FrameLog, format_line
+from voicestream.logline import format_line
+from worker.framelog import FrameLog
 
 LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} voice=[01], \d+, \d+ms(, speaker=[^,]+, score=-?\d\.\d\d)?\n")
 

@@ -14,7 +14,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from balancer.packets import Header, Packet, PacketError, parse_ingest, parse_text_message
-from worker.accountcode import is_valid_account
+from voicestream.accounts import is_valid_account
 from worker.audio import Audio, AudioError, decode_wav
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,15 +6,17 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+from voicestream.accounts import is_valid_account
+from voicestream.batch import BatchError, decode_batch
+from voicestream.stamps import parse_stamp
+
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .accountcode import is_valid_account
 from .accounts import Accounts
 from .audio import AudioError, decode_wav
 from .config import WorkerConfig
-from .framelog import FrameLog, parse_frame_time
-from .framebatch import BatchError, decode_batch
+from .framelog import FrameLog
 from .pipeline import Frame, FramePipeline
 from .speakers.factory import Speakers, create_speakers
 from .vad import SileroOnnx, VadEngine, VadParams
@@ -70,7 +72,7 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
         if seq is not None and not (type(seq) is int and 0 <= seq < 10**18):
             return "seq must be a non-negative integer"
         try:
-            frame_time = parse_frame_time(str(stamp)) if stamp is not None else None
+            frame_time = parse_stamp(stamp) if stamp is not None else None
             audio = decode_wav(wav, max_seconds=config.max_frame_seconds,
                                accepted_rates=config.accepted_rates or None,
                                accepted_subtypes=frozenset(config.accepted_formats) or None)
@@ -95,7 +97,7 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
 
     @app.post("/frames/batch")
     def frames_batch():
-        """Several frames (worker/framebatch.py); one reply per frame, in order."""
+        """Several frames (voicestream/batch.py); one reply per frame, in order."""
         if worker.draining.is_set():
             return error(503, "worker is shutting down: send the frames to another worker")
         try:

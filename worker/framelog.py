@@ -1,45 +1,14 @@
-"""Per-account frame logs: logs/<ACCOUNTCODE>.txt, one line per frame.
-
-The line prefix is a contract with existing tooling; it must not change:
-    2023-01-20 13:44:44.123435 voice=1, 7001, 4ms
-Speaker verification appends ", speaker=alice, score=0.71" after it.
-"""
+"""Per-account frame logs: <log-dir>/<ACCOUNTCODE>.txt, one line per frame
+(the line's format: voicestream/logline.py)."""
 from __future__ import annotations
 
 import fcntl
 import os
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .accountcode import is_valid_account
+from voicestream.accounts import is_valid_account
+from voicestream.logline import STAMP_CHARS
 
-
-def format_line(when: datetime, voice: int, port: int, model_ms: float,
-                speaker: str | None = None, score: float | None = None) -> str:
-    line = f"{when.strftime('%Y-%m-%d %H:%M:%S.%f')} voice={voice}, {port}, {round(model_ms)}ms"
-    if speaker is not None:
-        line += f", speaker={speaker}"
-        if score is not None:
-            line += f", score={score:.2f}"
-    return line + "\n"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-EPOCH = datetime(1970, 1, 1)
-
-
-def parse_frame_time(text: str) -> datetime:
-    """The balancer's X-Frame-Time (UTC microseconds since the epoch) as the
-    naive UTC datetime a log line shows."""
-    if not text.isascii() or not text.isdigit() or len(text) > 17:
-        raise ValueError("X-Frame-Time must be microseconds since the epoch")
-    return EPOCH + timedelta(microseconds=int(text))
-
-
-STAMP_CHARS = 26  # "2023-01-20 13:44:44.123435": a frame's identity in its log
 # How far back a frame's line is looked for before it is written. A retry
 # reaches another worker within seconds; 32 KiB is ~700 lines of one account.
 TAIL_BYTES = 32 * 1024

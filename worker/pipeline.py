@@ -8,7 +8,10 @@ from typing import Any, Protocol
 
 from .accounts import Account, Accounts
 from .audio import Audio, dbfs
-from .framelog import FrameLog, format_line, utc_now
+from voicestream.logline import format_line
+from voicestream.stamps import utc_now
+
+from .framelog import FrameLog
 from .vad import VadEngine
 
 

@@ -19,7 +19,7 @@ from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from ..accountcode import is_valid_account
+from voicestream.accounts import is_valid_account
 from ..audio import Audio, AudioError, decode_wav
 from .service import SpeakerError, SpeakerService, compare
 

@@ -6,14 +6,18 @@
 
 One request per frame costs a worker more CPU in HTTP handling than its VAD;
 under load the balancer sends the frames that wait for the same worker together.
+The worker answers {"replies": [...]}: one reply per frame, in order, each
+with its own "status" when it is not 200 (replies.py).
 """
 from __future__ import annotations
 
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 CONTENT_TYPE = "application/x-voice-frames"
+PATH = "/frames/batch"
 MAX_FRAMES = 256
 
 
@@ -24,9 +28,9 @@ class BatchError(ValueError):
 @dataclass(frozen=True, slots=True)
 class FrameMeta:
     account: str
-    stream: str
+    stream: str  # the client connection: with seq, names the frame to the worker
     seq: int
-    stamp: int  # microseconds since the epoch, UTC
+    stamp: int  # microseconds since the epoch, UTC (stamps.py)
 
 
 def encode_batch(frames: list[tuple[FrameMeta, bytes]]) -> bytes:
@@ -35,7 +39,7 @@ def encode_batch(frames: list[tuple[FrameMeta, bytes]]) -> bytes:
     return b"".join([struct.pack(">I", len(header)), header, *(wav for _, wav in frames)])
 
 
-def decode_batch(body: bytes) -> list[tuple[dict, bytes]]:
+def decode_batch(body: bytes) -> list[tuple[dict[str, Any], bytes]]:
     """(meta as sent, wav bytes) per frame; metas are checked by the caller."""
     if len(body) < 4:
         raise BatchError("batch body too short")

@@ -1,0 +1,115 @@
+"""Options declared once: a dataclass field carries its flag, its environment
+variable and its help. The argument parser, the defaults taken from the
+environment and the documentation tables (docs/configuration.md) all follow
+from that one declaration.
+
+    @dataclass(frozen=True)
+    class Config:
+        port: int = option(6001, "--port", "BALANCER_PORT", "listen port", parse=int)
+
+A value from the environment goes through the same parse as the flag, so a
+bad one is refused with the flag's message and the variable's name.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    help: str
+    parse: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+    shown_default: str | None = None  # for help and docs, when str(default) says less
+    group: str = "general"
+
+
+def option(default: Any, flag: str, env: str, help: str, *, parse: Callable[[str], Any] = str,
+           choices: tuple[str, ...] | None = None, shown_default: str | None = None,
+           group: str = "general") -> Any:
+    """A dataclass field declared as a command-line option."""
+    return dataclasses.field(default=default, metadata={
+        "option": Option(flag, env, help, parse, choices, shown_default, group)})
+
+
+def declared(cls: type) -> list[tuple[dataclasses.Field[Any], Option]]:
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(cls) if "option" in f.metadata]
+
+
+def shown_default(f: dataclasses.Field[Any], opt: Option) -> str:
+    if opt.shown_default is not None:
+        return opt.shown_default
+    value = f.default
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if value is None or value == "":
+        return "(empty)"
+    return str(value)
+
+
+def comma_list(item: Callable[[str], T]) -> Callable[[str], tuple[T, ...]]:
+    """A parse for comma-separated values; empty items are dropped."""
+    def parse(text: str) -> tuple[T, ...]:
+        try:
+            return tuple(item(part.strip()) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
+    parse.__name__ = f"comma-separated {getattr(item, '__name__', 'value')}"
+    return parse
+
+
+def optional(item: Callable[[str], T]) -> Callable[[str], T | None]:
+    """A parse where an empty value means None (the built-in default)."""
+    def parse(text: str) -> T | None:
+        return item(text) if text.strip() else None
+    parse.__name__ = getattr(item, "__name__", "value")
+    return parse
+
+
+def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     epilog="Every option also reads the environment variable in brackets.")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f, opt in declared(cls):
+        group = groups.get(opt.group)
+        if group is None:
+            group = groups[opt.group] = parser.add_argument_group(opt.group)
+        group.add_argument(opt.flag, dest=f.name, type=opt.parse, choices=opt.choices, default=f.default,
+                           metavar=None if opt.choices else f.name.upper(),
+                           help=f"{opt.help} [{opt.env}; default: {shown_default(f, opt)}]")
+    return parser
+
+
+def parse_config(cls: type[T], argv: Sequence[str] | None, prog: str, description: str,
+                 environ: Mapping[str, str] | None = None) -> T:
+    """cls from flags, then environment variables, then declared defaults."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser(cls, prog, description)
+    for f, opt in declared(cls):
+        if opt.env in environ:
+            text = environ[opt.env]
+            try:
+                value = opt.parse(text)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                parser.error(f"environment variable {opt.env}={text!r} is not valid for {opt.flag}: {exc}")
+            if opt.choices and value not in opt.choices:
+                parser.error(f"environment variable {opt.env}={text!r}: choose from {', '.join(opt.choices)}")
+            parser.set_defaults(**{f.name: value})
+    return cls(**vars(parser.parse_args(argv)))  # type: ignore[call-arg]
+
+
+def markdown_table(cls: type) -> str:
+    """The options of cls as the documentation's table."""
+    rows = ["| flag | env | default | meaning |", "|---|---|---|---|"]
+    for f, opt in declared(cls):
+        rows.append(f"| `{opt.flag}` | `{opt.env}` | `{shown_default(f, opt)}` | {opt.help} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,49 @@
+"""Frame stamps: the balancer's time for a frame, its identity across retries.
+
+A stamp is UTC microseconds since the epoch. The balancer gives each frame one
+(FrameClock) and sends the same stamp with every attempt; the worker writes it
+as the start of the frame's log line and the reply's ``time`` field.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+EPOCH = datetime(1970, 1, 1)
+TEXT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # '2023-01-20 13:44:44.123435'
+MAX_STAMP_DIGITS = 17  # years beyond 9999 do not fit the log line's format
+
+
+class FrameClock:
+    """Stamps strictly increasing within one balancer: two frames never share
+    one, even of the same account in the same microsecond."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(time.time_ns() // 1000, self._last + 1)
+        return self._last
+
+
+def stamp_time(stamp: int) -> datetime:
+    """The naive UTC datetime of a stamp."""
+    return EPOCH + timedelta(microseconds=stamp)
+
+
+def stamp_text(stamp: int) -> str:
+    """The stamp as a log line and a reply's 'time' show it."""
+    return stamp_time(stamp).strftime(TEXT_FORMAT)
+
+
+def parse_stamp(value: object) -> datetime:
+    """A stamp as it arrives in a batch (int) or a header (digits), checked."""
+    if type(value) is int and 0 <= value < 10**MAX_STAMP_DIGITS:
+        return stamp_time(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_STAMP_DIGITS:
+        return stamp_time(int(value))
+    raise ValueError("frame stamp must be microseconds since the epoch (at most 17 digits)")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
