@@ -1,21 +1,34 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cluster import SPEAKERS, SPEECH, System, make_system
 
+# Fixtures that start real processes: a test using one is an integration test
+# whether or not its module says so.
+PROCESS_FIXTURES = frozenset({"system"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 def shared_file(directory: Path, name: str) -> Path:
     path = directory / name
     if not path.exists():
-        pytest.skip(f"real recordings not available: {path} is absent (../shared/data is beside the repo only in CI and dev machines)")
+        pytest.skip(f"real recordings not available: {path} is absent "
+                    "(../shared/data is beside the repo only in CI and dev machines)")
     return path
 
 
 @pytest.fixture(scope="session")
-def speech():
+def speech() -> Any:
     """speech('en_example.wav') -> Path in ../shared/data/speech, or skip."""
     return lambda name: shared_file(SPEECH, name)
 
@@ -28,7 +41,7 @@ def speakers_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def system(tmp_path_factory) -> System:
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """Balancer + three VAD-only workers as real processes on free ports."""
     sys_ = make_system(tmp_path_factory.mktemp("system"), worker_args=["--encoder", "none"])
     try:
