@@ -61,8 +61,9 @@ def render(text: str) -> str:
     """text with every block holding the table generated from its class."""
     blocks(text)  # every block present exactly once
     for name, cls in TABLES.items():
-        table = markdown_table(cls)
-        text = block_pattern(name).sub(lambda m, table=table: m[1] + table + m[3], text)
+        opening, closing = f"<!-- options:{name} -->\n", f"<!-- /options:{name} -->"
+        before, rest = text.split(opening, 1)
+        text = before + opening + markdown_table(cls) + closing + rest.split(closing, 1)[1]
     return text
 
 

@@ -107,9 +107,14 @@ def parse_config(cls: type[T], argv: Sequence[str] | None, prog: str, descriptio
     return cls(**vars(parser.parse_args(argv)))  # type: ignore[call-arg]
 
 
+def markdown_text(text: str) -> str:
+    """Text for a Markdown table cell: '<token>' would be taken for an HTML tag."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
 def markdown_table(cls: type) -> str:
     """The options of cls as the documentation's table."""
     rows = ["| flag | env | default | meaning |", "|---|---|---|---|"]
     for f, opt in declared(cls):
-        rows.append(f"| `{opt.flag}` | `{opt.env}` | `{shown_default(f, opt)}` | {opt.help} |")
+        rows.append(f"| `{opt.flag}` | `{opt.env}` | `{shown_default(f, opt)}` | {markdown_text(opt.help)} |")
     return "\n".join(rows) + "\n"
