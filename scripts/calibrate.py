@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from percentile import percentile  # noqa: E402
 from worker.audio import Audio, decode_wav, to_16k  # noqa: E402
 from worker.speakers.encoders import Encoder, Unavailable, load_encoder  # noqa: E402
 from worker.speakers.speech import voiced_samples  # noqa: E402
@@ -119,7 +119,7 @@ def time_per_window(encoder: Encoder, windows: list[np.ndarray], n: int = 20) ->
         started = time.perf_counter()
         encoder.embed_batch([w])
         times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return percentile(times, 50) or 0.0
 
 
 def score(encoder: Encoder, names: list[str], matrix: np.ndarray, labels: list[str], embeddings: np.ndarray,
@@ -155,6 +155,10 @@ def calibrate(encoder: Encoder, vad: VadEngine, speakers: dict[str, list[Path]],
                 store.enroll("calibration", name, encoder_id, encoder.embed_batch([to_16k(Audio(speech, rate))])[0],
                              len(speech) / rate)
         enrolled = Roster(store).enrolled("calibration", encoder_id)
+    if enrolled is None:
+        print(f"{encoder.name}: no speaker had {min_enroll_seconds:g} s of speech in a file to enroll",
+              file=sys.stderr)
+        return []
     names, matrix = list(enrolled.names), enrolled.matrix
     tests = [(name, read_wav(path)) for name, files in speakers.items() if name in names
              for path in files[enroll_files:]]
@@ -182,7 +186,8 @@ def calibrate(encoder: Encoder, vad: VadEngine, speakers: dict[str, list[Path]],
 
 
 def table(results: list[Result]) -> str:
-    head = f"{'encoder':8} {'window':>7} {'trials tgt/non':>15} {'EER':>7} {'thr@EER':>8} {'ident':>7} {'decide':>7} {'ms/win':>7}"
+    head = (f"{'encoder':8} {'window':>7} {'trials tgt/non':>15} {'EER':>7} {'thr@EER':>8} {'ident':>7} "
+            f"{'decide':>7} {'ms/win':>7}")
     lines = [head, "-" * len(head)]
     for r in results:
         ms = f"{r.ms_per_window:7.1f}" if r.ms_per_window is not None else f"{'-':>7}"

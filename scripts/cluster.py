@@ -2,6 +2,7 @@
 used by the integration tests, scripts/faults.py and scripts/bench.py."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(check, timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll check every interval seconds until it is true; TimeoutError after timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -51,22 +54,32 @@ class Process:
     popen: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        log.close()
+        # Its own session: kill/terminate reach the whole group (gunicorn
+        # master and worker) and a Ctrl-C in the terminal reaches none of it.
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        """The process's pid (its group's too: it leads its own session)."""
+        if self.popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.popen.pid
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
     def kill(self) -> None:
         """kill -9 the whole process group (gunicorn master and its worker)."""
-        if self.alive():
+        if self.popen is not None and self.alive():
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
 
     def terminate(self, timeout: float = 20) -> int:
-        if self.alive():
+        """SIGTERM the process group and wait for the exit (kill -9 after
+        timeout); the exit code, 0 if it never started."""
+        if self.popen is not None and self.alive():
             os.killpg(self.popen.pid, signal.SIGTERM)
             try:
                 return self.popen.wait(timeout)
@@ -114,20 +127,26 @@ class System:
                 *self.worker_args]
         return Process(f"worker-{port}", args, self.root / f"worker-{port}.out", self._env())
 
-    def start(self, timeout: float = 120) -> "System":
+    def start(self, timeout: float = 120) -> System:
+        """Start every worker and the balancer, and wait until the balancer
+        sees every worker up. On failure, whatever started is stopped."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.workers = [self._worker(i) for i in range(len(self.worker_ports))]
-        for w in self.workers:
-            w.start()
-        workers = ",".join(self.worker_url(i) for i in range(len(self.worker_ports)))
-        self.balancer = Process("balancer", [sys.executable, "-m", "balancer", "--host", "127.0.0.1",
-                                             "--port", str(self.balancer_port), "--workers", workers,
-                                             "--health-interval", "0.2", *self.balancer_args],
-                                self.root / "balancer.out", self._env())
-        self.balancer.start()
-        for i in range(len(self.workers)):
-            self.wait_worker(i, timeout)
-        self.wait_balancer_sees_all(timeout)
+        try:
+            for w in self.workers:
+                w.start()
+            workers = ",".join(self.worker_url(i) for i in range(len(self.worker_ports)))
+            self.balancer = Process("balancer", [sys.executable, "-m", "balancer", "--host", "127.0.0.1",
+                                                 "--port", str(self.balancer_port), "--workers", workers,
+                                                 "--health-interval", "0.2", *self.balancer_args],
+                                    self.root / "balancer.out", self._env())
+            self.balancer.start()
+            for i in range(len(self.workers)):
+                self.wait_worker(i, timeout)
+            self.wait_balancer_sees_all(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_worker(self, i: int, timeout: float = 120) -> None:
@@ -140,11 +159,13 @@ class System:
         wait_until(up, timeout, f"{w.name} /health")
 
     def wait_balancer_sees_all(self, timeout: float = 30) -> None:
-        import json
+        balancer = self.balancer
+        if balancer is None:
+            raise RuntimeError("the balancer was never started")
 
         def all_up() -> bool:
-            if not self.balancer.alive():
-                raise RuntimeError(f"balancer exited:\n{self.balancer.output()[-3000:]}")
+            if not balancer.alive():
+                raise RuntimeError(f"balancer exited:\n{balancer.output()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
                     return all(s == "up" for s in json.load(resp)["workers"].values())
@@ -170,5 +191,6 @@ class System:
 
 def make_system(root: Path, n_workers: int = 3, worker_args: list[str] | None = None,
                 balancer_args: list[str] | None = None, env: dict[str, str] | None = None) -> System:
+    """A system on free ports under root, not started yet (System.start)."""
     return System(root=root, worker_ports=[free_port() for _ in range(n_workers)], balancer_port=free_port(),
                   worker_args=list(worker_args or []), balancer_args=list(balancer_args or []), env=dict(env or {}))

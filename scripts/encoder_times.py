@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from percentile import percentile  # noqa: E402
 from worker.audio import decode_wav, to_16k  # noqa: E402
 from worker.speakers.encoders import Encoder, Unavailable, load_encoder  # noqa: E402
 from worker.speakers.onnx_encoders import load_onnx_encoder  # noqa: E402
@@ -48,7 +48,7 @@ def median_ms(encoders: dict[str, Encoder], batches: list[list[np.ndarray]]) -> 
             started = time.perf_counter()
             encoder.embed_batch(batch)
             times[name].append((time.perf_counter() - started) * 1000)
-    return {name: round(statistics.median(t), 1) for name, t in times.items()}
+    return {name: round(percentile(t, 50) or 0.0, 1) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,8 @@ Afterwards every frame is matched to the account's log by the reply's "time"
   logged                   frames with a log line
   lost                     frames without a successful reply or without a line
   duplicated               frames with more than one line, plus lines no reply accounts for
+  malformed lines          lines not in the log-line format (voicestream.logline); they
+                           count for no frame
   saved duplicates         replies marked "duplicate": the killed worker had already
                            logged the frame, so the retry's worker did not log it again
   reroute                  kill -> first reply from another worker, per affected account
@@ -29,16 +31,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import random
 import signal
-import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,24 +47,21 @@ import aiohttp
 import soundfile as sf
 
 from cluster import REPO, SPEECH, System, make_system
+from percentile import percentile
 
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # run as a script: make the project importable
+    sys.path.insert(1, str(REPO))
 from balancer.routing import pick_worker  # noqa: E402
-
-FRAME_SECONDS = 0.1
+from voicestream.logline import parse_line  # noqa: E402
+from voicestream.wav import FRAME_SECONDS, split_frames  # noqa: E402
 
 
 def frames_of(path: Path, seconds: float = 20.0) -> list[bytes]:
-    samples, rate = sf.read(path, dtype="int16")
-    if samples.ndim > 1:
-        samples = samples[:, 0]
-    step = int(rate * FRAME_SECONDS)
-    frames = []
-    for start in range(0, min(len(samples), int(rate * seconds)) - step + 1, step):
-        buf = io.BytesIO()
-        sf.write(buf, samples[start:start + step], rate, format="WAV", subtype="PCM_16")
-        frames.append(buf.getvalue())
-    return frames
+    """The whole 100 ms frames in the first seconds of a recording (first channel)."""
+    samples, rate = sf.read(path, dtype="int16", always_2d=True)
+    step = round(rate * FRAME_SECONDS)
+    whole = min(len(samples), int(rate * seconds)) // step * step
+    return split_frames(samples[:whole, 0], rate, FRAME_SECONDS)
 
 
 def speech_sources() -> list[list[bytes]]:
@@ -94,6 +92,10 @@ class AccountRun:
     def replies_after(self, t: float) -> list[Frame]:
         return [f for f in self.frames if f.replied is not None and f.replied >= t]
 
+    def first_reply(self, after: float, by: Callable[[Frame], bool]) -> float | None:
+        """When the first frame answered at `after` or later for which by(frame) holds was answered."""
+        return next((f.replied for f in self.frames if f.replied is not None and f.replied >= after and by(f)), None)
+
 
 async def stream_account(url: str, run: AccountRun, frames: list[bytes], offset: int, pace: float,
                          stop: asyncio.Event, token: str = "") -> None:
@@ -113,11 +115,12 @@ async def stream_account(url: str, run: AccountRun, frames: list[bytes], offset:
                 if pace:
                     await asyncio.sleep(pace)
             await ws.send_str("CLOSE")
-    except (aiohttp.ClientError, asyncio.TimeoutError, TypeError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError, TypeError, ValueError) as exc:
         run.failure = f"{exc.__class__.__name__}: {exc}"
 
 
-async def until(check, timeout: float, what: str) -> None:
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll check every 10 ms without blocking the loop; TimeoutError after timeout."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -167,7 +170,7 @@ async def freeze_after_a_logged_line(system: System, runs: dict[str, AccountRun]
     """SIGSTOP the worker at random moments until it is frozen between writing
     a frame's log line and sending the reply; leaves it frozen. Returns the
     number of freezes it took."""
-    pgid = system.workers[victim].popen.pid
+    pgid = system.workers[victim].pid
     for attempt in range(1, attempts + 1):
         os.killpg(pgid, signal.SIGSTOP)
         await asyncio.sleep(settle)  # replies that left the worker before it froze arrive meanwhile
@@ -191,10 +194,10 @@ async def kill_cycle(system: System, runs: dict[str, AccountRun], victim: int, o
         await asyncio.to_thread(system.workers[victim].kill)
 
     def rerouted() -> bool:
-        for account in cycle.affected:
-            moved = [f for f in runs[account].replies_after(cycle.kill_at) if f.worker not in (None, port)]
-            if moved and account not in cycle.reroute:
-                cycle.reroute[account] = moved[0].replied - cycle.kill_at
+        for account in [a for a in cycle.affected if a not in cycle.reroute]:
+            moved = runs[account].first_reply(cycle.kill_at, lambda f: f.worker not in (None, port))
+            if moved is not None:
+                cycle.reroute[account] = moved - cycle.kill_at
         return len(cycle.reroute) == len(cycle.affected)
     await until(rerouted, timeout, f"the accounts of worker {port} to reach another worker")
     await asyncio.sleep(max(outage - (time.monotonic() - cycle.kill_at), 0))
@@ -202,10 +205,10 @@ async def kill_cycle(system: System, runs: dict[str, AccountRun], victim: int, o
     cycle.up_at = time.monotonic()
 
     def returned() -> bool:
-        for account in cycle.affected:
-            home = [f for f in runs[account].replies_after(cycle.up_at) if f.worker == port]
-            if home and account not in cycle.back:
-                cycle.back[account] = home[0].replied - cycle.up_at
+        for account in [a for a in cycle.affected if a not in cycle.back]:
+            home = runs[account].first_reply(cycle.up_at, lambda f: f.worker == port)
+            if home is not None:
+                cycle.back[account] = home - cycle.up_at
         return len(cycle.back) == len(cycle.affected)
     await until(returned, timeout, f"the accounts of worker {port} to return to it")
     return cycle
@@ -220,15 +223,23 @@ class Tally:
     lost: int = 0
     duplicated: int = 0
     saved_duplicates: int = 0
+    malformed: int = 0  # log lines not in the contract format (torn, or garbage)
     failures: list[str] = field(default_factory=list)
-    error_messages: Counter = field(default_factory=Counter)
+    error_messages: Counter[str] = field(default_factory=Counter)
 
 
 def tally(system: System, runs: dict[str, AccountRun]) -> Tally:
-    """Match every frame to its account's log by stamp."""
+    """Match every frame to its account's log by stamp. Only well-formed lines
+    count: a frame whose line is malformed is lost."""
     t = Tally()
     for account, run in runs.items():
-        stamps = Counter(line[:26] for line in system.account_log(account))
+        stamps: Counter[str] = Counter()
+        for line in system.account_log(account):
+            parsed = parse_line(line)
+            if parsed is None:
+                t.malformed += 1
+            else:
+                stamps[parsed.time] += 1
         accounted = set()
         for frame in run.frames:
             t.sent += 1
@@ -281,10 +292,10 @@ async def run_scenario(system: System, accounts: list[str], sources: list[list[b
 
 
 def seconds(values: list[float]) -> str:
-    if not values:
+    p50 = percentile(values, 50)
+    if p50 is None:
         return "-"
-    v = sorted(values)
-    return f"min {v[0] * 1000:.0f} ms, median {statistics.median(v) * 1000:.0f} ms, max {v[-1] * 1000:.0f} ms"
+    return f"min {min(values) * 1000:.0f} ms, p50 {p50 * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
 
 
 def report(t: Tally, done: list[Cycle], elapsed: float, accounts: int) -> dict:
@@ -298,6 +309,7 @@ def report(t: Tally, done: list[Cycle], elapsed: float, accounts: int) -> dict:
     print(f"logged             {t.logged}")
     print(f"lost               {t.lost}")
     print(f"duplicated         {t.duplicated}")
+    print(f"malformed lines    {t.malformed}")
     print(f"saved duplicates   {t.saved_duplicates}  (logged by the killed worker before it could reply)")
     for c in done:
         exited = f", exit code {c.exit_code}" if c.graceful else ""
@@ -310,7 +322,7 @@ def report(t: Tally, done: list[Cycle], elapsed: float, accounts: int) -> dict:
         print(f"stream failed: {failure}")
     return {"accounts": accounts, "cycles": len(done), "how": how, "seconds": round(elapsed, 1), "sent": t.sent,
             "replied": t.replied, "errors": t.errors, "logged": t.logged, "lost": t.lost,
-            "duplicated": t.duplicated, "saved_duplicates": t.saved_duplicates,
+            "duplicated": t.duplicated, "saved_duplicates": t.saved_duplicates, "malformed": t.malformed,
             "reroute_ms": [round(s * 1000, 1) for s in reroute], "return_ms": [round(s * 1000, 1) for s in back],
             "stream_failures": t.failures, "exit_codes": [c.exit_code for c in done if c.graceful]}
 
@@ -347,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     result = report(tally(system, runs), done, elapsed, len(accounts))
     if a.json_out:
         a.json_out.write_text(json.dumps(result, indent=2))
-    ok = (result["lost"] == 0 and result["duplicated"] == 0 and result["errors"] == 0
+    ok = (result["lost"] == 0 and result["duplicated"] == 0 and result["errors"] == 0 and result["malformed"] == 0
           and not result["stream_failures"] and all(code == 0 for code in result["exit_codes"]))
     return 0 if ok else 1
 

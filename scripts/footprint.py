@@ -21,7 +21,6 @@ the second a warm one.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -36,7 +35,12 @@ from pathlib import Path
 import psutil
 import soundfile as sf
 
+from benchmark.processes import hwm_bytes
 from cluster import REPO, Process, free_port, http_ok, wait_until
+
+if str(REPO) not in sys.path:  # run as a script: make the project importable
+    sys.path.insert(1, str(REPO))
+from voicestream.wav import encode_wav  # noqa: E402
 
 MIB = 1 << 20
 
@@ -53,13 +57,6 @@ def torch_mapped(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def get_json(url: str, data: bytes | None = None) -> tuple[int, dict]:
     req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
                                  headers={"Content-Type": "audio/wav"})
@@ -71,11 +68,9 @@ def get_json(url: str, data: bytes | None = None) -> tuple[int, dict]:
 
 
 def wav_slice(name: str, seconds: float) -> bytes:
-    """The first seconds of data/<name> as WAV bytes (0: all of it)."""
+    """The first seconds of data/<name> (a mono sample) as WAV bytes (0: all of it)."""
     samples, rate = sf.read(REPO / "data" / name, dtype="int16")
-    buf = io.BytesIO()
-    sf.write(buf, samples[:int(seconds * rate)] if seconds else samples, rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    return encode_wav(samples[:int(seconds * rate)] if seconds else samples, rate)
 
 
 def exercise(url: str, concurrent: int = 16) -> None:
@@ -115,15 +110,16 @@ def run_once(root: Path, worker_args: list[str]) -> dict:
             return status["state"] != "loading"
         wait_until(loaded, 600, "the speaker encoder", interval=0.05)
         ready_s = time.perf_counter() - started
-        child = gunicorn_child(worker.popen.pid)
+        child = gunicorn_child(worker.pid)
         loaded_rss = child.memory_info().rss
         if status["state"] == "ready":
             exercise(url)
         mem = child.memory_full_info()
         return {"encoder_state": status["state"], "reason": status.get("reason", ""),
                 "serving_s": round(serving_s, 2), "encoder_ready_s": round(ready_s, 2),
-                "rss_loaded_mib": round(loaded_rss / MIB, 1), "rss_mib": round(mem.rss / MIB, 1), "uss_mib": round(mem.uss / MIB, 1),
-                "peak_rss_mib": round(peak_rss(child.pid) / MIB, 1), "torch_mapped": torch_mapped(child.pid),
+                "rss_loaded_mib": round(loaded_rss / MIB, 1), "rss_mib": round(mem.rss / MIB, 1),
+                "uss_mib": round(mem.uss / MIB, 1),
+                "peak_rss_mib": round((hwm_bytes(child.pid) or 0) / MIB, 1), "torch_mapped": torch_mapped(child.pid),
                 "speakers": {k: v for k, v in status.items() if k not in ("reason",)}}
     finally:
         worker.terminate()

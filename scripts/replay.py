@@ -16,7 +16,6 @@ import asyncio
 import base64
 import io
 import json
-import math
 import os
 import re
 import sys
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
+from percentile import percentile  # noqa: E402
 from voicestream.accounts import is_valid_account  # noqa: E402
 
 FORMS = ("binary", "json", "literal")
@@ -118,15 +118,6 @@ class AccountStats:
         return d
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def account_for(directory: Path) -> str:
     """chunks_us-male.8k -> 'us-male_8k': the directory name less its prefix,
     with characters an ACCOUNTCODE cannot hold replaced by '_'."""
@@ -194,7 +185,7 @@ async def replay_account(session: aiohttp.ClientSession, target: Target, options
             # The schedule is kept against one monotonic start, so late
             # replies are caught up on instead of accumulating as drift.
             t0, elapsed = loop.time(), 0.0
-            for seq, (frame, parts) in enumerate(zip(frames, messages), start=1):
+            for seq, (frame, parts) in enumerate(zip(frames, messages, strict=True), start=1):
                 due = t0 + elapsed
                 if due > loop.time():
                     await asyncio.sleep(due - loop.time())
@@ -210,7 +201,7 @@ async def replay_account(session: aiohttp.ClientSession, target: Target, options
     except aiohttp.WSServerHandshakeError as exc:
         hint = HANDSHAKE_HINTS.get(exc.status, exc.message)
         stats.note(f"connection refused by server: HTTP {exc.status} ({hint})")
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         stats.note(f"connection failed: {exc.__class__.__name__}: {exc}")
     stats.seconds = loop.time() - started
     return stats
@@ -221,7 +212,7 @@ async def receive_reply(ws: aiohttp.ClientWebSocketResponse, stats: AccountStats
     """Read the reply to frame seq; False when the connection is no longer usable."""
     try:
         msg = await ws.receive(timeout=timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         stats.note(f"frame {seq}: no reply within {timeout:g} s")
         return False
     if msg.type != aiohttp.WSMsgType.TEXT:
@@ -265,7 +256,7 @@ async def replay(targets: Sequence[Target], options: ReplayOptions = ReplayOptio
 
 def targets_from_dirs(directories: Sequence[Path], accounts: Sequence[str] | None = None) -> list[Target]:
     names = list(accounts) if accounts else unique_accounts([account_for(d) for d in directories])
-    return [Target(name, load_frames(d), str(d)) for d, name in zip(directories, names)]
+    return [Target(name, load_frames(d), str(d)) for d, name in zip(directories, names, strict=True)]
 
 
 # ---------------------------------------------------------------- command line
@@ -288,7 +279,7 @@ def format_table(stats: Sequence[AccountStats]) -> str:
                  format_ms(percentile(all_latencies, 50)), format_ms(percentile(all_latencies, 99))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 or i == 5 else cell.rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     return "\n".join(lines)

@@ -1,22 +1,42 @@
-"""scripts/bench.py: its pure helpers, and one short real level against the system."""
+"""scripts/bench.py (the benchmark/ package): its pure parts, its command
+line, and one short real level against the system."""
+from __future__ import annotations
+
 import asyncio
 import io
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from bench import (FRAME_SECONDS, BenchError, Criteria, LevelPlan, StreamRecord, Target, find_max,
-                   format_table, judge, load_speakers, load_speech_sources, next_n, parse_pids,
-                   percentiles, run_level, split_frames, window_stats)
+from benchmark import BenchError
+from benchmark.audio import load_speakers, load_speech_sources, whole_frames
+from benchmark.config import RESULTS_DIR, parse_args
+from benchmark.processes import parse_pids
+from benchmark.report import PROCESS_TABLE_TITLE, TABLE_HEAD, format_table
+from benchmark.run import port_free
+from benchmark.search import find_max, next_n
+from benchmark.stats import Criteria, LevelPlan, StreamRecord, judge, summarize, window_stats
+from benchmark.streams import Target, run_level
 from cluster import REPO
+from voicestream.wav import FRAME_SECONDS
 
 OWN_SAMPLE = REPO / "data" / "us_male_8k.wav"
 
 
-def test_split_frames_gives_whole_100ms_wavs_that_rebuild_the_source():
+# ------------------------------------------------------------------ audio
+
+
+def test_whole_frames_are_100ms_wavs_that_rebuild_the_source_less_its_tail():
     samples, rate = sf.read(OWN_SAMPLE, dtype="int16")
-    frames = split_frames(samples, rate)
+    assert len(samples) % (rate // 10), "the sample should have a short tail for this test"
+    frames = whole_frames(samples, rate)
     assert len(frames) == len(samples) // (rate // 10)
     decoded = [sf.read(io.BytesIO(f), dtype="int16") for f in frames]
     assert {r for _, r in decoded} == {rate}
@@ -36,11 +56,18 @@ def test_load_speakers_keeps_enrollment_and_streamed_speech_apart(speakers_dir):
     for s in speakers:
         enroll, rate = sf.read(io.BytesIO(s.enroll_wav), dtype="int16")
         assert rate == s.sample_rate and len(enroll) >= 4 * rate and len(s.held_out) > 0
+        # Enrollment then held-out speech is every recording of the speaker
+        # in order, each sample once: the two never overlap.
+        recorded = [sf.read(path, dtype="int16")[0] for path in sorted((speakers_dir / s.name).glob("*.wav"))]
+        np.testing.assert_array_equal(np.concatenate([enroll, s.held_out]), np.concatenate(recorded))
 
 
-def test_percentiles_ignore_nan_and_say_none_when_empty():
-    assert percentiles([1, 2, 3, 4, np.nan], (50,)) == {"p50": 2.5}
-    assert percentiles([], (50, 99)) == {"p50": None, "p99": None}
+def test_load_speakers_says_what_is_missing(tmp_path):
+    with pytest.raises(BenchError, match="speaker mode needs recordings per speaker"):
+        load_speakers(tmp_path / "absent", 4.0)
+
+
+# ------------------------------------------------------------------ statistics
 
 
 def test_window_stats_counts_late_lost_and_error_frames():
@@ -62,9 +89,52 @@ def test_window_stats_counts_late_lost_and_error_frames():
 def test_judge_names_every_reason_a_level_failed():
     c = Criteria(p99_bound_ms=100, late_tolerance=0.01)
     assert judge(10, 100.0, 20.0, 0, 0, 0, 0, c) == []
-    reasons = judge(10, 90.0, 150.0, 1, 2, 3, 4, c)
-    assert len(reasons) == 5
+    # On the bounds still holds: p99 equal to the bound, 98 % of the frame rate.
+    assert judge(10, 98.0, 100.0, 0, 0, 0, 0, c) == []
+    assert judge(10, 90.0, 150.0, 1, 2, 3, 4, c) == [
+        "3 streams could not connect",
+        "p99 150.0 ms > 100 ms",
+        "90 frames/s < 98% of 100",
+        "4 streams behind real time (> 1.0% frames late)",
+        "1 error replies, 2 frames unanswered",
+    ]
     assert judge(10, 100.0, None, 0, 0, 0, 0, c) == ["no replies"]
+
+
+def answered_stream(account: str, n_frames: int, e2e_ms: float, worker: int) -> StreamRecord:
+    """A stream whose every frame was sent on time and answered e2e_ms later by worker."""
+    rec = StreamRecord.planned(account, t0=0.0, offset=0.0, n_frames=n_frames)
+    rec.sent[:] = rec.due
+    rec.replied[:] = rec.due + e2e_ms / 1000
+    rec.model_ms[:] = 2.0
+    rec.workers[worker] = n_frames
+    return rec
+
+
+def test_summarize_reports_the_window_and_the_usage():
+    plan = LevelPlan(n=2, seconds=1.0, warmup=0.0)
+    records = [answered_stream("a", 10, 5.0, 7001), answered_stream("b", 10, 15.0, 7002)]
+    records[1].workers = Counter({7001: 4, 7002: 6})
+    usage = ({"balancer": {"cpu_pct": 10.0}, "w7001": {"cpu_pct": 30.0}, "client": {"cpu_pct": 50.0}},
+             {"busy_pct": 60.0, "process_cpu_pct": 100.0, "irq_cpu_pct": 1.0})
+    level = summarize(plan, records, [], 0.0, 1.0, usage, Criteria())
+    assert (level["frames"], level["frames_per_s"], level["target_frames_per_s"]) == (20, 20.0, 20)
+    # Nearest rank over ten 5 ms and ten 15 ms latencies.
+    assert (level["e2e_ms"]["p50"], level["e2e_ms"]["p95"], level["e2e_ms"]["max"]) == (5.0, 15.0, 15.0)
+    assert level["frames_per_worker"] == {"7001": 14, "7002": 6}
+    assert level["busiest_worker_share"] == 0.7
+    assert level["other_cpu_pct"] == 10.0  # 100 % busy less the 90 % measured
+    assert level["system_cpu_ms_per_frame"] == 20.0  # 40 % of a core over 20 frames/s
+    assert level["held"] and level["reasons"] == [] and level["errors"] == 0
+
+    refused = summarize(plan, records[:1], [ConnectionRefusedError("nope")], 0.0, 1.0, None, Criteria())
+    assert refused["connect_failures"] == 1 and refused["errors"] == 1
+    assert refused["error_messages"] == {"connect failed: ConnectionRefusedError: nope": 1}
+    assert not refused["held"] and "1 streams could not connect" in refused["reasons"]
+    assert refused["processes"] == {} and refused["other_cpu_pct"] is None
+
+
+# ------------------------------------------------------------------ search
 
 
 def test_next_n_multiplies_or_adds():
@@ -76,12 +146,14 @@ def test_next_n_multiplies_or_adds():
 def test_find_max_bisects_between_last_held_and_first_failed():
     ran = []
 
-    def run(n):
+    def run(n: int) -> dict:
         ran.append(n)
         return {"n": n, "held": n <= 37}
     held, levels = find_max(run, start=10, factor=2, add=0, max_n=1000, refine=10)
     assert held == 37
-    assert ran[:3] == [10, 20, 40] and len(levels) == len(ran)
+    # Doubling until 40 fails, then bisection between 20 and 40 until 37 | 38.
+    assert ran == [10, 20, 40, 30, 35, 37, 38]
+    assert [lv["n"] for lv in levels] == ran
 
 
 def test_find_max_reports_none_when_the_first_level_fails():
@@ -89,19 +161,115 @@ def test_find_max_reports_none_when_the_first_level_fails():
     assert held is None and len(levels) == 1
 
 
+# ------------------------------------------------------------------ report
+
+
+def table_rows(table: str) -> list[list[str]]:
+    """The level table's rows below its header, as cells (cells hold no
+    spaces; header names may)."""
+    header, *rows = table.split("\n\n")[0].splitlines()
+    assert header.split()[:3] == ["N", "frames/s", "target"]
+    cells = [row.split() for row in rows]
+    assert all(len(c) == len(TABLE_HEAD) for c in cells), rows
+    return cells
+
+
+def test_format_table_has_one_row_per_level_in_order_of_n_and_the_process_table():
+    usage = ({"balancer": {"cpu_pct": 12.0, "rss_peak_mb": 150.2, "hwm_mb": 160.0}},
+             {"busy_pct": 50.0, "process_cpu_pct": 12.0, "irq_cpu_pct": 0.0})
+    big = summarize(LevelPlan(n=3, seconds=1.0, warmup=0.0), [answered_stream("a", 10, 5.0, 7001)], [],
+                    0.0, 1.0, None, Criteria())
+    small = summarize(LevelPlan(n=2, seconds=1.0, warmup=0.0),
+                      [answered_stream("a", 10, 5.0, 7001), answered_stream("b", 10, 5.0, 7001)], [],
+                      0.0, 1.0, usage, Criteria())
+    for level in (big, small):
+        level["cpu_probe_ms"] = [3.0, 3.5]
+    table = format_table([big, small])
+    #        N    frames/s target e2e p50 p95  p99    max  model p50/p99  lag p99 errors lost late behind
+    assert table_rows(table) == [
+        ["2", "20.0", "20", "5.0", "5.0", "5.0", "5.0", "2.00", "2.00", "0.0", "0", "0", "0", "0",
+         "100%", "6.00", "50.0", "0", "3.0/3.5", "yes"],  # busiest, CPU ms/frame, machine, other, probe, held
+        ["3", "10.0", "30", "5.0", "5.0", "5.0", "5.0", "2.00", "2.00", "0.0", "0", "0", "0", "0",
+         "100%", "-", "-", "-", "3.0/3.5", "NO"],  # 10 frames/s of 30; nothing measured
+    ]
+    title, process_table = table.split("\n\n")[1].split("\n", 1)
+    assert title == PROCESS_TABLE_TITLE
+    assert [line.split() for line in process_table.splitlines()] == [
+        ["N", "balancer"], ["2", "12%", "150", "[160]"], ["3", "-"]]
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_parse_args_defaults_and_derived_values():
+    config = parse_args([])
+    assert (config.mode, config.streams, config.seconds, config.n_workers) == ("vad", (10, 50, 100), 20.0, 3)
+    assert config.json_path == RESULTS_DIR / "bench-vad.json" and config.plot_path == RESULTS_DIR / "bench-vad.png"
+    found = parse_args(["--find-max", "--mode", "speaker", "--worker-ports", "7101,7102", "--p99-bound-ms", "50"])
+    assert found.seconds == 10.0 and found.n_workers == 2 and found.worker_ports == (7101, 7102)
+    assert found.json_path == RESULTS_DIR / "bench-speaker-findmax.json"
+    assert found.criteria == Criteria(p99_bound_ms=50.0, late_tolerance=0.01)
+    assert parse_args(["--json-out", "x.json"]).json_path == Path("x.json")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pids", "1"], "--pids goes with --url"),
+    (["--url", "http://h:1", "--nice", "-5"], "--nice applies only"),
+    (["--seconds", "0"], "--seconds must be positive"),
+    (["--step-factor", "1"], "--step-factor must be > 1"),
+    (["--streams", "10,x"], "expected comma-separated integers"),
+    (["--streams", "0"], "expected positive integers"),
+])
+def test_parse_args_refuses_what_cannot_run(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_target_from_url_accepts_http_and_ws_forms():
     assert Target.from_url("http://h:6001/") == Target("http://h:6001", "ws://h:6001/ws")
-    assert Target.from_url("ws://h:6001/ws").http_url == "http://h:6001"
+    assert Target.from_url("wss://h:6001/ws", "t") == Target("https://h:6001", "wss://h:6001/ws", "t")
     with pytest.raises(BenchError, match="--url must start"):
         Target.from_url("h:6001")
 
 
-def test_parse_pids_refuses_garbage():
+def test_parse_pids_refuses_garbage_and_absent_processes():
     with pytest.raises(BenchError, match="NAME=PID"):
         parse_pids("balancer=abc")
+    with pytest.raises(BenchError, match="no process 999999999"):
+        parse_pids("w1=999999999")
 
 
-def test_a_short_real_level_gets_every_frame_answered(system, speech):
+def test_port_free_sees_a_listening_socket():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert not port_free(port)
+    assert port_free(port)
+
+
+def run_bench_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "scripts/bench.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_command_runs_from_the_repo_and_fails_fast_on_missing_audio(tmp_path):
+    helped = run_bench_command("--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--find-max" in helped.stdout and "Measured per level" in helped.stdout
+    # The recordings are read before any process starts.
+    absent = tmp_path / "none"
+    missing = run_bench_command("--mode", "speaker", "--speakers-dir", str(absent))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"bench.py: speaker mode needs recordings per speaker in {absent} (absent)"
+
+
+# ------------------------------------------------------------------ a real level
+
+
+@pytest.mark.integration
+def test_a_short_real_level_gets_every_frame_answered(system, speech: Callable[[str], Path]):
     sources = load_speech_sources([speech("sample1.wav"), speech("en_example.wav")])
     plan = LevelPlan(n=3, seconds=1.0, warmup=0.2)
     level = asyncio.run(run_level(plan, Target(system.url, system.ws_url), sources, None, Criteria()))
@@ -109,15 +277,10 @@ def test_a_short_real_level_gets_every_frame_answered(system, speech):
     assert level["frames"] == 3 * round(1.0 / FRAME_SECONDS)
     assert level["e2e_ms"]["p50"] is not None and level["model_ms"]["p50"] is not None
     assert sum(level["frames_per_worker"].values()) >= level["frames"]
-    assert "3" in format_table([level])
-
-
-def test_port_free_sees_a_listening_socket():
-    import socket
-    from bench import port_free
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        assert not port_free(port)
-    assert port_free(port)
+    assert set(level["frames_per_worker"]) <= {str(port) for port in system.worker_ports}
+    level["cpu_probe_ms"] = [1.0, 1.0]
+    [row] = table_rows(format_table([level]))
+    n, fps, target, e2e_p50, _, e2e_p99, *_ = row
+    assert (n, fps, target) == ("3", f"{level['frames_per_s']:.1f}", "30")
+    assert (e2e_p50, e2e_p99) == (f"{level['e2e_ms']['p50']:.1f}", f"{level['e2e_ms']['p99']:.1f}")
+    assert row[TABLE_HEAD.index("errors")] == "0" and row[-1] == ("yes" if level["held"] else "NO")

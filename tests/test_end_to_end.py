@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
-import re
 
 import aiohttp
 import numpy as np
@@ -14,18 +12,15 @@ import soundfile as sf
 
 from balancer.routing import pick_worker
 from cluster import make_system
+from voicestream.logline import parse_line
+from voicestream.wav import split_frames
 
-LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) voice=([01]), (\d+), (\d+)ms")
+pytestmark = pytest.mark.integration
 
 
 def frames_of(samples: np.ndarray, rate: int, frame_ms: int = 100) -> list[bytes]:
-    step = rate * frame_ms // 1000
-    out = []
-    for start in range(0, len(samples), step):
-        buf = io.BytesIO()
-        sf.write(buf, samples[start:start + step], rate, format="WAV", subtype="PCM_16")
-        out.append(buf.getvalue())
-    return out
+    """Consecutive frame_ms WAV frames (PCM16 mono); the last may be shorter."""
+    return split_frames(samples, rate, frame_ms / 1000)
 
 
 def read(path, seconds: float | None = None) -> tuple[np.ndarray, int]:
@@ -63,14 +58,14 @@ def check_log(system, account: str, replies: list[dict]) -> list[int]:
     lines = system.account_log(account)
     assert len(lines) == len(replies), "one log line per frame"
     port = owner_port(system, account)
+    parsed = [parse_line(line) for line in lines]
     voices = []
-    for line, reply in zip(lines, replies):
-        m = LINE.fullmatch(line)
-        assert m, f"log line not in the contract format: {line!r}"
-        assert int(m[3]) == port == reply["worker"]
-        assert int(m[2]) == reply["voice"]
-        voices.append(int(m[2]))
-    stamps = [LINE.fullmatch(line)[1] for line in lines]
+    for line, fields, reply in zip(lines, parsed, replies, strict=True):
+        assert fields is not None, f"log line not in the contract format: {line!r}"
+        assert fields.worker == port == reply["worker"]
+        assert fields.voice == reply["voice"]
+        voices.append(fields.voice)
+    stamps = [fields.time for fields in parsed if fields is not None]
     assert stamps == sorted(stamps)
     return voices
 
@@ -169,7 +164,7 @@ def test_concurrent_accounts_on_one_worker_match_their_solo_runs(tmp_path, speec
 
         async def together():
             return await asyncio.gather(*(stream(system.ws_url, a, f) for a, f in streams.items()))
-        results = dict(zip(streams, asyncio.run(together())))
+        results = dict(zip(streams, asyncio.run(together()), strict=True))
     finally:
         system.stop()
     for i, (account, replies) in enumerate(results.items()):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-import io
+import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,22 @@ import pytest
 import soundfile as sf
 
 from balancer.packets import Header, Packet, parse_header, parse_text_message
-from replay import (FORMS, AccountStats, ReplayOptions, Target, account_for, encode, load_frames, percentile,
-                    replay, targets_from_dirs, unique_accounts)
+from cluster import System, free_port, make_system
+from replay import (
+    FORMS,
+    AccountStats,
+    ReplayOptions,
+    Target,
+    account_for,
+    encode,
+    format_table,
+    load_frames,
+    replay,
+    targets_from_dirs,
+    unique_accounts,
+)
 from split import chunk_dir_for, frame_bounds, frame_samples, split_wav
+from voicestream.wav import encode_wav
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_WAVS = sorted((REPO / "data").glob("*.wav"))
@@ -24,13 +38,13 @@ DATA_WAVS = sorted((REPO / "data").glob("*.wav"))
 def test_the_project_ships_sample_wavs_at_8_and_16_khz():
     infos = [sf.info(str(p)) for p in DATA_WAVS]
     assert {i.samplerate for i in infos} == {8000, 16000}
-    for path, info in zip(DATA_WAVS, infos):
+    for path, info in zip(DATA_WAVS, infos, strict=True):
         assert (info.channels, info.subtype) == (1, "PCM_16"), path.name
         assert 5 <= info.duration <= 15, path.name
 
 
 @pytest.fixture(params=[p.name for p in DATA_WAVS] + ["shared:sample1.wav"])
-def source_wav(request, speech) -> Path:
+def source_wav(request: pytest.FixtureRequest, speech: Callable[[str], Path]) -> Path:
     name: str = request.param
     if name.startswith("shared:"):
         return speech(name.removeprefix("shared:"))
@@ -95,19 +109,20 @@ def test_frame_arithmetic():
     assert chunk_dir_for(Path("data/call 1.wav"), Path("out")) == Path("out/chunks_call 1")
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def test_split_command_line(tmp_path):
     done = run_script("scripts/split.py", "data/us_male_8k.wav", "--out-dir", str(tmp_path), "--no-progress")
     assert done.returncode == 0, done.stderr
-    assert "127 frames" in done.stdout
+    assert done.stdout == (f"data/us_male_8k.wav -> {tmp_path}/chunks_us_male_8k/: "
+                           "127 frames of 100 ms (12.62 s, 8000 Hz, 1 ch, PCM_16)\n")
     assert len(list((tmp_path / "chunks_us_male_8k").glob("chunk_*.wav"))) == 127
 
     missing = run_script("scripts/split.py", str(tmp_path / "nope.wav"), "--out-dir", str(tmp_path))
     assert missing.returncode == 1
-    assert "no such file" in missing.stderr
+    assert missing.stderr == f"split.py: {tmp_path / 'nope.wav'}: no such file\n"
 
     bad = run_script("scripts/split.py", "--frame-ms", "0")
     assert bad.returncode == 2
@@ -141,26 +156,34 @@ def test_every_packet_form_parses_on_the_balancer(form):
 def first_frame_wav(path: Path) -> bytes:
     info = sf.info(str(path))
     samples, rate = sf.read(str(path), dtype="int16", frames=info.samplerate // 10)
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    return encode_wav(samples, rate)
 
 
-def test_percentile_is_nearest_rank():
-    assert percentile([], 50) is None
-    assert percentile([5.0], 99) == 5.0
-    values = list(range(1, 101))
-    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
+def test_the_table_has_a_row_per_account_and_totals_by_nearest_rank():
+    a = AccountStats("acct_a", "d/a", frames_expected=4, frames_sent=4, replies=4, voiced=1,
+                     latencies_ms=[10.0, 20.0, 30.0, 40.0])
+    a.workers.update({7001: 4})
+    b = AccountStats("acct_b", "d/b", frames_expected=2, frames_sent=2, replies=1, errors=1,
+                     latencies_ms=[100.0])
+    rows = [line.split() for line in format_table([a, b]).splitlines() if not line.startswith("-")]
+    assert rows == [
+        ["account", "frames", "replies", "errors", "voice", "workers", "p50", "ms", "p99", "ms"],
+        ["acct_a", "4", "4", "0", "25%", "7001", "20.0", "40.0"],
+        ["acct_b", "2", "1", "1", "-", "-", "100.0", "100.0"],  # its one reply was an error
+        ["TOTAL", "6", "5", "1", "30.0", "100.0"],  # p50 of 10, 20, 30, 40, 100
+    ]
+    assert b.summary()["missing"] == 1 and a.summary()["latency_ms"] == {"p50": 20.0, "p90": 40.0, "p99": 40.0,
+                                                                        "max": 40.0}
 
 
 @pytest.fixture(scope="module")
-def chunk_dirs(tmp_path_factory) -> list[Path]:
+def chunk_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Every data/ sample split into 100 ms frames (in a temp dir, not data/)."""
     root = tmp_path_factory.mktemp("chunks")
     return [split_wav(wav, chunk_dir_for(wav, root)).out_dir for wav in DATA_WAVS]
 
 
-def check_all_answered(stats: AccountStats, frames: int, system) -> None:
+def check_all_answered(stats: AccountStats, frames: int, system: System) -> None:
     assert stats.error_messages == []
     assert (stats.frames_sent, stats.replies, stats.errors, stats.missing) == (frames, frames, 0, 0)
     assert len(stats.latencies_ms) == frames
@@ -169,18 +192,20 @@ def check_all_answered(stats: AccountStats, frames: int, system) -> None:
     assert len(system.account_log(stats.account)) == frames
 
 
+@pytest.mark.integration
 def test_replay_streams_every_sample_concurrently_and_each_frame_is_answered(system, chunk_dirs):
     targets = targets_from_dirs(chunk_dirs, [f"replay_{d.name}" for d in chunk_dirs])
 
     stats = asyncio.run(replay(targets, ReplayOptions(url=system.ws_url, interval_ms=0)))
 
     assert [s.account for s in stats] == [t.account for t in targets]
-    for target, s in zip(targets, stats):
+    for target, s in zip(targets, stats, strict=True):
         check_all_answered(s, len(target.frames), system)
         # Speech separated by one-second pauses: the VAD finds both.
         assert 0 < s.voiced < s.replies, s.account
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("form", ["json", "literal"])
 def test_replay_in_the_other_packet_forms(system, chunk_dirs, form):
     frames = load_frames(chunk_dirs[0])[:20]
@@ -192,18 +217,23 @@ def test_replay_in_the_other_packet_forms(system, chunk_dirs, form):
 
 
 def test_replay_reports_frames_without_replies_when_nothing_listens(tmp_path, chunk_dirs):
-    from cluster import free_port
     url = f"ws://127.0.0.1:{free_port()}/ws"
     done = run_script("scripts/replay.py", str(chunk_dirs[0]), "--url", url, "--pace", "fast",
                       "--json-out", str(tmp_path / "out.json"))
     assert done.returncode == 1
-    assert "connection failed" in done.stderr
-    assert "got no reply" in done.stderr
+    frames = len(load_frames(chunk_dirs[0]))
+    account = account_for(chunk_dirs[0])
+    assert f"{account}: connection failed: ClientConnectorError" in done.stderr
+    assert f"{account}: {frames} of {frames} frames got no reply" in done.stderr
+    written = json.loads((tmp_path / "out.json").read_text())
+    assert (written["url"], written["form"], written["interval_ms"]) == (url, "binary", 0.0)
+    [stats] = written["accounts"]
+    assert (stats["account"], stats["frames_sent"], stats["replies"], stats["missing"]) == (account, 0, 0, frames)
+    assert stats["latency_ms"] == {"p50": None, "p90": None, "p99": None, "max": None}
 
 
 @pytest.fixture(scope="module")
-def system_with_token(tmp_path_factory):
-    from cluster import make_system
+def system_with_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     sys_ = make_system(tmp_path_factory.mktemp("token_system"), n_workers=1,
                        worker_args=["--encoder", "none"], balancer_args=["--token", "s3cret"])
     try:
@@ -212,12 +242,15 @@ def system_with_token(tmp_path_factory):
         sys_.stop()
 
 
+@pytest.mark.integration
 def test_replay_sends_the_bearer_token(system_with_token, chunk_dirs):
     frames = load_frames(chunk_dirs[0])[:5]
     url = system_with_token.ws_url
 
-    [ok] = asyncio.run(replay([Target("replay_token_ok", frames)], ReplayOptions(url=url, token="s3cret", interval_ms=0)))
-    [refused] = asyncio.run(replay([Target("replay_token_bad", frames)], ReplayOptions(url=url, token="wrong", interval_ms=0)))
+    [ok] = asyncio.run(replay([Target("replay_token_ok", frames)],
+                              ReplayOptions(url=url, token="s3cret", interval_ms=0)))
+    [refused] = asyncio.run(replay([Target("replay_token_bad", frames)],
+                                   ReplayOptions(url=url, token="wrong", interval_ms=0)))
 
     check_all_answered(ok, 5, system_with_token)
     assert (refused.frames_sent, refused.replies, refused.missing) == (0, 0, 5)

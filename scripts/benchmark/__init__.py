@@ -6,7 +6,7 @@
     .venv/bin/python scripts/bench.py --url http://127.0.0.1:6001 --pids balancer=1234,w1=2345
     # on a shared machine: fixed ports (same account spread every run), wait
     # for other load to stop and for the host to run at full speed
-    .venv/bin/python scripts/bench.py --find-max --worker-ports 7101,7102,7103 \
+    .venv/bin/python scripts/bench.py --find-max --worker-ports 7101,7102,7103 \\
         --quiet-timeout 600 --probe-below 8 --noisy-retries 2
 
 Without --url it starts the real system (3 workers + balancer, scripts/cluster.py)
@@ -42,9 +42,13 @@ by default in bench-results/ (gitignored).
 """
 from __future__ import annotations
 
+# --help shows this docstring: its first paragraph as the description, the rest as the epilog.
+HELP = __doc__ or ""
+
 
 class BenchError(Exception):
     """The benchmark cannot run as asked; the message says why."""
+
 
 # The package, one concern per module (scripts/bench.py is the command):
 #   config     BenchConfig and the command line
