@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from voicestream.accounts import MAX_ACCOUNT_LENGTH
@@ -72,6 +72,6 @@ class BalancerConfig:
                                      "seconds to finish in-flight frames on SIGTERM", parse=float, group="general")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> BalancerConfig:
+def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> BalancerConfig:
     return parse_config(BalancerConfig, argv, "python -m balancer",
-                        "Voice stream balancer: WebSocket and HTTP ingest of frames, routed to workers.")
+                        "Voice stream balancer: WebSocket and HTTP ingest of frames, routed to workers.", environ)

@@ -1,10 +1,10 @@
 """Worker configuration: each option declared once (voicestream/options.py)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from voicestream.options import comma_list, optional, option, parse_config
+from voicestream.options import comma_list, option, optional, parse_config
 
 ENCODERS = ("ecapa", "ge2e", "none")
 
@@ -67,10 +67,23 @@ class WorkerConfig:
     speaker_threshold: float | None = option(
         None, "--speaker-threshold", "SPEAKER_THRESHOLD", "score a speaker must pass", parse=optional(float),
         shown_default="per encoder: GE2E 0.70, ECAPA 0.25", group="speakers")
+    database: str = option(
+        "", "--database", "DATABASE_URL",
+        "PostgreSQL URL (postgresql://user@host:port/db) shared by every host: voiceprints, the activity log and "
+        "every frame's result live there; empty: this host's SQLite store and log files", group="database")
+    spool_dir: str = option("spool", "--spool-dir", "SPOOL_DIR",
+                            "where frame results wait, on this host's disk, while the database is unreachable",
+                            group="database")
+    spool_max_rows: int = option(2_000_000, "--spool-max-rows", "SPOOL_MAX_ROWS",
+                                 "most frame results the spool holds; past it new ones are dropped and counted",
+                                 parse=int, group="database")
+    database_timeout: float = option(0.5, "--database-timeout", "DATABASE_TIMEOUT",
+                                     "seconds a frame batch waits for the database before its results are spooled",
+                                     parse=float, group="database")
     # Not an option: how long an account's streaming state outlives its last frame.
     account_idle_seconds: float = 300.0
 
 
-def parse_args(argv: Sequence[str] | None = None) -> WorkerConfig:
+def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> WorkerConfig:
     return parse_config(WorkerConfig, argv, "python -m worker",
-                        "Voice stream worker: streaming VAD and speaker verification per account.")
+                        "Voice stream worker: streaming VAD and speaker verification per account.", environ)
