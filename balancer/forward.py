@@ -10,37 +10,48 @@ the balancer stopped waiting for.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
+from typing import Any
+
 import aiohttp
+from aiohttp import web
 
 from voicestream.batch import FrameMeta
 from voicestream.stamps import stamp_text
 
-from .links import WorkerLink
+from .keys import CLOCK, CONFIG, LINKS, POOL, TRAFFIC
+from .links import RETRY_STATUSES, WorkerLink
 from .packets import Packet
 from .workers import WorkerPool
 
 log = logging.getLogger("balancer.forward")
 
-# Statuses that say "not here, not now": the frame was not processed, so
-# another worker may take it. A 500 is a bug that would fail everywhere.
-RETRY_STATUSES = frozenset({502, 503, 504})
 NO_WORKER_PREFIX = "no worker available"
 NO_WORKER = f"{NO_WORKER_PREFIX}: every worker is down, try again shortly"
 
 
+async def forward(app: web.Application, packet: Packet, stream: str, seq: int) -> dict[str, Any]:
+    """The reply for a client's frame, stamped now; counted while in flight."""
+    traffic = app[TRAFFIC]
+    traffic.frames_in_flight += 1
+    try:
+        return await forward_frame(app[POOL], app[LINKS], packet, stream, seq, app[CLOCK].next(),
+                                   app[CONFIG].forward_timeout)
+    finally:
+        traffic.frames_in_flight -= 1
+
+
 async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: Packet, stream: str,
-                        seq: int, stamp: int, timeout: float) -> dict:
+                        seq: int, stamp: int, timeout: float) -> dict[str, Any]:
     """The reply for this frame: the worker's, or an error naming the problem."""
-    reply: dict = {"account": packet.account, "seq": seq}
+    reply: dict[str, Any] = {"account": packet.account, "seq": seq}
     meta = FrameMeta(packet.account, stream, seq, stamp)
     problems: list[str] = []
     maybe_processed = False  # a failed attempt may have reached its worker
     for worker in pool.ranked(packet.account):
         try:
             status, answer = await links[worker].send(meta, packet.wav)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # Slow is not dead: the frame goes to the next choice, and the
             # /health poll decides whether the worker leaves the ring.
             log.warning("worker %s did not answer frame %s/%d within %g s; trying the next",

@@ -10,37 +10,58 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import aiohttp
 
-from voicestream.batch import CONTENT_TYPE, MAX_FRAMES, FrameMeta, encode_batch
+from voicestream.batch import CONTENT_TYPE, MAX_FRAMES, PATH, FrameMeta, encode_batch
 
-Outcome = tuple[int, dict]  # HTTP status for this frame, the worker's JSON for it
+# Statuses that say "not here, not now": the frame was not processed, so
+# another worker may take it. A 500 is a bug that would fail everywhere.
+# Whatever the body: a proxy in front of a worker answers its own HTML page.
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+Outcome = tuple[int, dict[str, Any]]  # HTTP status for this frame, the worker's JSON for it
+Waiting = tuple[FrameMeta, bytes, asyncio.Future[Outcome]]
 
 
 class WorkerLink:
     def __init__(self, url: str, session: aiohttp.ClientSession, timeout: float,
                  max_inflight: int = 1, max_batch_bytes: int = 512 * 1024) -> None:
-        self.url = f"{url}/frames/batch"
+        self.url = f"{url}{PATH}"
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_inflight = max_inflight
         self.max_batch_bytes = max_batch_bytes
         self.inflight = 0
-        self._waiting: list[tuple[FrameMeta, bytes, asyncio.Future]] = []
-        self._tasks: set[asyncio.Task] = set()
+        self._waiting: list[Waiting] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def send(self, meta: FrameMeta, wav: bytes) -> Outcome:
         """This frame's outcome; raises what the request raised (refused,
         reset, timed out) so the caller can try the next worker."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((meta, wav, future))
         if self.inflight < self.max_inflight:
             self._start()
         return await future
 
+    async def close(self) -> None:
+        """Cancels the frames waiting and the requests in flight, and waits
+        for those requests to end: their session closes next."""
+        self._closed = True
+        for _, _, future in self._waiting:
+            future.cancel()
+        self._waiting.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _start(self) -> None:
-        batch, size = [], 0
+        batch: list[Waiting] = []
+        size = 0
         while self._waiting and len(batch) < MAX_FRAMES:
             meta, wav, future = self._waiting[0]
             if batch and size + len(wav) > self.max_batch_bytes:
@@ -52,33 +73,37 @@ class WorkerLink:
         if not batch:
             return
         self.inflight += 1
-        task = asyncio.create_task(self._post(batch))
+        task = asyncio.create_task(self._post(batch), name=f"balancer: frames to {self.url}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, batch: list[tuple[FrameMeta, bytes, asyncio.Future]]) -> None:
+    async def _post(self, batch: list[Waiting]) -> None:
         try:
             outcomes = await self._request(batch)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
         else:
-            for (_, _, future), outcome in zip(batch, outcomes):
+            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
         finally:
+            for _, _, future in batch:  # cancelled (close): its frames get no outcome
+                future.cancel()
             self.inflight -= 1
-            if self._waiting:
+            if self._waiting and not self._closed:
                 self._start()
 
-    async def _request(self, batch: list[tuple[FrameMeta, bytes, asyncio.Future]]) -> list[Outcome]:
+    async def _request(self, batch: list[Waiting]) -> list[Outcome]:
         body = encode_batch([(meta, wav) for meta, wav, _ in batch])
         async with self.session.post(self.url, data=body, headers={"Content-Type": CONTENT_TYPE},
                                      timeout=self.timeout) as resp:
             status, raw = resp.status, await resp.read()
-        answer = json.loads(raw)
-        if status != 200:  # the whole request was refused (e.g. 503 while draining)
+        if status in RETRY_STATUSES:  # not processed: the body does not matter
+            return [(status, {})] * len(batch)
+        answer = json.loads(raw)  # ValueError: the caller reports an unreadable reply
+        if status != 200:  # the whole request was refused (e.g. 413 for a body over the worker's limit)
             return [(status, answer if isinstance(answer, dict) else {})] * len(batch)
         replies = answer.get("replies") if isinstance(answer, dict) else None
         if not isinstance(replies, list) or len(replies) != len(batch) or \

@@ -8,24 +8,23 @@ A packet is an account code plus one WAV frame, in one of three forms:
 """
 from __future__ import annotations
 
-import array
 import ast
 import base64
 import binascii
 import io
 import json
-import sys
 import tokenize
-import wave
 from dataclasses import dataclass, field
 
 from voicestream.accounts import invalid_account_message, is_valid_account
+from voicestream.wav import encode_wav
 
 CLOSE = "CLOSE"
 MAX_HEADER_CHARS = 1024
 MAX_LITERAL_DEPTH = 4
 # {'text': '...', 'binary_data': b'...'} is 9 tokens; a few spare for extra keys.
 MAX_LITERAL_TOKENS = 64
+INGEST_SHAPE = '{"ACCOUNTCODE": ..., "data": [int16 samples], "sample_rate": 8000}'
 
 
 class PacketError(ValueError):
@@ -153,7 +152,7 @@ def parse_ingest(body: bytes, max_account_length: int = 64, max_seconds: float =
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError):  # ValueError: bad JSON, bad UTF-8, ints over 4300 digits
-        raise PacketError("body must be JSON: {\"ACCOUNTCODE\": ..., \"data\": [int16 samples], \"sample_rate\": 8000}") from None
+        raise PacketError(f"body must be JSON: {INGEST_SHAPE}") from None
     if not isinstance(obj, dict):
         raise PacketError("body must be a JSON object")
     account = check_account(obj.get("ACCOUNTCODE"), max_account_length)
@@ -168,18 +167,5 @@ def parse_ingest(body: bytes, max_account_length: int = 64, max_seconds: float =
     if not all(type(v) is int and -32768 <= v <= 32767 for v in data):
         raise PacketError("'data' must hold only integers in [-32768, 32767]")
     fields = {"seq": str(obj["seq"])} if type(obj.get("seq")) is int and obj["seq"] >= 0 else {}
-    return Packet(Header(account, fields), pcm16_wav(data, rate))
-
-
-def pcm16_wav(samples: list[int], sample_rate: int) -> bytes:
-    pcm = array.array("h", samples)
-    if sys.byteorder == "big":
-        pcm.byteswap()
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
+    return Packet(Header(account, fields), encode_wav(data, rate))
 

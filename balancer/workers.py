@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import aiohttp
 
@@ -30,13 +29,9 @@ class WorkerPool:
         self.workers = workers
         self._healthy = {worker: False for worker in workers}  # in the ring once /health answers
         self._strikes = {worker: 0 for worker in workers}
-        self.changed_at: dict[str, float] = {}
 
     def healthy(self) -> list[str]:
         return [w for w in self.workers if self._healthy[w]]
-
-    def is_healthy(self, worker: str) -> bool:
-        return self._healthy[worker]
 
     def ranked(self, account: str) -> list[str]:
         """The account's healthy workers, first rendezvous choice first."""
@@ -45,7 +40,6 @@ class WorkerPool:
     def mark(self, worker: str, healthy: bool, reason: str = "") -> None:
         if self._healthy[worker] != healthy:
             self._healthy[worker] = healthy
-            self.changed_at[worker] = time.monotonic()
             if healthy:
                 log.warning("worker %s is in the ring", worker)
             else:
@@ -59,7 +53,7 @@ class WorkerPool:
             async with session.get(f"{worker}/health", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 ok = resp.status == 200
                 reason = f"/health answered {resp.status}"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._strikes[worker] += 1
             if self._strikes[worker] >= self.SLOW_STRIKES:
                 self.mark(worker, False, f"/health took over {timeout:g} s {self._strikes[worker]} times in a row")

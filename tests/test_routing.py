@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from balancer.routing import pick_worker, rank_workers
 from cluster import REPO
 
@@ -14,6 +16,7 @@ WORKERS = ["http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7
 ACCOUNTS = [f"acct{i}" for i in range(3000)]
 
 
+@pytest.mark.integration  # starts Python processes
 def test_same_choice_in_other_processes_whatever_their_hash_seed():
     code = ("import json, sys; from balancer.routing import pick_worker; "
             f"print(json.dumps([pick_worker(a, {WORKERS!r}) for a in {ACCOUNTS[:200]!r}]))")
@@ -52,6 +55,5 @@ def test_accounts_spread_evenly():
 
 
 def test_no_worker_is_an_error():
-    import pytest
     with pytest.raises(LookupError):
         pick_worker("a", [])

@@ -7,13 +7,14 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from balancer.routing import rank_workers
 from balancer.workers import WorkerPool
 from cluster import free_port
 
 
-async def serve(behaviour: dict, release: asyncio.Event) -> tuple[str, web.AppRunner]:
+async def serve(behaviour: dict, release: asyncio.Event) -> tuple[str, TestServer]:
     """A /health endpoint whose answer the test changes: status or 'hang'."""
     async def health(request: web.Request) -> web.Response:
         if behaviour["health"] == "hang":
@@ -21,11 +22,9 @@ async def serve(behaviour: dict, release: asyncio.Event) -> tuple[str, web.AppRu
         return web.json_response({}, status=behaviour["health"])
     app = web.Application()
     app.router.add_get("/health", health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return f"http://127.0.0.1:{port}", runner
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return f"http://127.0.0.1:{server.port}", server
 
 
 def test_health_states():
@@ -59,6 +58,6 @@ def test_health_states():
             await pool.check(session, timeout=0.5)  # ...until /health answers again
             assert pool.healthy() == urls
         release.set()
-        for _, runner in servers:
-            await runner.cleanup()
+        for _, server in servers:
+            await server.close()
     asyncio.run(go())

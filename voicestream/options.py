@@ -104,7 +104,7 @@ def parse_config(cls: type[T], argv: Sequence[str] | None, prog: str, descriptio
             if opt.choices and value not in opt.choices:
                 parser.error(f"environment variable {opt.env}={text!r}: choose from {', '.join(opt.choices)}")
             parser.set_defaults(**{f.name: value})
-    return cls(**vars(parser.parse_args(argv)))  # type: ignore[call-arg]
+    return cls(**vars(parser.parse_args(argv)))
 
 
 def markdown_text(text: str) -> str:

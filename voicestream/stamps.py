@@ -7,7 +7,7 @@ as the start of the frame's log line and the reply's ``time`` field.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1)
 TEXT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # '2023-01-20 13:44:44.123435'
@@ -46,4 +46,4 @@ def parse_stamp(value: object) -> datetime:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -1,0 +1,61 @@
+"""Middlewares, outermost first: JSON errors, the token, the connection limit."""
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .errors import json_error
+from .keys import CONFIG, TRAFFIC
+
+log = logging.getLogger("balancer.middleware")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (404, 405, 413...) as JSON, like the balancer's."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            message = f"request body too large: {exc.text}" if exc.status == 413 else exc.reason
+            return json_error(exc.status, message)
+        raise
+
+
+def presented_token(request: web.Request) -> str:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip()
+    return request.query.get("token", "")  # browsers cannot set headers on a WebSocket
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With a token configured, everything but /health needs it."""
+    token = request.app[CONFIG].token
+    if token and request.path != "/health":
+        if not hmac.compare_digest(presented_token(request).encode(), token.encode()):
+            log.warning("rejected unauthenticated %s %s from %s", request.method, request.path, request.remote)
+            return json_error(401, "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>")
+    return await handler(request)
+
+
+@web.middleware
+async def limit_clients(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """At most max_connections WebSockets and HTTP requests at once; /health
+    always answers, so monitoring works under load."""
+    traffic, limit = request.app[TRAFFIC], request.app[CONFIG].max_connections
+    if request.path == "/health":
+        return await handler(request)
+    if traffic.clients >= limit:
+        log.warning("refused %s %s from %s: %d clients is the limit", request.method, request.path,
+                    request.remote, limit)
+        return json_error(429, f"too many connections: the limit is {limit}, try again shortly")
+    traffic.clients += 1
+    try:
+        return await handler(request)
+    finally:
+        traffic.clients -= 1

@@ -1,0 +1,35 @@
+"""The balancer's own routes: / (browser page, service info, HTTP ingest or
+a WebSocket) and /health."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from .ingest import ingest
+from .keys import POOL, TRAFFIC
+from .session import websocket
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await websocket(request)
+    if request.method == "GET":
+        if "text/html" in request.headers.get("Accept", ""):
+            return web.FileResponse(PAGE)  # the browser client
+        return web.json_response({"service": "voice stream balancer",
+                                  "websocket": "/ws", "workers": request.app[POOL].status()})
+    if request.method != "POST":
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    return await ingest(request)
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 while any worker is in the ring, 503 otherwise; always JSON."""
+    pool, traffic = request.app[POOL], request.app[TRAFFIC]
+    up = pool.healthy()
+    return web.json_response({"status": "ok" if up else "degraded", "workers": pool.status(),
+                              "connections": len(traffic.sockets), "clients": traffic.clients,
+                              "frames_in_flight": traffic.frames_in_flight}, status=200 if up else 503)

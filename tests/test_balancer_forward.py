@@ -1,0 +1,92 @@
+"""forward_frame and WorkerLink against in-process fake workers: which
+answers mean "try the next worker", and what the client is told."""
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from balancer.forward import forward_frame
+from balancer.links import WorkerLink
+from balancer.packets import Header, Packet
+from balancer.routing import rank_workers
+from balancer.workers import WorkerPool
+from balancer_fakes import FakeWorker, fake_workers
+from voicestream.stamps import stamp_text
+from voicestream.wav import encode_wav
+
+FRAME = encode_wav([0] * 800, 8000)
+PACKET = Packet(Header("acct"), FRAME)
+STAMP = 1_700_000_000_000_000
+
+
+async def forward(workers: list[FakeWorker], timeout: float = 5.0) -> tuple[dict, WorkerPool]:
+    pool = WorkerPool(tuple(w.url for w in workers))
+    async with aiohttp.ClientSession() as session:
+        await pool.check(session)
+        links = {w.url: WorkerLink(w.url, session, timeout) for w in workers}
+        reply = await forward_frame(pool, links, PACKET, "stream", 7, STAMP, timeout)
+    return reply, pool
+
+
+def by_rank(workers: list[FakeWorker], account: str) -> list[FakeWorker]:
+    """The workers in the order the account tries them."""
+    order = rank_workers(account, [w.url for w in workers])
+    return [next(w for w in workers if w.url == url) for url in order]
+
+
+PROXY_ERROR_PAGE = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_retry_status_with_a_non_json_body_goes_to_the_next_worker(status):
+    # A proxy or load balancer in front of a worker answers its own HTML
+    # error page: the frame was not processed there, so the next choice takes it.
+    async def go() -> tuple[dict, WorkerPool, FakeWorker, FakeWorker]:
+        async with fake_workers(2) as workers:
+            first, second = by_rank(workers, "acct")
+            first.frames_error = (status, "text/html", PROXY_ERROR_PAGE)
+            reply, pool = await forward(workers)
+            return reply, pool, first, second
+    reply, pool, first, second = asyncio.run(go())
+    assert reply == {"account": "acct", "seq": 7, "voice": 0, "prob": 0.0, "db": -90.0, "worker": second.port,
+                     "ms": 0.1, "bytes": len(FRAME), "time": stamp_text(STAMP)}
+    assert first.frames == [] and [m["seq"] for m in second.frames] == [7]
+    assert pool.healthy() == [second.url]  # the worker that answered 5xx is out until /health says otherwise
+
+
+def test_a_retry_status_with_a_json_body_goes_to_the_next_worker():
+    async def go() -> tuple[dict, FakeWorker]:
+        async with fake_workers(2) as workers:
+            first, second = by_rank(workers, "acct")
+            first.frames_error = (503, "application/json", '{"error": "worker is shutting down"}')
+            reply, _ = await forward(workers)
+            return reply, second
+    reply, second = asyncio.run(go())
+    assert "error" not in reply and reply["worker"] == second.port
+
+
+def test_a_non_json_answer_that_is_not_a_retry_status_is_an_unreadable_reply():
+    # A 500 would fail on every worker: no retry, the client learns it.
+    async def go() -> tuple[dict, FakeWorker]:
+        async with fake_workers(2) as workers:
+            first, second = by_rank(workers, "acct")
+            first.frames_error = (500, "text/html", "<html>Internal Server Error</html>")
+            reply, _ = await forward(workers)
+            return reply, second
+    reply, second = asyncio.run(go())
+    assert reply["error"].endswith("gave an unreadable reply") and reply["seq"] == 7
+    assert second.frames == []
+
+
+def test_every_worker_answering_a_retry_status_is_no_worker_available():
+    async def go() -> dict:
+        async with fake_workers(2) as workers:
+            for w in workers:
+                w.frames_error = (502, "text/html", PROXY_ERROR_PAGE)
+            reply, _ = await forward(workers)
+            return reply
+    reply = asyncio.run(go())
+    assert reply == {"account": "acct", "seq": 7,
+                     "error": "no worker available: tried 2: answered 502, answered 502"}
