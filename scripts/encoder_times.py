@@ -5,8 +5,8 @@
     .venv/bin/python scripts/encoder_times.py --encoder ecapa --ecapa-source /tmp/full-ecapa --model-dir /tmp/m
 
 Cuts 2 s windows of real speech (data/*.wav, 16 kHz), embeds them one at a
-time and in batches of 8 with the torch encoder (encoders.py) and with the
-ONNX graph a worker serves (onnx_encoders.py, exported first if missing), and
+time and in batches of 8 with the torch encoder (speakers/export/torch_encoders.py) and with the
+ONNX graph a worker serves (speakers/loader.py, exported first if missing), and
 prints the median milliseconds per call and the lowest cosine between the two
 runtimes' embeddings. Both run in this process with one intra-op thread, as a
 worker does.
@@ -26,8 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from percentile import percentile  # noqa: E402
 from worker.audio import decode_wav, to_16k  # noqa: E402
-from worker.speakers.encoders import Encoder, Unavailable, load_encoder  # noqa: E402
-from worker.speakers.onnx_encoders import load_onnx_encoder  # noqa: E402
+from worker.speakers.encoders import Encoder, Unavailable  # noqa: E402
+from worker.speakers.export.torch_encoders import load_encoder  # noqa: E402
+from worker.speakers.loader import load_onnx_encoder  # noqa: E402
 
 
 def speech_windows(seconds: float = 2.0, hop: float = 0.5) -> list[np.ndarray]:

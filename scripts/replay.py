@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from percentile import percentile  # noqa: E402
-from voicestream.accounts import is_valid_account  # noqa: E402
+from voicestream.accounts import invalid_account_message, is_valid_account  # noqa: E402
 
 FORMS = ("binary", "json", "literal")
 PACES = ("realtime", "fast")
@@ -345,7 +345,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CliArgs:
             p.error(f"--accounts lists {len(accounts)} codes for {len(directories)} directories")
         bad = [x for x in accounts if not is_valid_account(x)]
         if bad:
-            p.error(f"invalid account code {bad[0]!r}: use 1-64 characters of A-Z a-z 0-9 _ -")
+            p.error(invalid_account_message(bad[0]))
         if len(set(accounts)) != len(accounts):
             p.error("--accounts must be distinct: two streams on one account would share its VAD state")
     if a.repeat < 1:

@@ -1,11 +1,10 @@
-"""Client-side helpers for the speaker tests: REST calls, WAV bytes, streaming
-frames through the balancer's WebSocket, waiting for encoders to load."""
+"""Helpers for the speaker tests: REST calls, streaming frames through the
+balancer's WebSocket, waiting for encoders to load, the GE2E graph the tests
+share, and running code where the export tools look uninstalled."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import re
 import urllib.error
 import urllib.request
 import uuid
@@ -16,10 +15,14 @@ import aiohttp
 import numpy as np
 import soundfile as sf
 
-from cluster import System, wait_until
+from cluster import REPO, System, wait_until
+from voicestream.wav import encode_wav
 
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} voice=([01]), (\d+), (\d+)ms"
-                      r"(?:, speaker=([A-Za-z0-9_.-]+), score=(-?\d\.\d\d))?$")
+# The workers' default --model-dir (they run in the checkout): the GE2E graph
+# is exported there on first use (about 30 s) and shared by every speaker test.
+MODELS = REPO / "models"
+# What a runtime-only install lacks (pyproject.toml's "export" extra).
+EXPORT_TOOLS = ("torch", "torchaudio", "speechbrain", "resemblyzer")
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,6 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return samples, rate
 
 
-def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
 def silence(seconds: float, rate: int = 16000) -> np.ndarray:
     return np.zeros(int(seconds * rate), np.int16)
 
@@ -69,7 +66,7 @@ def wait_encoders(system: System, timeout: float = 180) -> list[dict]:
     """Every worker's /health speakers status once loading ended."""
     statuses: list[dict] = []
     for i in range(len(system.workers)):
-        def loaded() -> bool:
+        def loaded(i: int = i) -> bool:
             reply = call(f"{system.worker_url(i)}/health")
             if reply.status == 200 and reply.body["speakers"]["state"] != "loading":
                 statuses.append(reply.body["speakers"])
@@ -91,7 +88,7 @@ async def _stream(url: str, account: str, samples: np.ndarray, rate: int, frame_
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         for start in range(0, len(samples) - n + 1, n):
             await ws.send_str(f"ACCOUNTCODE={account}")
-            await ws.send_bytes(wav_bytes(samples[start:start + n], rate))
+            await ws.send_bytes(encode_wav(samples[start:start + n], rate))
             reply = await ws.receive_json(timeout=60)
             assert "error" not in reply, reply
             replies.append(reply)
@@ -100,3 +97,30 @@ async def _stream(url: str, account: str, samples: np.ndarray, rate: int, frame_
 
 def activity(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def ge2e_graph() -> Path:
+    """The GE2E graph in MODELS, exported first if it is not there yet."""
+    from worker.speakers.encoders import Unavailable
+    from worker.speakers.loader import load_onnx_encoder
+    loaded = load_onnx_encoder("ge2e", model_dir=MODELS)
+    assert not isinstance(loaded, Unavailable), loaded.reason
+    return MODELS / "onnx" / loaded.info["graph"]
+
+
+def uninstalled(*packages: str) -> str:
+    """Python source that, run first in a fresh interpreter, makes packages
+    look uninstalled to everything after it: importing them fails and
+    importlib.util.find_spec finds nothing (as without them on the path).
+    (Not sys.modules[name] = None: scipy takes any 'torch' key there for torch.)"""
+    return (
+        "import importlib.machinery, sys\n"
+        f"HIDDEN = {set(packages)!r}\n"
+        "class Hiding(importlib.machinery.PathFinder):\n"
+        "    @classmethod\n"
+        "    def find_spec(cls, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in HIDDEN:\n"
+        "            return None\n"
+        "        return super().find_spec(name, path, target)\n"
+        "sys.meta_path[:] = [Hiding if f is importlib.machinery.PathFinder else f for f in sys.meta_path]\n"
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 from collections import Counter
 
@@ -13,10 +12,17 @@ import pytest
 
 from cluster import make_system
 from faults import frames_of, owner_index, pick_accounts, run_scenario, tally
+from voicestream.logline import LogLine, parse_line
 
 pytestmark = pytest.mark.integration
 
-LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} voice=[01], \d+, \d+ms")
+
+
+def logged(line: str) -> LogLine:
+    """The fields of a log line (voicestream.logline), failing on anything else."""
+    fields = parse_line(line)
+    assert fields is not None, f"not a whole log line: {line!r}"
+    return fields
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +55,10 @@ def test_kill_9_a_worker_while_accounts_stream(three, sources):
         frames = runs[account].frames
         assert [f.reply["seq"] for f in frames] == list(range(1, len(frames) + 1))
         lines = three.account_log(account)
-        assert len(lines) == len(frames) and all(LINE.match(line) for line in lines)
+        assert len(lines) == len(frames) and all(parse_line(line) for line in lines)
         # The line of each frame names the worker that processed it (or, for a
         # frame the killed worker logged before dying, the killed worker).
-        by_stamp = {line[:26]: int(line.split(", ")[1]) for line in lines}
+        by_stamp = {logged(line).time: logged(line).worker for line in lines}
         for f in frames:
             assert by_stamp[f.reply["time"]] == (port if f.reply.get("duplicate") else f.worker)
     assert sorted(cycle.affected) == sorted(accounts[:4])
@@ -86,7 +92,7 @@ def test_kill_9_after_a_line_is_written_but_before_the_reply(three, sources):
     for account, f in duplicates:
         assert f.worker != cycle.port
         line = next(x for x in three.account_log(account) if x.startswith(f.reply["time"]))
-        assert int(line.split(", ")[1]) == cycle.port
+        assert logged(line).worker == cycle.port
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +142,7 @@ def test_no_worker_available_gets_an_error_reply_and_the_connection_stays_open(o
     assert [r["seq"] for r in (before, down1, down2, after)] == [1, 2, 3, 4]
     assert "error" not in after and after["worker"] == one.worker_ports[0]
     assert ingest[0] == 503 and ingest[1]["error"].startswith("no worker available")
-    assert [line[:26] for line in one.account_log("alone")] == [before["time"], after["time"]]
+    assert [logged(line).time for line in one.account_log("alone")] == [before["time"], after["time"]]
 
 
 def test_a_slow_worker_and_the_retry_log_a_frame_once(tmp_path, sources):
@@ -172,6 +178,6 @@ def test_a_slow_worker_and_the_retry_log_a_frame_once(tmp_path, sources):
     assert all("error" not in r for r in replies)
     assert {r["worker"] for r in replies[2:]} == {slow}
     lines = system.account_log(account)
-    assert [line[:26] for line in lines] == [r["time"] for r in replies], "one line per frame, none twice"
-    assert int(lines[1].split(", ")[1]) == other
+    assert [logged(line).time for line in lines] == [r["time"] for r in replies], "one line per frame, none twice"
+    assert logged(lines[1]).worker == other
     assert "did not answer frame" in system.balancer.output()

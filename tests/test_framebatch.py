@@ -40,6 +40,7 @@ def test_malformed_batches(data, message):
         decode_batch(data)
 
 
+@pytest.mark.integration
 def test_worker_batches_frames_under_load_and_answers_each(tmp_path, speech):
     """Many concurrent streams on one worker: the balancer sends frames that
     wait together in one request, and every frame still gets its own reply and

@@ -11,7 +11,8 @@ import struct
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from balancer.packets import Header, Packet, PacketError, parse_ingest, parse_text_message
 from voicestream.accounts import is_valid_account

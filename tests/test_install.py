@@ -98,8 +98,9 @@ def start(bin_dir: Path, module: str, args: list[str], cwd: Path) -> Process:
     nothing of the checkout on its path."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     process = Process(module, [str(bin_dir / "python"), "-m", module, *args], cwd / f"{module}.out", env)
-    process.popen = subprocess.Popen(process.args, cwd=cwd, env=env, stdout=open(process.log_path, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+    with open(process.log_path, "ab") as out:
+        process.popen = subprocess.Popen(process.args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
     return process
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import time
 
@@ -14,10 +13,17 @@ import pytest
 
 from cluster import make_system
 from faults import frames_of, pick_accounts, run_scenario, tally, until
+from voicestream.logline import LogLine, parse_line
 
 pytestmark = pytest.mark.integration
 
-LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} voice=[01], \d+, \d+ms")
+
+
+def logged(line: str) -> LogLine:
+    """The fields of a log line (voicestream.logline), failing on anything else."""
+    fields = parse_line(line)
+    assert fields is not None, f"not a whole log line: {line!r}"
+    return fields
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +84,7 @@ def test_balancer_sigterm_answers_the_frame_in_flight_then_closes(tmp_path, sour
     assert "error" not in reply and reply["seq"] == 1 and reply["account"] == "drain"
     assert busy_close.type == aiohttp.WSMsgType.CLOSE and busy_close.data == aiohttp.WSCloseCode.GOING_AWAY
     assert exit_code == 0
-    assert [line[:26] for line in system.account_log("drain")] == [reply["time"]]
+    assert [logged(line).time for line in system.account_log("drain")] == [reply["time"]]
 
 
 def test_balancer_sigterm_while_accounts_stream_leaves_no_frame_half_done(tmp_path, sources):
@@ -121,7 +127,7 @@ def test_balancer_sigterm_while_accounts_stream_leaves_no_frame_half_done(tmp_pa
     assert closes == {account: aiohttp.WSCloseCode.GOING_AWAY for account in accounts}
     for account, replies in results.items():
         assert all("error" not in r for r in replies)
-        assert [line[:26] for line in system.account_log(account)] == [r["time"] for r in replies]
+        assert [logged(line).time for line in system.account_log(account)] == [r["time"] for r in replies]
 
 
 def test_worker_sigterm_finishes_its_frames_and_its_accounts_move(tmp_path, sources):
@@ -139,7 +145,7 @@ def test_worker_sigterm_finishes_its_frames_and_its_accounts_move(tmp_path, sour
     assert not t.failures and t.errors == 0, t.error_messages
     assert t.sent == t.replied == t.logged and t.lost == 0 and t.duplicated == 0
     for account in accounts:
-        assert all(LINE.match(line) for line in system.account_log(account)), "whole lines only"
+        assert all(parse_line(line) for line in system.account_log(account)), "whole lines only"
     assert sorted(cycle.affected) == sorted(accounts[:4])
     for account in cycle.affected:
         frames = runs[account].frames

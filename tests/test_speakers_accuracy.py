@@ -21,7 +21,10 @@ import pytest
 
 from calibrate import eer
 from cluster import make_system
-from speaker_helpers import call, read_wav, silence, stream, wait_encoders, wav_bytes
+from speaker_helpers import call, read_wav, silence, stream, wait_encoders
+from voicestream.wav import encode_wav
+
+pytestmark = pytest.mark.integration
 
 ENROLL_FILES = 2
 TURN_PAUSE_SECONDS = 3.5
@@ -85,7 +88,7 @@ def test_verify_eer_on_slices_and_whole_files(meeting):
             for path in files:
                 samples, rate = read_wav(path)
                 for piece in ([samples] if seconds is None else slices(samples, rate, seconds)):
-                    reply = call(f"{system.url}/accounts/meeting/verify", "POST", wav_bytes(piece, rate))
+                    reply = call(f"{system.url}/accounts/meeting/verify", "POST", encode_wav(piece, rate))
                     if reply.status == 422:  # too little speech in this slice: nothing to score
                         continue
                     assert reply.status == 200, reply.body

@@ -19,12 +19,14 @@ import pytest
 
 from cluster import REPO, make_system
 from ecapa_checkpoint import EMBEDDING_DIM, FULL, build_tiny_ecapa
-from speaker_helpers import call, read_wav, wait_encoders, wav_bytes
+from speaker_helpers import call, read_wav, wait_encoders
+from voicestream.wav import encode_wav
 from worker.audio import decode_wav, to_16k
-from worker.speakers.encoders import (EcapaEncoder, Ge2eEncoder, Unavailable, fingerprint, load_encoder,
-                                      partial_slices)
-from worker.speakers.graphs import graph_dir
-from worker.speakers.onnx_encoders import EcapaGraph, Ge2eGraph, load_onnx_encoder
+from worker.speakers.encoders import Unavailable, fingerprint
+from worker.speakers.export.torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
+from worker.speakers.ge2e_features import partial_slices
+from worker.speakers.graphs import EcapaGraph, Ge2eGraph, graph_dir
+from worker.speakers.loader import load_onnx_encoder
 
 DATA = REPO / "data"
 MIN_COSINE = 0.999
@@ -236,11 +238,12 @@ def assert_no_torch(system, i: int) -> None:
 
 def embed_through_balancer(system) -> dict:
     samples, rate = read_wav(DATA / "gb_male_16k.wav")
-    reply = call(f"{system.url}/embed", "POST", wav_bytes(samples[:3 * rate], rate))
+    reply = call(f"{system.url}/embed", "POST", encode_wav(samples[:3 * rate], rate))
     assert reply.status == 200, reply.body
     return reply.body
 
 
+@pytest.mark.integration
 def test_ge2e_worker_serves_without_torch_under_600_mb(tmp_path, ge2e_graph, ge2e_models):
     system = make_system(tmp_path, n_workers=1, worker_args=[
         "--encoder", "ge2e", "--model-dir", str(ge2e_models), "--store", str(tmp_path / "voiceprints.db"),
@@ -257,6 +260,7 @@ def test_ge2e_worker_serves_without_torch_under_600_mb(tmp_path, ge2e_graph, ge2
         system.stop()
 
 
+@pytest.mark.integration
 def test_three_ecapa_workers_start_together_export_once_and_serve_without_torch(tiny_ecapa, tmp_path):
     system = make_system(tmp_path, n_workers=3, env={"HF_HUB_OFFLINE": "1"}, worker_args=[
         "--encoder", "ecapa", "--ecapa-source", str(tiny_ecapa), "--model-dir", str(tmp_path / "models"),

@@ -51,12 +51,12 @@ def test_frames_give_the_same_decisions_as_the_whole_file(engine, speech, name):
 def test_matches_silero_reference_wrapper_and_vaditerator(engine, speech, name):
     """silero's own OnnxWrapper + VADIterator, fed chunk by chunk, is the oracle."""
     torch = pytest.importorskip("torch")
-    from silero_vad import VADIterator, load_silero_vad
+    silero_vad = pytest.importorskip("silero_vad")  # the official package (pip install '.[dev]')
 
     samples, rate = read(speech(name))
     n = CHUNK_SAMPLES[rate]
-    model = load_silero_vad(onnx=True)
-    iterator = VADIterator(model, threshold=0.5, sampling_rate=rate, min_silence_duration_ms=100)
+    model = silero_vad.load_silero_vad(onnx=True)
+    iterator = silero_vad.VADIterator(model, threshold=0.5, sampling_rate=rate, min_silence_duration_ms=100)
     chunks = [torch.from_numpy(samples[i:i + n]) for i in range(0, len(samples) - n + 1, n)]
     ref_probs = [model(chunk, rate).item() for chunk in chunks]
     model.reset_states()
@@ -87,7 +87,7 @@ def test_interleaved_accounts_batched_together_match_their_solo_runs(engine, spe
         batch = [(i, s[k * (r // 10):(k + 1) * (r // 10)]) for i, (s, r) in enumerate(files)]
         batch = [(i, frame) for i, frame in batch if len(frame)]
         results = engine.process_many([(streams[i], frame) for i, frame in batch])
-        for (i, _), result in zip(batch, results):
+        for (i, _), result in zip(batch, results, strict=True):
             together[i].extend(result.chunk_probs)
     for i in range(len(files)):
         np.testing.assert_allclose(together[i], alone[i], atol=1e-5)

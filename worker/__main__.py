@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 # Before numpy loads: its OpenBLAS would start a thread per core that spins
 # after every call. Three workers share two cores, and a GE2E window cost
@@ -16,9 +15,9 @@ import sys
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from gunicorn.app.base import BaseApplication
+from gunicorn.app.base import BaseApplication  # noqa: E402 - after the thread limits above
 
-from .config import WorkerConfig, parse_args
+from .config import WorkerConfig, parse_args  # noqa: E402
 
 
 class WorkerServer(BaseApplication):
@@ -57,10 +56,12 @@ def drain_on_sigterm(worker) -> None:
     """gunicorn's SIGTERM handler only stops the accept loop; before it runs,
     tell the app so /health and new frames get 503 while in-flight frames
     finish (within graceful_timeout)."""
+    from .context import EXTENSION  # loaded with the app, after fork
+
     stop = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum, frame) -> None:
-        worker.wsgi.extensions["voice_worker"].draining.set()
+        worker.wsgi.extensions[EXTENSION].draining.set()
         if callable(stop):
             stop(signum, frame)
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -71,4 +72,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,12 +1,28 @@
-"""Per-account streaming state held by one worker process."""
+"""Per-account streaming state held by one worker process, and the registry
+that forgets accounts nobody has used for a while.
+
+Two locks, two kinds of data: the registry's lock guards which accounts exist
+and who uses them; an account's own lock guards everything inside it (VAD
+state, speech window, remembered replies). Nothing inside an account is
+touched under the registry's lock, and the sweep never drops an account a
+thread has taken: it would come back empty, its VAD state reset mid-speech.
+"""
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicestream.replies import FrameReply
+
 from .vad import VadStream
+
+# Streams (client connections) of an account whose last reply is kept for
+# retries; the least recently used one goes first.
+MAX_STREAMS_REMEMBERED = 64
 
 
 @dataclass(eq=False)
@@ -16,9 +32,11 @@ class Account:
     # run one at a time, in arrival order, and see each other's state.
     lock: threading.Lock = field(default_factory=threading.Lock)
     vad: VadStream | None = None
-    speech: Any = None  # the speaker tracker's rolling buffer (worker/speakers)
+    speech: Any = None  # the speaker tracker's rolling buffer (worker/speakers/tracker.py)
     # stream id -> (last seq, its reply): a retried frame is answered, not redone.
-    replies: dict[str, tuple[int, dict]] = field(default_factory=dict)
+    replies: dict[str, tuple[int, FrameReply]] = field(default_factory=dict)
+    # Registry's lock: threads that took this account and have not released it.
+    users: int = 0
     last_seen: float = field(default_factory=time.monotonic)
 
     def vad_stream(self, sample_rate: int) -> VadStream:
@@ -26,7 +44,7 @@ class Account:
             self.vad = VadStream(sample_rate)
         return self.vad
 
-    def replayed(self, stream: str, seq: int | None) -> dict | None:
+    def replayed(self, stream: str, seq: int | None) -> FrameReply | None:
         """The reply already given to this (stream, seq), if any."""
         if seq is None or stream not in self.replies:
             return None
@@ -37,15 +55,18 @@ class Account:
             return {"error": f"frame seq {seq} of stream {stream} was already processed", "duplicate": True}
         return None
 
-    def remember(self, stream: str, seq: int | None, reply: dict) -> None:
-        if seq is not None:
-            self.replies[stream] = (seq, reply)
+    def remember(self, stream: str, seq: int | None, reply: FrameReply) -> None:
+        if seq is None:
+            return
+        self.replies.pop(stream, None)  # re-inserted last: the most recently used
+        self.replies[stream] = (seq, reply)
+        if len(self.replies) > MAX_STREAMS_REMEMBERED:
+            del self.replies[next(iter(self.replies))]
 
 
 class Accounts:
-    """Accounts seen by this worker; idle ones are forgotten after idle_seconds."""
-
-    MAX_STREAMS_REMEMBERED = 64
+    """Accounts seen by this worker; ones nobody holds are forgotten after
+    idle_seconds without a frame."""
 
     def __init__(self, idle_seconds: float = 300.0) -> None:
         self.idle_seconds = idle_seconds
@@ -54,21 +75,43 @@ class Accounts:
         self._next_sweep = time.monotonic() + idle_seconds
 
     def get(self, code: str) -> Account:
-        now = time.monotonic()
+        """The account, taken: the sweep spares it until release()."""
         with self._lock:
+            now = time.monotonic()
             account = self._accounts.get(code)
             if account is None:
                 account = self._accounts[code] = Account(code)
+            account.users += 1
             account.last_seen = now
-            if len(account.replies) > self.MAX_STREAMS_REMEMBERED:
-                account.replies.pop(next(iter(account.replies)))
             if now >= self._next_sweep:
                 self._sweep(now)
             return account
 
+    def release(self, account: Account) -> None:
+        with self._lock:
+            account.users -= 1
+            account.last_seen = time.monotonic()
+
+    @contextmanager
+    def hold(self, codes: Iterable[str]) -> Iterator[dict[str, Account]]:
+        """The accounts of codes, taken and locked for the with block."""
+        accounts: dict[str, Account] = {}
+        try:
+            for code in codes:
+                if code not in accounts:
+                    accounts[code] = self.get(code)
+            with ExitStack() as locked:
+                # Always in code order, so two threads taking several account
+                # locks never wait for each other in a cycle.
+                for code in sorted(accounts):
+                    locked.enter_context(accounts[code].lock)
+                yield accounts
+        finally:
+            for account in accounts.values():
+                self.release(account)
+
     def _sweep(self, now: float) -> None:
-        idle = [code for code, a in self._accounts.items()
-                if now - a.last_seen > self.idle_seconds and not a.lock.locked()]
+        idle = [code for code, a in self._accounts.items() if a.users == 0 and now - a.last_seen > self.idle_seconds]
         for code in idle:
             del self._accounts[code]
         self._next_sweep = now + self.idle_seconds

@@ -120,8 +120,3 @@ def dbfs(samples: np.ndarray) -> float:
     rms = math.sqrt(float(np.dot(samples, samples)) / len(samples))
     return round(max(20.0 * math.log10(rms), -100.0), 1) if rms > 0 else -100.0
 
-
-def encode_wav(samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, samples, sample_rate, format="WAV", subtype=subtype)
-    return buf.getvalue()

@@ -26,7 +26,7 @@ class WorkerConfig:
     vad_min_silence_ms: int = option(100, "--vad-min-silence-ms", "VAD_MIN_SILENCE_MS",
                                      "silence that turns voice off", parse=int, group="frames")
     max_frame_seconds: float = option(1.0, "--max-frame-seconds", "MAX_FRAME_SECONDS",
-                                      "longest frame on /frames", parse=float, group="limits")
+                                      "longest frame on /frames/batch", parse=float, group="limits")
     max_body_bytes: int = option(1 << 20, "--max-body-bytes", "MAX_BODY_BYTES", "largest frame request body",
                                  parse=int, group="limits")
     max_upload_bytes: int = option(16 << 20, "--max-upload-bytes", "MAX_UPLOAD_BYTES",

@@ -1,16 +1,16 @@
 """One frame's path through a worker: VAD, speaker tracking, log line, reply."""
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
+
+from voicestream.logline import format_line
+from voicestream.replies import FrameReply
+from voicestream.stamps import utc_now
 
 from .accounts import Account, Accounts
 from .audio import Audio, dbfs
-from voicestream.logline import format_line
-from voicestream.stamps import utc_now
-
 from .framelog import FrameLog
 from .vad import VadEngine
 
@@ -43,30 +43,21 @@ class FramePipeline:
         self.speakers = speakers
         self.frames = self.batches = 0  # served so far, for /health (approximate under threads)
 
-    def process(self, code: str, audio: Audio, stream: str = "", seq: int | None = None,
-                stamp: datetime | None = None) -> dict[str, Any]:
-        return self.process_many([Frame(code, audio, stream, seq, stamp)])[0]
-
-    def process_many(self, frames: list[Frame]) -> list[dict[str, Any]]:
+    def process_many(self, frames: list[Frame]) -> list[FrameReply]:
         """Replies in the order of frames. Frames of distinct accounts share
         one VAD batch; an account's own frames are processed in their order."""
         received = utc_now()
         self.frames += len(frames)
         self.batches += 1
-        replies: list[dict[str, Any]] = [{}] * len(frames)
+        replies: list[FrameReply] = [{}] * len(frames)
         for indices in rounds(frames):
-            accounts = {frames[i].account: self.accounts.get(frames[i].account) for i in indices}
-            with ExitStack() as locked:
-                # Always in code order, so two threads taking several account
-                # locks never wait for each other in a cycle.
-                for code in sorted(accounts):
-                    locked.enter_context(accounts[code].lock)
+            with self.accounts.hold(frames[i].account for i in indices) as accounts:
                 self._process_locked([(i, frames[i], accounts[frames[i].account]) for i in indices],
                                      received, replies)
         return replies
 
     def _process_locked(self, todo: list[tuple[int, Frame, Account]], received: datetime,
-                        replies: list[dict[str, Any]]) -> None:
+                        replies: list[FrameReply]) -> None:
         fresh = []
         for i, frame, account in todo:
             replayed = account.replayed(frame.stream, frame.seq)
@@ -77,16 +68,16 @@ class FramePipeline:
         results = self.vad.process_many([(account.vad_stream(frame.audio.sample_rate), frame.audio.samples)
                                          for _, frame, account in fresh])
         speakers = (self.speakers.on_frames([(account, frame.audio, result.voice)
-                                             for (_, frame, account), result in zip(fresh, results)])
+                                             for (_, frame, account), result in zip(fresh, results, strict=True)])
                     if self.speakers is not None else [(None, None, 0.0)] * len(fresh))
-        for (i, frame, account), result, (speaker, score, encoder_ms) in zip(fresh, results, speakers):
+        for (i, frame, account), result, (speaker, score, encoder_ms) in zip(fresh, results, speakers, strict=True):
             model_ms = result.model_ms + encoder_ms
             line = format_line(frame.stamp or received, result.voice, self.port, model_ms, speaker, score)
             # With the balancer's stamp, the line is written once even if the
             # frame was retried after a worker died between logging and replying.
             logged = self.log.append(frame.account, line, once=frame.stamp is not None)
-            reply = {"voice": result.voice, "prob": round(result.prob, 3), "db": dbfs(frame.audio.samples),
-                     "worker": self.port, "ms": round(model_ms, 2)}
+            reply: FrameReply = {"voice": result.voice, "prob": round(result.prob, 3),
+                                 "db": dbfs(frame.audio.samples), "worker": self.port, "ms": round(model_ms, 2)}
             if speaker is not None:
                 reply["speaker"], reply["score"] = speaker, None if score is None else round(score, 3)
             if not logged:

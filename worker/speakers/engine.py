@@ -1,14 +1,12 @@
-"""The one thread that owns the speaker encoder of a worker process.
+"""The one thread that embeds speech windows with a worker's speaker encoder.
 
-Same idea as worker/vad.py's VadEngine: one thread runs the model (a torch
-model called from several threads at once can crash, and one thread per
-process is what two shared cores allow), so request threads hand windows to
-this thread and wait; windows of different accounts waiting at the same time
-are embedded as one batch.
+Request threads hand their windows to this thread and wait: windows of
+different accounts that wait at the same time go through the model in one
+call, and one embedding thread per process is what two cores shared by three
+workers allow.
 
 The thread also loads the encoder, so a worker serves VAD from its first
-second while the model loads (or its ONNX export runs, or a hub download,
-or either fails).
+second while the model loads (or its ONNX export runs, or either fails).
 """
 from __future__ import annotations
 
@@ -16,8 +14,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable
 
 import numpy as np
 
@@ -39,7 +37,6 @@ class SpeakerEngine:
         self.state = self.LOADING
         self.reason = ""
         self.encoder: Encoder | None = None
-        self.load_seconds: float | None = None
         self.windows_embedded = 0  # shown on /health: lets one see who pays for embedding
         self._loader = loader
         self._ready = threading.Event()
@@ -56,7 +53,7 @@ class SpeakerEngine:
         return self._ready.wait(timeout)
 
     def status(self) -> dict:
-        status = {"encoder": self.kind, "state": self.state}
+        status: dict[str, object] = {"encoder": self.kind, "state": self.state}
         if self.encoder is not None:
             status.update(model=self.encoder.model, dim=self.encoder.dim, windows_embedded=self.windows_embedded,
                           **getattr(self.encoder, "info", {}))
@@ -82,28 +79,45 @@ class SpeakerEngine:
         self._jobs.put(None)
         self._thread.join(timeout=5)
 
-    def _load(self) -> None:
-        started = time.perf_counter()
+    def _load(self) -> Encoder | Unavailable:
+        """The encoder, warmed up, or why there is none. Never raises."""
         try:
             loaded = self._loader()
         except Exception as exc:  # loaders should not raise; a broken install might
-            loaded = Unavailable(self.kind, f"{exc.__class__.__name__}: {exc}")
-        self.load_seconds = time.perf_counter() - started
+            return Unavailable(self.kind, f"{exc.__class__.__name__}: {exc}")
         if isinstance(loaded, Unavailable):
-            self.reason = loaded.reason
-            self.state = self.UNAVAILABLE
-            log.warning("speaker encoder %s unavailable: %s", self.kind, loaded.reason)
-        else:
-            self.encoder = loaded
+            return loaded
+        try:
             # The first call allocates and warms caches; pay it here, not on a frame.
             loaded.embed_batch([np.zeros(32000, np.float32) + 1e-3])
-            self.state = self.READY
-            log.info("speaker encoder %s (model %s, dim %d) ready in %.1f s",
-                        self.kind, loaded.model, loaded.dim, self.load_seconds)
-        self._ready.set()
+        except Exception as exc:
+            log.exception("speaker encoder %s failed its first embedding", self.kind)
+            return Unavailable(self.kind, f"the {self.kind} encoder (model {loaded.model}) loaded but cannot embed "
+                                          f"({exc.__class__.__name__}: {exc})")
+        return loaded
+
+    def _start(self) -> None:
+        started = time.perf_counter()
+        try:
+            loaded = self._load()
+            if isinstance(loaded, Unavailable):
+                self.reason = loaded.reason
+                self.state = self.UNAVAILABLE
+                log.warning("speaker encoder %s unavailable: %s", self.kind, loaded.reason)
+            else:
+                self.encoder = loaded
+                self.state = self.READY
+                log.info("speaker encoder %s (model %s, dim %d) ready in %.1f s",
+                         self.kind, loaded.model, loaded.dim, time.perf_counter() - started)
+        finally:
+            # Whatever happened, loading is over: callers waiting for it go on.
+            if self.state == self.LOADING:
+                self.reason = "the speaker encoder's loading ended without an encoder (see the worker's log)"
+                self.state = self.UNAVAILABLE
+            self._ready.set()
 
     def _run(self) -> None:
-        self._load()
+        self._start()
         while True:
             item = self._jobs.get()
             if item is None:
@@ -124,6 +138,7 @@ class SpeakerEngine:
 
     def _run_batch(self, batch: list[tuple[list[np.ndarray], Future]]) -> None:
         windows = [w for job_windows, _ in batch for w in job_windows]
+        assert self.encoder is not None  # jobs are queued only once ready
         started = time.perf_counter()
         try:
             embeddings = self.encoder.embed_batch(windows)

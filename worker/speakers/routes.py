@@ -1,4 +1,5 @@
-"""The speaker REST API (Flask Blueprint). The balancer routes
+"""The speaker REST API: a blueprint whose views read the worker's
+SpeakerService from current_app (worker/context.py). The balancer routes
 /accounts/<code>/... to the account's worker and /embed, /compare to any.
 
     POST   /accounts/<code>/speakers/<name>   enroll from a WAV (raw body or multipart 'file')
@@ -16,11 +17,14 @@ import io
 import re
 
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from voicestream.accounts import is_valid_account
+from voicestream.accounts import invalid_account_message, is_valid_account
+
 from ..audio import Audio, AudioError, decode_wav
+from ..context import current_worker
 from .service import SpeakerError, SpeakerService, compare
 
 SPEAKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -28,7 +32,7 @@ SPEAKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 def check_account(code: str) -> None:
     if not is_valid_account(code):
-        raise SpeakerError(400, "account code must be 1-64 characters of A-Z a-z 0-9 _ -")
+        raise SpeakerError(400, invalid_account_message(code))
 
 
 def check_name(name: str) -> None:
@@ -59,9 +63,10 @@ def multipart_file(data: bytes) -> bytes:
     return upload.read()
 
 
-def wav_from_request(max_seconds: float) -> Audio:
+def wav_from_request() -> Audio:
     """The WAV of a raw body (audio/wav, application/octet-stream, ...) or of
-    a multipart form's 'file' part."""
+    a multipart form's 'file' part, up to the worker's --max-upload-seconds."""
+    max_seconds = current_worker().config.max_upload_seconds
     data = request.get_data()
     if request.mimetype == "multipart/form-data":
         data = multipart_file(data)
@@ -78,71 +83,82 @@ def flag(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true", "yes")
 
 
-def create_blueprint(service: SpeakerService, max_upload_seconds: float, max_upload_bytes: int) -> Blueprint:
-    bp = Blueprint("speakers", __name__)
+bp = Blueprint("speakers", __name__)
 
-    @bp.before_request
-    def read_body_first():
-        # Enrollment WAVs are larger than frames: their own limit.
-        request.max_content_length = max_upload_bytes
-        # A reply sent with the body unread makes gunicorn drop the keep-alive
-        # connection after it, and the balancer's next request on that pooled
-        # connection fails. Reading it first (it is cached) keeps every error
-        # a clean reply.
-        try:
-            request.get_data()
-        except RequestEntityTooLarge:
-            raise SpeakerError(413, f"request body too large: limit {request.max_content_length} bytes") from None
 
-    @bp.errorhandler(SpeakerError)
-    def speaker_error(exc: SpeakerError):
-        return jsonify(error=exc.message), exc.status
+def speakers() -> SpeakerService:
+    return current_worker().speakers
 
-    @bp.post("/accounts/<code>/speakers/<name>")
-    def enroll(code: str, name: str):
-        check_account(code)
-        check_name(name)
-        service.require_encoder()  # a 503 says more than a complaint about the WAV
-        return jsonify(service.enroll(code, name, wav_from_request(max_upload_seconds))), 201
 
-    @bp.get("/accounts/<code>/speakers")
-    def list_speakers(code: str):
-        check_account(code)
-        return jsonify(service.list(code))
+@bp.before_request
+def read_body_first() -> None:
+    # Enrollment WAVs are larger than frames: their own limit.
+    request.max_content_length = current_worker().config.max_upload_bytes
+    # A reply sent with the body unread makes gunicorn drop the keep-alive
+    # connection after it, and the balancer's next request on that pooled
+    # connection fails. Reading it first (it is cached) keeps every error
+    # a clean reply.
+    try:
+        request.get_data()
+    except RequestEntityTooLarge:
+        raise SpeakerError(413, f"request body too large: limit {request.max_content_length} bytes") from None
 
-    @bp.get("/accounts/<code>/speakers/<name>")
-    def get_speaker(code: str, name: str):
-        check_account(code)
-        check_name(name)
-        return jsonify(service.get(code, name, flag("vector")))
 
-    @bp.delete("/accounts/<code>/speakers/<name>")
-    def delete_speaker(code: str, name: str):
-        check_account(code)
-        check_name(name)
-        return jsonify(service.delete(code, name))
+@bp.errorhandler(SpeakerError)
+def speaker_error(exc: SpeakerError) -> ResponseReturnValue:
+    return jsonify(error=exc.message), exc.status
 
-    @bp.delete("/accounts/<code>/speakers")
-    def delete_speakers(code: str):
-        check_account(code)
-        return jsonify(service.delete_all(code))
 
-    @bp.post("/accounts/<code>/verify")
-    def verify(code: str):
-        check_account(code)
-        service.require_encoder()
-        return jsonify(service.verify(code, wav_from_request(max_upload_seconds)))
+@bp.post("/accounts/<code>/speakers/<name>")
+def enroll(code: str, name: str) -> ResponseReturnValue:
+    check_account(code)
+    check_name(name)
+    speakers().require_encoder()  # a 503 says more than a complaint about the WAV
+    return jsonify(speakers().enroll(code, name, wav_from_request())), 201
 
-    @bp.post("/embed")
-    def embed():
-        service.require_encoder()
-        return jsonify(service.embed(wav_from_request(max_upload_seconds)))
 
-    @bp.post("/compare")
-    def compare_voiceprints():
-        body = request.get_json(silent=True)
-        if body is None:
-            raise SpeakerError(400, "body must be JSON: {\"a\": <voiceprint>, \"b\": <voiceprint>}")
-        return jsonify(compare(body))
+@bp.get("/accounts/<code>/speakers")
+def list_speakers(code: str) -> ResponseReturnValue:
+    check_account(code)
+    return jsonify(speakers().list(code))
 
-    return bp
+
+@bp.get("/accounts/<code>/speakers/<name>")
+def get_speaker(code: str, name: str) -> ResponseReturnValue:
+    check_account(code)
+    check_name(name)
+    return jsonify(speakers().get(code, name, flag("vector")))
+
+
+@bp.delete("/accounts/<code>/speakers/<name>")
+def delete_speaker(code: str, name: str) -> ResponseReturnValue:
+    check_account(code)
+    check_name(name)
+    return jsonify(speakers().delete(code, name))
+
+
+@bp.delete("/accounts/<code>/speakers")
+def delete_speakers(code: str) -> ResponseReturnValue:
+    check_account(code)
+    return jsonify(speakers().delete_all(code))
+
+
+@bp.post("/accounts/<code>/verify")
+def verify(code: str) -> ResponseReturnValue:
+    check_account(code)
+    speakers().require_encoder()
+    return jsonify(speakers().verify(code, wav_from_request()))
+
+
+@bp.post("/embed")
+def embed() -> ResponseReturnValue:
+    speakers().require_encoder()
+    return jsonify(speakers().embed(wav_from_request()))
+
+
+@bp.post("/compare")
+def compare_voiceprints() -> ResponseReturnValue:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise SpeakerError(400, "body must be JSON: {\"a\": <voiceprint>, \"b\": <voiceprint>}")
+    return jsonify(compare(body))

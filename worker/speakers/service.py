@@ -1,19 +1,47 @@
 """What the speaker REST API does, apart from HTTP: enroll, verify, embed,
-compare, list and delete. Errors are SpeakerError(status, message)."""
+compare, list and delete, each written to the activity log. Errors are
+SpeakerError(status, message).
+
+Enrollment and verification count only speech (the worker's own VAD chooses
+it): silence and noise in a voiceprint would pull it toward every other
+recording made in the same room.
+"""
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..audio import Audio, dbfs, to_16k
-from ..vad import VadEngine
-from .activity import ActivityLog
+from ..vad import VadEngine, voiced_samples
 from .engine import EncoderUnavailable, SpeakerEngine
-from .speech import voiced_samples
-from .store import EncoderId, EncoderMismatch, VoiceprintStore
+from .store import EncoderId, EncoderMismatch, VoiceprintStore, now_text
 from .tracker import MIN_WINDOW_SECONDS, UNKNOWN, Enrolled, decide
+
+
+class ActivityLog:
+    """One JSON object per line for every enrollment, deletion and
+    verification, with scores and times. Shared by all worker processes."""
+
+    def __init__(self, path: str | os.PathLike, port: int) -> None:
+        self.path = Path(path)
+        self.port = port
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, event: str, account: str, **fields) -> None:
+        record = {"time": now_text(), "event": event, "worker": self.port, "account": account, **fields}
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        # One write() on an O_APPEND descriptor: lines of concurrent threads
+        # and processes never interleave.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
 
 
 class SpeakerError(Exception):
@@ -38,14 +66,14 @@ class SpeakerService:
         if self.engine is None:
             raise SpeakerError(503, "speaker verification is disabled on this worker (--encoder none); "
                                     "start the workers with --encoder ecapa or --encoder ge2e")
-        if not self.engine.ready:
+        encoder = self.engine.encoder if self.engine.ready else None
+        if encoder is None:
             raise SpeakerError(503, self.engine.unavailable_message())
-        e = self.engine.encoder
-        return EncoderId(e.name, e.model, e.dim)
+        return EncoderId(encoder.name, encoder.model, encoder.dim)
 
     def _store(self) -> VoiceprintStore:
         self.require_encoder()
-        assert self.store is not None
+        assert self.store is not None  # a worker with an encoder has a store
         return self.store
 
     def _speech(self, audio: Audio, need_seconds: float, purpose: str) -> tuple[np.ndarray, float]:
@@ -57,6 +85,7 @@ class SpeakerService:
         return to_16k(Audio(voiced, audio.sample_rate)), seconds
 
     def _embed(self, samples: np.ndarray) -> np.ndarray:
+        assert self.engine is not None  # require_encoder() passed
         try:
             embeddings, _ = self.engine.embed([samples])
         except EncoderUnavailable as exc:
@@ -76,7 +105,7 @@ class SpeakerService:
         samples, seconds = self._speech(audio, self.min_enroll_seconds, "enrollment")
         embedding = self._embed(samples)
         try:
-            voiceprint = self.store.enroll(account, name, encoder, embedding, seconds)
+            voiceprint = self._store().enroll(account, name, encoder, embedding, seconds)
         except EncoderMismatch as exc:
             raise SpeakerError(409, str(exc)) from None
         ms = (time.perf_counter() - started) * 1000
@@ -87,7 +116,7 @@ class SpeakerService:
 
     def verify(self, account: str, audio: Audio) -> dict:
         encoder = self.require_encoder()
-        prints = self.store.list(account)
+        prints = self._store().list(account)
         usable = [v for v in prints if v.encoder == encoder]
         other = [{"name": v.name, "encoder": v.encoder.name, "model": v.encoder.model} for v in prints
                  if v.encoder != encoder]
@@ -150,7 +179,7 @@ class SpeakerService:
             self.activity.write(event, account, **fields)
 
 
-def parse_voiceprint(value: object, label: str) -> tuple[EncoderId | None, np.ndarray]:
+def parse_voiceprint(value: object, label: str) -> tuple[EncoderId, np.ndarray]:
     """A voiceprint or embedding as /speakers/<name>?vector=1 or /embed return
     it: {"encoder", "model", "dim"?, "vector" | "embedding"}."""
     if not isinstance(value, dict):

@@ -54,7 +54,7 @@ def decide(enrolled: Enrolled, embedding: np.ndarray, threshold: float) -> Decis
     score = float(scores[best])
     name = enrolled.names[best]
     return Decision(name if score >= threshold else UNKNOWN, score, name,
-                    {n: float(s) for n, s in zip(enrolled.names, scores)})
+                    {n: float(s) for n, s in zip(enrolled.names, scores, strict=True)})
 
 
 class Roster:
@@ -100,7 +100,7 @@ class SpeechWindow:
     score: float | None = None
 
     @classmethod
-    def for_rate(cls, rate: int, window_seconds: float, hop_seconds: float, reset_seconds: float) -> "SpeechWindow":
+    def for_rate(cls, rate: int, window_seconds: float, hop_seconds: float, reset_seconds: float) -> SpeechWindow:
         return cls(rate, int(window_seconds * rate), max(1, int(hop_seconds * rate)),
                    int(min(MIN_WINDOW_SECONDS, window_seconds) * rate), max(0, int(reset_seconds * rate)))
 
@@ -167,7 +167,7 @@ class SpeakerTracker:
             # A failed embedding loses one decision, never the frame.
             log.exception("speaker embedding failed for accounts %s", [a.code for _, a, _, _ in due])
             return results
-        for (i, _, enrolled, window), embedding in zip(due, embeddings):
+        for (i, _, enrolled, window), embedding in zip(due, embeddings, strict=True):
             decision = decide(enrolled, embedding, self.threshold)
             window.decided(decision.speaker, decision.score)
             results[i] = (decision.speaker, decision.score, encoder_ms)
@@ -176,6 +176,7 @@ class SpeakerTracker:
     def _add(self, account: Account, audio: Audio, voice: int) -> tuple[str | None, float | None, float] | Due:
         """The frame's result, or its voiceprints and window when a decision is due."""
         encoder = self.engine.encoder
+        assert encoder is not None  # on_frames checked that the engine is ready
         try:
             enrolled = self.roster.enrolled(account.code, EncoderId(encoder.name, encoder.model, encoder.dim))
         except sqlite3.Error:

@@ -1,41 +1,30 @@
-"""Export a speaker encoder to ONNX, so workers can serve it without torch.
+"""Export a speaker encoder to ONNX and check the graph against the torch model.
 
-    python -m worker.speakers.export --encoder ge2e --model-dir models
-    python -m worker.speakers.export --encoder ecapa --source speechbrain/spkrec-ecapa-voxceleb --model-dir models
-    python -m worker.speakers.export --encoder ecapa --source /models/spkrec-ecapa-voxceleb --out /tmp/graphs
-
-The model is loaded through the same path the torch encoders use
-(encoders.py: EncoderClassifier.from_hparams for ECAPA, resemblyzer's packaged
-weights for GE2E), exported with torch.onnx.export (the torch.export-based
-exporter, dynamic batch and time axes), checked against the torch model and
-then renamed into ``--out`` (default ``<model-dir>/onnx``) under the name
-graphs.py gives it. Workers run this as a subprocess when the graph they need
-is missing; several at once are fine: one exports under a lock while the
-others wait and then find the file.
-
-The last line on stdout is JSON: {"path", "encoder", "model", "dim",
-"exported", "seconds"}, or {"error"} with exit status 1. Everything else
-(torch's progress lines included) goes to stderr.
+The model is loaded through the same path as the torch encoders
+(torch_encoders.py: EncoderClassifier.from_hparams for ECAPA, resemblyzer's
+packaged weights for GE2E), exported with torch.onnx.export (the
+torch.export-based exporter, dynamic batch and time axes), checked against the
+torch model and then renamed into the output directory under the name
+worker/speakers/graphs.py gives it. Several exports at once are fine: one
+exports under a lock while the others wait and then find the file.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import json
 import os
 import re
-import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from .encoders import (DISABLED_REASON, SAMPLE_RATE, EcapaEncoder, Encoder, Ge2eEncoder, Unavailable,
-                       ecapa_unavailable_reason, ge2e_unavailable_reason, load_encoder)
-from .graphs import EXPORT_VERSION, GraphKey, cached_graph, ecapa_files, ecapa_key, ge2e_key, graph_dir
+from ..encoders import DISABLED_REASON, SAMPLE_RATE, Encoder, Unavailable, unavailable_reason
+from ..graphs import EXPORT_VERSION, GraphKey, cached_graph, graph_key, open_graph
+from ..loader import export_command
+from .torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 
 # The torch.export-based exporter writes opset 18; asked for 17 it fails to
 # convert ECAPA's Pad nodes down. onnxruntime runs 18.
@@ -87,8 +76,8 @@ def ecapa_tracing_patch() -> Iterator[None]:
     """SpeechBrain's length_to_mask sizes its mask with len(lengths), a
     Python int to the tracer, which would fix the batch size in the graph.
     The same mask by broadcasting, while exporting only."""
-    import torch
     import speechbrain.lobes.models.ECAPA_TDNN as ecapa_module
+    import torch
 
     def length_to_mask(length, max_len=None, dtype=None, device=None):
         if max_len is None:
@@ -108,6 +97,7 @@ def export_graph(encoder: Encoder, key: GraphKey, source: str, destination: Path
     import torch
 
     dynamic = torch.export.Dim.DYNAMIC
+    patch: contextlib.AbstractContextManager[None]
     if isinstance(encoder, Ge2eEncoder):
         module, patch = encoder.net, contextlib.nullcontext()
         # Partial utterances are always 160 frames of 40 mels; the LSTM's
@@ -124,6 +114,8 @@ def export_graph(encoder: Encoder, key: GraphKey, source: str, destination: Path
     with patch, torch.no_grad():
         program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
                                     input_names=names[0], output_names=names[1], dynamic_shapes=shapes)
+    if program is None:  # only the legacy exporter (dynamo=False) returns nothing
+        raise ExportError("torch.onnx.export returned no program")
     program.model.metadata_props.update({
         "encoder": key.encoder, "model": key.model, "variant": key.variant, "dim": str(encoder.dim),
         "source": source, "export_version": EXPORT_VERSION, "torch": torch.__version__})
@@ -133,8 +125,6 @@ def export_graph(encoder: Encoder, key: GraphKey, source: str, destination: Path
 def check_graph(path: Path, encoder: Encoder) -> float:
     """Lowest cosine between the graph's and the torch model's embeddings of
     a few test windows (batched, alone, of several lengths)."""
-    from .onnx_encoders import open_graph
-
     graph = open_graph(path)
     rng = np.random.default_rng(0)
     t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
@@ -186,17 +176,14 @@ def ensure_graph(kind: str, source: str, model_dir: Path, out: Path) -> dict:
     started = time.perf_counter()
     cached = cached_graph(kind, source, model_dir, out)
     if cached is not None:
-        key, path = cached
-        return {"path": str(path), "encoder": key.encoder, "model": key.model, "exported": False}
+        cached_key, cached_path = cached
+        return {"path": str(cached_path), "encoder": cached_key.encoder, "model": cached_key.model,
+                "exported": False}
     encoder = load_torch_encoder(kind, source, model_dir)
-    if kind == "ge2e":
-        key = ge2e_key()
-    else:
-        # A hub model is on disk now: its key is known only from here.
-        folder = ecapa_files(source, model_dir)
-        if folder is None:
-            raise ExportError(f"from_hparams left no embedding_model.ckpt in {model_dir}")
-        key = ecapa_key(folder)
+    # A hub model is on disk now: its key is known only from here.
+    key = graph_key(kind, source, model_dir)
+    if key is None:
+        raise ExportError(f"the {kind} weights are not on disk after loading the model (model dir {model_dir})")
     if key.model != encoder.model:
         raise ExportError(f"weights changed while loading ({key.model} on disk, {encoder.model} loaded)")
     path = out / key.filename
@@ -217,12 +204,6 @@ def ensure_graph(kind: str, source: str, model_dir: Path, out: Path) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def unavailable_reason(kind: str, source: str, exc: BaseException) -> str:
-    if kind == "ge2e":
-        return ge2e_unavailable_reason(exc)
-    return ecapa_unavailable_reason(source, exc)
-
-
 def run(kind: str, source: str, model_dir: Path, out: Path) -> dict:
     if kind not in ("ge2e", "ecapa"):
         return {"error": DISABLED_REASON}
@@ -238,28 +219,5 @@ def run(kind: str, source: str, model_dir: Path, out: Path) -> dict:
     except Exception as exc:
         traceback.print_exc()
         first_line = re.sub(r"\x1b\[[0-9;]*m", "", (str(exc).strip().splitlines() or [""])[0])[:300]
-        command = f"python -m worker.speakers.export --encoder {kind}" + (f" --source {source}" if kind == "ecapa" else "")
         return {"error": f"{kind.upper()} model loaded but its ONNX export failed ({exc.__class__.__name__}: "
-                         f"{first_line}). Run `{command}` to see the whole error."}
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m worker.speakers.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--encoder", choices=("ecapa", "ge2e"), required=True)
-    p.add_argument("--source", default="speechbrain/spkrec-ecapa-voxceleb",
-                   help="ECAPA: hub id or local model directory (as the worker's --ecapa-source)")
-    p.add_argument("--model-dir", type=Path, default=Path("models"),
-                   help="where from_hparams collects hub models (as the worker's --model-dir)")
-    p.add_argument("--out", type=Path, help="where the graph is written (default: <model-dir>/onnx)")
-    a = p.parse_args(argv)
-    out = a.out or graph_dir(a.model_dir)
-    # torch.onnx prints its progress on stdout; stdout's last line is ours.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = run(a.encoder, a.source, a.model_dir, out)
-    print(json.dumps(result), flush=True)
-    return 1 if "error" in result else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+                         f"{first_line}). Run `{export_command(kind, source)}` to see the whole error."}

@@ -1,0 +1,189 @@
+"""The speaker REST API of one worker in process (Flask's test client):
+validation and refusals, with speakers disabled and with the GE2E graph."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cluster import REPO
+from speaker_helpers import MODELS, ge2e_graph, multipart, read_wav, silence
+from voicestream.wav import encode_wav
+from worker.app import create_app
+from worker.config import WorkerConfig
+from worker.context import EXTENSION, Worker
+from worker.speakers.store import EncoderId, VoiceprintStore
+
+DATA = REPO / "data"
+MAX_UPLOAD_SECONDS = 30
+MAX_UPLOAD_BYTES = 4 << 20
+DISABLED = ("speaker verification is disabled on this worker (--encoder none); "
+            "start the workers with --encoder ecapa or --encoder ge2e")
+
+
+def config(root: Path, encoder: str) -> WorkerConfig:
+    return WorkerConfig(encoder=encoder, model_dir=str(MODELS), log_dir=str(root / "logs"),
+                        store_path=str(root / "voiceprints.db"), activity_log=str(root / "activity.log"),
+                        max_upload_seconds=MAX_UPLOAD_SECONDS, max_upload_bytes=MAX_UPLOAD_BYTES)
+
+
+@pytest.fixture
+def disabled(tmp_path: Path) -> Iterator[FlaskClient]:
+    with create_app(config(tmp_path, "none")).test_client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def ge2e_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    ge2e_graph()  # exported once for all the speaker tests
+    app = create_app(config(tmp_path_factory.mktemp("ge2e-app"), "ge2e"))
+    worker: Worker = app.extensions[EXTENSION]
+    engine = worker.speakers.engine
+    assert engine is not None and engine.wait_loaded(300) and engine.ready, engine.status()
+    return app
+
+
+@pytest.fixture
+def ge2e(ge2e_app: Flask) -> Iterator[FlaskClient]:
+    with ge2e_app.test_client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def voices() -> dict[str, tuple[np.ndarray, int]]:
+    return {"gb_male": read_wav(DATA / "gb_male_16k.wav"), "us_female": read_wav(DATA / "us_female_16k.wav")}
+
+
+def half(voice: tuple[np.ndarray, int], second: bool = False) -> bytes:
+    samples, rate = voice
+    return encode_wav(samples[len(samples) // 2:] if second else samples[:len(samples) // 2], rate)
+
+
+def error_of(reply: Any) -> str:
+    assert reply.is_json, reply.data[:200]
+    return reply.get_json()["error"]
+
+
+# --- any worker ------------------------------------------------------------------
+
+BAD_PATHS = [
+    (f"/accounts/{'a' * 65}/speakers/alice", "invalid ACCOUNTCODE"),
+    ("/accounts/ac.me/speakers/alice", "invalid ACCOUNTCODE"),
+    ("/accounts/acme/speakers/al%20ice", "speaker name"),
+    ("/accounts/acme/speakers/al~ice", "speaker name"),
+    ("/accounts/acme/speakers/.hidden", "speaker name"),
+    ("/accounts/acme/speakers/unknown", "reserved"),
+    ("/accounts/acme/speakers/UNKNOWN", "reserved"),
+]
+
+
+@pytest.mark.parametrize("path, needle", BAD_PATHS)
+def test_bad_accounts_and_names_are_refused_before_anything_else(disabled: FlaskClient, path: str,
+                                                                 needle: str) -> None:
+    for method in ("POST", "GET", "DELETE"):
+        reply = disabled.open(path, method=method, data=b"RIFF")
+        assert reply.status_code == 400 and needle in error_of(reply), (method, path)
+
+
+def test_with_speakers_disabled_every_speaker_call_says_how_to_enable_them(disabled: FlaskClient) -> None:
+    wav = encode_wav(silence(1), 16000)
+    for method, path in [("POST", "/accounts/acme/speakers/alice"), ("GET", "/accounts/acme/speakers"),
+                         ("GET", "/accounts/acme/speakers/alice"), ("DELETE", "/accounts/acme/speakers/alice"),
+                         ("DELETE", "/accounts/acme/speakers"), ("POST", "/accounts/acme/verify"),
+                         ("POST", "/embed")]:
+        reply = disabled.open(path, method=method, data=wav if method == "POST" else None)
+        assert reply.status_code == 503 and error_of(reply) == DISABLED, (method, path)
+
+
+def test_an_upload_over_the_limit_is_refused_on_its_length(disabled: FlaskClient) -> None:
+    reply = disabled.post("/accounts/acme/speakers/alice", data=b"\0" * (MAX_UPLOAD_BYTES + 1))
+    assert reply.status_code == 413
+    assert error_of(reply) == f"request body too large: limit {MAX_UPLOAD_BYTES} bytes"
+
+
+def voiceprint(vector: list[float], encoder: str = "ge2e", model: str = "39373b86598f") -> dict[str, Any]:
+    return {"encoder": encoder, "model": model, "dim": len(vector), "vector": vector}
+
+
+def test_compare_needs_no_encoder_and_scores_two_voiceprints(disabled: FlaskClient) -> None:
+    reply = disabled.post("/compare", json={"a": voiceprint([1, 0, 0, 0]), "b": voiceprint([1, 1, 0, 0])})
+    assert reply.status_code == 200
+    assert reply.get_json() == {"score": 0.707107, "encoder": "ge2e", "model": "39373b86598f"}
+    embedding = {"encoder": "ge2e", "model": "39373b86598f", "embedding": [0, 0, 0, 2]}
+    assert disabled.post("/compare", json={"a": voiceprint([0, 0, 0, 1]), "b": embedding}).get_json()["score"] == 1
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"a": voiceprint([1, 0])}, 400, '"b"'),
+    ([1, 2], 400, '"a"'),
+    ({"a": voiceprint([1, 0]), "b": "x"}, 400, "'b' must be an object"),
+    ({"a": voiceprint([1, 0]), "b": {**voiceprint([1, 0]), "dim": 3}}, 400, "'b.dim' is 3 but its vector has 2 values"),
+    ({"a": voiceprint([1, 0]), "b": voiceprint([1, 0, 0])}, 400, "not comparable"),
+    ({"a": voiceprint([1, 0]), "b": voiceprint([0.0, 0.0])}, 400, "all zeros"),
+    ({"a": voiceprint([1, 0]), "b": voiceprint([1, True])}, 400, "list of at most 4096 numbers"),
+    ({"a": voiceprint([1, 0]), "b": voiceprint([1.0] * 4097)}, 400, "list of at most 4096 numbers"),
+    ({"a": voiceprint([1, 0]), "b": voiceprint([])}, 400, "non-empty list"),
+    ({"a": voiceprint([1, 0]), "b": {"embedding": [1, 0]}}, 400, "'encoder' and 'model'"),
+    ({"a": voiceprint([1, 0]), "b": voiceprint([1, 0], encoder="ecapa")}, 409, "across encoders"),
+    ({"a": voiceprint([1, 0]), "b": voiceprint([1, 0], model="0123456789ab")}, 409, "across encoders"),
+])
+def test_compare_says_what_is_wrong_with_a_body(disabled: FlaskClient, body: object, status: int,
+                                                needle: str) -> None:
+    reply = disabled.post("/compare", json=body)
+    assert reply.status_code == status and needle in error_of(reply)
+
+
+def test_compare_needs_json(disabled: FlaskClient) -> None:
+    reply = disabled.post("/compare", data=b"a=1", content_type="application/x-www-form-urlencoded")
+    assert reply.status_code == 400 and "JSON" in error_of(reply)
+
+
+# --- a GE2E worker -------------------------------------------------------------------
+
+def test_bad_uploads_get_clear_errors(ge2e: FlaskClient, voices: dict[str, tuple[np.ndarray, int]]) -> None:
+    speech, rate = voices["gb_male"]
+    cases = [
+        ("/accounts/acme/speakers/alice", b"hello, not audio", 400, "not a WAV"),
+        ("/accounts/acme/speakers/alice", b"", 400, "empty body"),
+        ("/accounts/acme/speakers/alice", encode_wav(silence(5), 16000), 422, "found 0.00 s of speech"),
+        ("/accounts/acme/speakers/alice", encode_wav(speech[:2 * rate], rate), 422, "at least 3 s of speech"),
+        ("/accounts/acme/speakers/alice", encode_wav(silence(MAX_UPLOAD_SECONDS + 1, 8000), 8000), 413,
+         "audio too long"),
+        ("/accounts/nobody/verify", half(voices["gb_male"], second=True), 404, "no enrolled speakers"),
+        ("/embed", encode_wav(silence(3), 16000), 422, "speech"),
+    ]
+    for path, data, status, needle in cases:
+        reply = ge2e.post(path, data=data, content_type="audio/wav")
+        assert reply.status_code == status and needle in error_of(reply), (path, status, reply.get_json())
+    body, content_type = multipart("audio", "x.wav", half(voices["gb_male"]))
+    reply = ge2e.post("/accounts/acme/speakers/alice", data=body, content_type=content_type)
+    assert reply.status_code == 400 and "'file' part" in error_of(reply)
+    assert ge2e.get("/accounts/acme/speakers/nobody").status_code == 404
+    assert ge2e.delete("/accounts/acme/speakers/nobody").status_code == 404
+    assert ge2e.get("/accounts/acme/speakers").get_json() == {"account": "acme", "speakers": []}
+
+
+def test_a_voiceprint_of_another_encoder_is_never_scored(ge2e_app: Flask, ge2e: FlaskClient,
+                                                         voices: dict[str, tuple[np.ndarray, int]]) -> None:
+    account = "mixed"
+    worker: Worker = ge2e_app.extensions[EXTENSION]
+    # As if an ECAPA worker had enrolled eve in the shared store.
+    VoiceprintStore(worker.config.store_path).enroll(
+        account, "eve", EncoderId("ecapa", "0123456789ab", 192), np.ones(192, np.float32), 4.0)
+    refused = ge2e.post(f"/accounts/{account}/speakers/eve", data=half(voices["us_female"]))
+    assert refused.status_code == 409 and "made by encoder ecapa" in error_of(refused)
+    only_other = ge2e.post(f"/accounts/{account}/verify", data=half(voices["us_female"], second=True))
+    assert only_other.status_code == 409 and "other encoders" in error_of(only_other)
+    enrolled = ge2e.post(f"/accounts/{account}/speakers/carol", data=half(voices["us_female"]))
+    assert enrolled.status_code == 201, enrolled.get_json()
+    verified = ge2e.post(f"/accounts/{account}/verify", data=half(voices["us_female"], second=True)).get_json()
+    assert set(verified["scores"]) == {"carol"}
+    assert verified["skipped"] == [{"name": "eve", "encoder": "ecapa", "model": "0123456789ab",
+                                    "reason": "made by another encoder"}]
+    listed = ge2e.get(f"/accounts/{account}/speakers").get_json()["speakers"]
+    assert {(s["name"], s["encoder"]) for s in listed} == {("eve", "ecapa"), ("carol", "ge2e")}
