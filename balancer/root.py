@@ -32,4 +32,5 @@ async def health(request: web.Request) -> web.Response:
     up = pool.healthy()
     return web.json_response({"status": "ok" if up else "degraded", "workers": pool.status(),
                               "connections": len(traffic.sockets), "clients": traffic.clients,
-                              "frames_in_flight": traffic.frames_in_flight}, status=200 if up else 503)
+                              "frames_in_flight": traffic.frames_in_flight,
+                              "database": pool.database_status()}, status=200 if up else 503)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 
@@ -29,6 +30,10 @@ class WorkerPool:
         self.workers = workers
         self._healthy = {worker: False for worker in workers}  # in the ring once /health answers
         self._strikes = {worker: 0 for worker in workers}
+        # What each worker's last /health said of its database: shown on the
+        # balancer's /health, so one probe tells whether results are being
+        # recorded or spooled.
+        self._database: dict[str, dict[str, Any]] = {}
 
     def healthy(self) -> list[str]:
         return [w for w in self.workers if self._healthy[w]]
@@ -53,12 +58,14 @@ class WorkerPool:
             async with session.get(f"{worker}/health", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 ok = resp.status == 200
                 reason = f"/health answered {resp.status}"
+                if ok:
+                    self._remember_database(worker, await resp.json(content_type=None))
         except TimeoutError:
             self._strikes[worker] += 1
             if self._strikes[worker] >= self.SLOW_STRIKES:
                 self.mark(worker, False, f"/health took over {timeout:g} s {self._strikes[worker]} times in a row")
             return
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a body that is not JSON
             ok, reason = False, f"/health failed: {exc.__class__.__name__}"
         self._strikes[worker] = 0
         self.mark(worker, ok, reason)
@@ -73,6 +80,17 @@ class WorkerPool:
                 raise
             except Exception:
                 log.exception("health check failed; polling on")
+
+    def _remember_database(self, worker: str, health: object) -> None:
+        database = health.get("database") if isinstance(health, dict) else None
+        if isinstance(database, dict):
+            self._database[worker] = database
+        else:
+            self._database.pop(worker, None)
+
+    def database_status(self) -> dict[str, dict[str, Any]]:
+        """Per worker, the database state its last healthy /health reported."""
+        return {w: self._database[w] for w in self.workers if w in self._database}
 
     def status(self) -> dict[str, str]:
         return {w: ("up" if self._healthy[w] else "down") for w in self.workers}

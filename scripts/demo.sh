@@ -154,7 +154,9 @@ for account in "${accounts[@]}"; do
     tail -n "$tail_lines" "$file"
     # One character per frame of this run: the pauses between sentences show as gaps.
     printf 'voice by frame (#=voice, .=silence):\n'
-    tail -n "$new_lines" "$file" | sed -n 's/.* voice=\([01]\),.*/\1/p' | tr -d '\n' | tr 01 '.#' | fold -w 100
+    # (voicestream.logline reads the lines: the project's one log-line parser)
+    tail -n "$new_lines" "$file" | "$python" -c 'import sys; from voicestream.logline import parse_line
+print("".join(".#"[line.voice] for line in map(parse_line, sys.stdin) if line))' | fold -w 100
     echo
 done
 

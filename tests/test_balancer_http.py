@@ -77,7 +77,7 @@ def test_root_health_and_errors_are_json():
     assert page[:2] == (200, "text/html") and "new WebSocket(" in page[2]  # the browser client
     assert list(workers.values()) == ["up", "down"] and next(iter(workers)) == worker.url
     assert health == (200, {"status": "ok", "workers": workers, "connections": 0, "clients": 0,
-                            "frames_in_flight": 0})
+                            "frames_in_flight": 0, "database": {}})
     assert not_found == (404, {"error": "Not Found"})
     assert not_allowed == (405, {"error": "Method Not Allowed"})
     assert get_embed == (405, {"error": "Method Not Allowed"})

@@ -61,3 +61,31 @@ def test_health_states():
         for _, server in servers:
             await server.close()
     asyncio.run(go())
+
+
+def test_the_pool_keeps_what_each_worker_says_of_its_database():
+    async def go():
+        answers = [{"status": "ok", "database": {"mode": "postgresql", "state": "down", "spooled": 12}},
+                   {"status": "ok"}]
+
+        async def serve_json(answer: dict) -> tuple[str, TestServer]:
+            async def health(request: web.Request) -> web.Response:
+                return web.json_response(answer)
+            app = web.Application()
+            app.router.add_get("/health", health)
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            return f"http://127.0.0.1:{server.port}", server
+
+        servers = [await serve_json(a) for a in answers]
+        urls = [url for url, _ in servers]
+        pool = WorkerPool(tuple(urls))
+        async with aiohttp.ClientSession() as session:
+            await pool.check(session, timeout=1.0)
+            assert pool.database_status() == {urls[0]: answers[0]["database"]}
+            answers[0]["database"] = {"mode": "postgresql", "state": "up", "spooled": 0}
+            await pool.check(session, timeout=1.0)
+            assert pool.database_status() == {urls[0]: {"mode": "postgresql", "state": "up", "spooled": 0}}
+        for _, server in servers:
+            await server.close()
+    asyncio.run(go())
