@@ -1,0 +1,20 @@
+"""A frame's row in the shared database: what its log line shows, and its
+key. Separate from frames.py so the frame pipeline can build rows without
+loading psycopg on a worker that has no --database."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRow:
+    """One frame's result: what its log line shows, and its key."""
+    account: str
+    stream: str                  # the client connection
+    seq: int                     # the frame's number within its stream
+    stamp: int                   # the balancer's stamp: UTC microseconds
+    voice: int
+    worker: int                  # the port, as in the log line
+    ms: float                    # model time; stored rounded, as the line shows it
+    speaker: str | None = None
+    score: float | None = None   # stored rounded to 2 places, as the line shows it
