@@ -52,12 +52,13 @@ class Process:
     log_path: Path
     env: dict[str, str]
     popen: subprocess.Popen | None = None
+    cwd: Path = REPO  # a "host" of a multi-host test runs in a directory of its own
 
     def start(self) -> None:
         # Its own session: kill/terminate reach the whole group (gunicorn
         # master and worker) and a Ctrl-C in the terminal reaches none of it.
         with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.popen = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True)
 
     @property

@@ -10,7 +10,7 @@ from cluster import SPEAKERS, SPEECH, System, make_system
 
 # Fixtures that start real processes: a test using one is an integration test
 # whether or not its module says so.
-PROCESS_FIXTURES = frozenset({"system"})
+PROCESS_FIXTURES = frozenset({"system", "pg_server", "pg_url", "own_pg"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -71,7 +71,7 @@ def log_lines(app: Flask, account: str) -> list[str]:
 def test_health_names_the_worker_and_its_counts(client: FlaskClient, speech_frames: list[bytes]) -> None:
     assert client.get("/health").get_json() == {
         "status": "ok", "port": PORT, "accounts": 0, "frames": 0, "batches": 0,
-        "speakers": {"encoder": "none", "state": "disabled"},
+        "speakers": {"encoder": "none", "state": "disabled"}, "database": {"mode": "embedded"},
         # This test process may hold torch for other tests (a worker's: test_worker_imports.py).
         "torch_loaded": "torch" in sys.modules}
     body = encode_batch([(FrameMeta("acme", "s1", i + 1, STAMP + i), wav) for i, wav in enumerate(speech_frames)])

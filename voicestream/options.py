@@ -100,9 +100,10 @@ def parse_config(cls: type[T], argv: Sequence[str] | None, prog: str, descriptio
             try:
                 value = opt.parse(text)
             except (ValueError, argparse.ArgumentTypeError) as exc:
-                parser.error(f"environment variable {opt.env}={text!r} is not valid for {opt.flag}: {exc}")
+                # Not the value itself: it may hold a password (DATABASE_URL).
+                parser.error(f"environment variable {opt.env} is not valid for {opt.flag}: {exc}")
             if opt.choices and value not in opt.choices:
-                parser.error(f"environment variable {opt.env}={text!r}: choose from {', '.join(opt.choices)}")
+                parser.error(f"environment variable {opt.env}: choose from {', '.join(opt.choices)}")
             parser.set_defaults(**{f.name: value})
     return cls(**vars(parser.parse_args(argv)))
 

@@ -31,6 +31,11 @@ def stamp_time(stamp: int) -> datetime:
     return EPOCH + timedelta(microseconds=stamp)
 
 
+def stamp_micros(when: datetime) -> int:
+    """A naive UTC datetime as a stamp: stamp_time's inverse."""
+    return (when - EPOCH) // timedelta(microseconds=1)
+
+
 def stamp_text(stamp: int) -> str:
     """The stamp as a log line and a reply's 'time' show it."""
     return stamp_time(stamp).strftime(TEXT_FORMAT)

@@ -13,6 +13,15 @@ def upper(text: str) -> str:
     return text.upper()
 
 
+def database_url(text: str) -> str:
+    """Empty (embedded) or a checked postgresql:// URL. The check loads
+    psycopg only when a URL is given: embedded workers never import it."""
+    if not text.strip():
+        return ""
+    from .database.url import parse_database_url
+    return parse_database_url(text)
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     host: str = option("127.0.0.1", "--host", "WORKER_HOST",
@@ -70,7 +79,8 @@ class WorkerConfig:
     database: str = option(
         "", "--database", "DATABASE_URL",
         "PostgreSQL URL (postgresql://user@host:port/db) shared by every host: voiceprints, the activity log and "
-        "every frame's result live there; empty: this host's SQLite store and log files", group="database")
+        "every frame's result live there; empty: this host's SQLite store and log files", parse=database_url,
+        group="database")
     spool_dir: str = option("spool", "--spool-dir", "SPOOL_DIR",
                             "where frame results wait, on this host's disk, while the database is unreachable",
                             group="database")

@@ -7,10 +7,11 @@ from typing import Protocol
 
 from voicestream.logline import format_line
 from voicestream.replies import FrameReply
-from voicestream.stamps import utc_now
+from voicestream.stamps import stamp_micros, utc_now
 
 from .accounts import Account, Accounts
 from .audio import Audio, dbfs
+from .database.rows import FrameRow
 from .framelog import FrameLog
 from .vad import VadEngine
 
@@ -20,6 +21,12 @@ class SpeakerTracker(Protocol):
         """(speaker, score, encoder ms) per frame (one each of distinct
         accounts); (None, None, 0.0) when the account has no enrolled speakers
         or the frame has no voice."""
+
+
+class FrameRecorder(Protocol):
+    def record(self, rows: list[FrameRow]) -> None:
+        """Store the rows durably (worker/database/frames.py: PostgreSQL or
+        this host's spool) before the frames are answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +42,13 @@ class Frame:
 
 class FramePipeline:
     def __init__(self, port: int, vad: VadEngine, log: FrameLog, accounts: Accounts,
-                 speakers: SpeakerTracker | None = None) -> None:
+                 speakers: SpeakerTracker | None = None, records: FrameRecorder | None = None) -> None:
         self.port = port
         self.vad = vad
         self.log = log
         self.accounts = accounts
         self.speakers = speakers
+        self.records = records  # --database: every frame's row in the shared store
         self.frames = self.batches = 0  # served so far, for /health (approximate under threads)
 
     def process_many(self, frames: list[Frame]) -> list[FrameReply]:
@@ -50,15 +58,22 @@ class FramePipeline:
         self.frames += len(frames)
         self.batches += 1
         replies: list[FrameReply] = [{}] * len(frames)
+        rows: list[FrameRow] = []
         for indices in rounds(frames):
             with self.accounts.hold(frames[i].account for i in indices) as accounts:
-                self._process_locked([(i, frames[i], accounts[frames[i].account]) for i in indices],
-                                     received, replies)
+                rows += self._process_locked([(i, frames[i], accounts[frames[i].account]) for i in indices],
+                                             received, replies)
+        if self.records is not None and rows:
+            # One round trip for the batch, outside the account locks, and
+            # before any reply: a worker killed after answering loses no row.
+            self.records.record(rows)
         return replies
 
     def _process_locked(self, todo: list[tuple[int, Frame, Account]], received: datetime,
-                        replies: list[FrameReply]) -> None:
+                        replies: list[FrameReply]) -> list[FrameRow]:
+        """Fills the replies of todo; the shared-store rows of its new frames."""
         fresh = []
+        rows: list[FrameRow] = []
         for i, frame, account in todo:
             replayed = account.replayed(frame.stream, frame.seq)
             if replayed is not None:
@@ -72,7 +87,8 @@ class FramePipeline:
                     if self.speakers is not None else [(None, None, 0.0)] * len(fresh))
         for (i, frame, account), result, (speaker, score, encoder_ms) in zip(fresh, results, speakers, strict=True):
             model_ms = result.model_ms + encoder_ms
-            line = format_line(frame.stamp or received, result.voice, self.port, model_ms, speaker, score)
+            when = frame.stamp or received
+            line = format_line(when, result.voice, self.port, model_ms, speaker, score)
             # With the balancer's stamp, the line is written once even if the
             # frame was retried after a worker died between logging and replying.
             logged = self.log.append(frame.account, line, once=frame.stamp is not None)
@@ -84,6 +100,14 @@ class FramePipeline:
                 reply["duplicate"] = True
             account.remember(frame.stream, frame.seq, reply)
             replies[i] = reply
+            if self.records is not None:
+                # Recorded even when this host's log already had the line: the
+                # worker that wrote it may have died before its row was stored;
+                # the row's key makes a second insert a no-op.
+                stamp = stamp_micros(when)
+                rows.append(FrameRow(frame.account, frame.stream, stamp if frame.seq is None else frame.seq, stamp,
+                                     result.voice, self.port, model_ms, speaker, score))
+        return rows
 
 
 def rounds(frames: list[Frame]) -> list[list[int]]:

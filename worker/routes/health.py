@@ -19,6 +19,6 @@ def health() -> ResponseReturnValue:
         return jsonify(status="draining", port=port), 503
     pipeline = worker.pipeline
     return jsonify(status="ok", port=port, accounts=len(pipeline.accounts), frames=pipeline.frames,
-                   batches=pipeline.batches, speakers=worker.speakers.status(),
+                   batches=pipeline.batches, speakers=worker.speakers.status(), database=worker.database_health(),
                    # Speakers run on onnxruntime: torch here would cost ~480 MB.
                    torch_loaded="torch" in sys.modules)

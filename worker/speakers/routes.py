@@ -26,6 +26,7 @@ from voicestream.accounts import invalid_account_message, is_valid_account
 from ..audio import Audio, AudioError, decode_wav
 from ..context import current_worker
 from .service import SpeakerError, SpeakerService, compare
+from .store import StoreUnavailable
 
 SPEAKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
@@ -107,6 +108,13 @@ def read_body_first() -> None:
 @bp.errorhandler(SpeakerError)
 def speaker_error(exc: SpeakerError) -> ResponseReturnValue:
     return jsonify(error=exc.message), exc.status
+
+
+@bp.errorhandler(StoreUnavailable)
+def store_unavailable(exc: StoreUnavailable) -> ResponseReturnValue:
+    # The shared database is down: frames go on (their rows spool), but what
+    # reads or changes voiceprints waits for it; nothing was changed.
+    return jsonify(error=f"voiceprint database unavailable, try again shortly: {exc}"), 503
 
 
 @bp.post("/accounts/<code>/speakers/<name>")

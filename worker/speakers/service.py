@@ -13,14 +13,22 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..audio import Audio, dbfs, to_16k
 from ..vad import VadEngine, voiced_samples
 from .engine import EncoderUnavailable, SpeakerEngine
-from .store import EncoderId, EncoderMismatch, VoiceprintStore, now_text
+from .store import EncoderId, EncoderMismatch, Voiceprints, now_text
 from .tracker import MIN_WINDOW_SECONDS, UNKNOWN, Enrolled, decide
+
+
+class ActivityWriter(Protocol):
+    """Where enrollments, deletions and verifications are recorded:
+    ActivityLog (a file on this host) or worker/database's ActivityRows."""
+
+    def write(self, event: str, account: str, **fields: Any) -> None: ...
 
 
 class ActivityLog:
@@ -54,9 +62,9 @@ class SpeakerError(Exception):
 @dataclass
 class SpeakerService:
     engine: SpeakerEngine | None  # None: --encoder none
-    store: VoiceprintStore | None
+    store: Voiceprints | None
     vad: VadEngine
-    activity: ActivityLog | None
+    activity: ActivityWriter | None
     threshold: float
     min_enroll_seconds: float
 
@@ -71,9 +79,12 @@ class SpeakerService:
             raise SpeakerError(503, self.engine.unavailable_message())
         return EncoderId(encoder.name, encoder.model, encoder.dim)
 
-    def _store(self) -> VoiceprintStore:
+    def _store(self) -> Voiceprints:
+        """The store, once the encoder is ready and the store is reachable
+        (else 503: worker/speakers/routes.py answers StoreUnavailable)."""
         self.require_encoder()
         assert self.store is not None  # a worker with an encoder has a store
+        self.store.check_available()
         return self.store
 
     def _speech(self, audio: Audio, need_seconds: float, purpose: str) -> tuple[np.ndarray, float]:
@@ -101,6 +112,7 @@ class SpeakerService:
 
     def enroll(self, account: str, name: str, audio: Audio) -> dict:
         encoder = self.require_encoder()
+        self._store()  # a 503 for a database that is down says more than a complaint about the WAV
         started = time.perf_counter()
         samples, seconds = self._speech(audio, self.min_enroll_seconds, "enrollment")
         embedding = self._embed(samples)

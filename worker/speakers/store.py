@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -82,15 +83,46 @@ def now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _blob(vector: np.ndarray) -> bytes:
+def vector_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
-def _vector(blob: bytes, dim: int) -> np.ndarray:
+def blob_vector(blob: bytes, dim: int) -> np.ndarray:
     vector = np.frombuffer(blob, dtype="<f4")
     if len(vector) != dim:
         raise ValueError(f"stored vector has {len(vector)} values, expected {dim}")
     return vector.astype(np.float32)
+
+
+class StoreUnavailable(RuntimeError):
+    """The voiceprint store cannot be reached (the shared database is down);
+    the message says why, for a 503."""
+
+
+class Voiceprints(Protocol):
+    """What the speaker service and the streaming roster need of a store:
+    VoiceprintStore (SQLite, one host) or worker/database's
+    PostgresVoiceprintStore (--database, every host)."""
+
+    def enroll(self, account: str, name: str, encoder: EncoderId, embedding: np.ndarray,
+               speech_seconds: float) -> Voiceprint: ...
+
+    def get(self, account: str, name: str) -> Voiceprint | None: ...
+
+    def list(self, account: str) -> list[Voiceprint]: ...
+
+    def delete(self, account: str, name: str) -> bool: ...
+
+    def delete_all(self, account: str) -> int: ...
+
+    def data_version(self) -> int:
+        """Moves whenever voiceprints changed anywhere: cached ones are stale."""
+        ...
+
+    def check_available(self) -> None:
+        """Raises StoreUnavailable when the store is known to be down, so a
+        request is refused before any work is done for it."""
+        ...
 
 
 class VoiceprintStore:
@@ -144,6 +176,9 @@ class VoiceprintStore:
         finally:
             conn.close()
 
+    def check_available(self) -> None:
+        """A local file: always there (errors show on use)."""
+
     def data_version(self) -> int:
         """Changes whenever any other connection committed: a cheap way to
         know cached voiceprints are stale."""
@@ -165,13 +200,13 @@ class VoiceprintStore:
                 total, samples, seconds, created = unit, 1, speech_seconds, now
             else:
                 check_same_encoder(EncoderId(row[0], row[1], row[2]), encoder, f"voiceprint {name!r}")
-                total = _vector(row[3], row[2]).astype(np.float64) + unit
+                total = blob_vector(row[3], row[2]).astype(np.float64) + unit
                 samples, seconds, created = row[4] + 1, row[5] + speech_seconds, row[6]
             vector = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
             conn.execute(
                 "INSERT OR REPLACE INTO voiceprints (account, name, encoder, model, dim, vector, embedding_sum, "
                 "samples, speech_seconds, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (account, name, encoder.name, encoder.model, encoder.dim, _blob(vector), _blob(total),
+                (account, name, encoder.name, encoder.model, encoder.dim, vector_blob(vector), vector_blob(total),
                  samples, seconds, created, now))
             conn.execute("COMMIT")
         except BaseException:
@@ -201,5 +236,5 @@ class VoiceprintStore:
     @staticmethod
     def _voiceprint(row: tuple) -> Voiceprint:
         account, name, enc, model, dim, blob, samples, seconds, created, updated = row
-        return Voiceprint(account, name, EncoderId(enc, model, dim), _vector(blob, dim),
+        return Voiceprint(account, name, EncoderId(enc, model, dim), blob_vector(blob, dim),
                           samples, seconds, created, updated)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from ..accounts import Account
 from ..audio import Audio, to_16k
 from .engine import SpeakerEngine
-from .store import EncoderId, VoiceprintStore
+from .store import EncoderId, StoreUnavailable, Voiceprints
 
 log = logging.getLogger("worker.speakers")
 
@@ -31,6 +32,7 @@ UNKNOWN = "unknown"
 # ../shared/data/speakers); GE2E's partial utterances are 1.6 s long.
 MIN_WINDOW_SECONDS = 1.5
 NO_SPEAKER: tuple[None, None, float] = (None, None, 0.0)
+UNREADABLE_LOG_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,13 @@ def decide(enrolled: Enrolled, embedding: np.ndarray, threshold: float) -> Decis
 
 class Roster:
     """Voiceprints per account for the current encoder, cached until the store
-    changes (any worker's commit moves SQLite's data_version)."""
+    changes (any worker's commit moves SQLite's data_version; with --database,
+    any worker's NOTIFY). While the shared database is down, cached accounts
+    keep their voiceprints."""
 
     MAX_CACHED_ACCOUNTS = 10_000
 
-    def __init__(self, store: VoiceprintStore) -> None:
+    def __init__(self, store: Voiceprints) -> None:
         self.store = store
         self._cache: dict[str, Enrolled | None] = {}
         self._version: int | None = None
@@ -144,6 +148,7 @@ class SpeakerTracker:
         self.window_seconds = window_seconds
         self.hop_seconds = hop_seconds
         self.reset_seconds = reset_seconds
+        self._quiet_until = 0.0
 
     def on_frames(self, frames: list[tuple[Account, Audio, int]]) -> list[tuple[str | None, float | None, float]]:
         """One frame each of distinct accounts, whose locks the caller holds.
@@ -173,16 +178,25 @@ class SpeakerTracker:
             results[i] = (decision.speaker, decision.score, encoder_ms)
         return results
 
+    def _unreadable(self, account: str, exc: Exception) -> None:
+        # Once per UNREADABLE_LOG_SECONDS: an outage would otherwise log every frame.
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + UNREADABLE_LOG_SECONDS
+            log.warning("voiceprints of account %s unreadable (%s: %s); frames go without speakers meanwhile",
+                        account, exc.__class__.__name__, exc)
+
     def _add(self, account: Account, audio: Audio, voice: int) -> tuple[str | None, float | None, float] | Due:
         """The frame's result, or its voiceprints and window when a decision is due."""
         encoder = self.engine.encoder
         assert encoder is not None  # on_frames checked that the engine is ready
         try:
             enrolled = self.roster.enrolled(account.code, EncoderId(encoder.name, encoder.model, encoder.dim))
-        except sqlite3.Error:
-            # The store unreadable (locked past the busy timeout, disk gone):
-            # this frame goes without a speaker, not without a reply.
-            log.exception("voiceprints of account %s unreadable", account.code)
+        except (sqlite3.Error, StoreUnavailable) as exc:
+            # The store unreadable (locked past the busy timeout, disk gone,
+            # the shared database down): this frame goes without a speaker,
+            # not without a reply.
+            self._unreadable(account.code, exc)
             return NO_SPEAKER
         if enrolled is None:
             account.speech = None
