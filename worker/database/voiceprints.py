@@ -26,7 +26,7 @@ import numpy as np
 import psycopg
 from psycopg import Notify
 
-from ..speakers.store import EncoderId, Voiceprint, blob_vector, check_same_encoder, now_text, vector_blob
+from ..speakers.store import STORED_COLUMNS, EncoderId, Voiceprint, add_sample, blob_vector, vector_blob
 from .connection import Database
 from .notify import VOICEPRINTS_CHANNEL
 
@@ -113,24 +113,17 @@ class PostgresVoiceprintStore:
     @staticmethod
     def _enroll(conn: psycopg.Connection, account: str, name: str, encoder: EncoderId, embedding: np.ndarray,
                 speech_seconds: float) -> Voiceprint:
-        unit = embedding.astype(np.float64) / max(float(np.linalg.norm(embedding)), 1e-12)
         conn.execute(f"SET LOCAL statement_timeout = '{WRITE_TIMEOUT}'")
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (VOICEPRINT_LOCKS, f"{account}/{name}"))
         # A statement of its own after the lock: its snapshot sees what the
         # previous holder committed.
-        row = conn.execute("SELECT encoder, model, dim, embedding_sum, samples, speech_seconds, created "
-                           "FROM voiceprints WHERE account = %s AND name = %s", (account, name)).fetchone()
-        now = now_text()
-        if row is None:
-            total, samples, seconds, created = unit, 1, speech_seconds, now
-        else:
-            check_same_encoder(EncoderId(row[0], row[1], row[2]), encoder, f"voiceprint {name!r}")
-            total = blob_vector(row[3], row[2]).astype(np.float64) + unit
-            samples, seconds, created = row[4] + 1, row[5] + speech_seconds, row[6]
-        vector = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
-        conn.execute(UPSERT, (account, name, encoder.name, encoder.model, encoder.dim, vector_blob(vector),
-                              vector_blob(total), samples, seconds, created, now, VOICEPRINTS_CHANNEL))
-        return Voiceprint(account, name, encoder, vector, samples, seconds, created, now)
+        row = conn.execute(f"SELECT {STORED_COLUMNS} FROM voiceprints WHERE account = %s AND name = %s",
+                           (account, name)).fetchone()
+        v = add_sample(row, encoder, embedding, speech_seconds, name)
+        conn.execute(UPSERT, (account, name, encoder.name, encoder.model, encoder.dim, vector_blob(v.vector),
+                              vector_blob(v.total), v.samples, v.speech_seconds, v.created, v.updated,
+                              VOICEPRINTS_CHANNEL))
+        return Voiceprint(account, name, encoder, v.vector, v.samples, v.speech_seconds, v.created, v.updated)
 
     def get(self, account: str, name: str) -> Voiceprint | None:
         with self.database.connection() as conn:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -92,6 +93,37 @@ def blob_vector(blob: bytes, dim: int) -> np.ndarray:
     if len(vector) != dim:
         raise ValueError(f"stored vector has {len(vector)} values, expected {dim}")
     return vector.astype(np.float32)
+
+
+# What add_sample needs of a stored voiceprint, in this order (both stores select it).
+STORED_COLUMNS = "encoder, model, dim, embedding_sum, samples, speech_seconds, created"
+
+
+@dataclass(frozen=True)
+class Updated:
+    """A voiceprint after one more enrolled sample."""
+    vector: np.ndarray  # unit length: what is scored
+    total: np.ndarray   # sum of the samples' unit embeddings
+    samples: int
+    speech_seconds: float
+    created: str
+    updated: str
+
+
+def add_sample(stored: Sequence[Any] | None, encoder: EncoderId, embedding: np.ndarray, speech_seconds: float,
+               name: str) -> Updated:
+    """The voiceprint with one more sample: stored is its row (STORED_COLUMNS),
+    None for a new speaker. Raises EncoderMismatch for another encoder's."""
+    unit = embedding.astype(np.float64) / max(float(np.linalg.norm(embedding)), 1e-12)
+    now = now_text()
+    if stored is None:
+        total, samples, seconds, created = unit, 1, speech_seconds, now
+    else:
+        check_same_encoder(EncoderId(stored[0], stored[1], stored[2]), encoder, f"voiceprint {name!r}")
+        total = blob_vector(bytes(stored[3]), stored[2]).astype(np.float64) + unit
+        samples, seconds, created = stored[4] + 1, stored[5] + speech_seconds, stored[6]
+    vector = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
+    return Updated(vector, total, samples, seconds, created, now)
 
 
 class StoreUnavailable(RuntimeError):
@@ -189,30 +221,22 @@ class VoiceprintStore:
                speech_seconds: float) -> Voiceprint:
         """Add one sample's embedding to the speaker's voiceprint (creating it).
         Raises EncoderMismatch if the voiceprint was made by another encoder."""
-        unit = embedding.astype(np.float64) / max(float(np.linalg.norm(embedding)), 1e-12)
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT encoder, model, dim, embedding_sum, samples, speech_seconds, created "
-                               "FROM voiceprints WHERE account = ? AND name = ?", (account, name)).fetchone()
-            now = now_text()
-            if row is None:
-                total, samples, seconds, created = unit, 1, speech_seconds, now
-            else:
-                check_same_encoder(EncoderId(row[0], row[1], row[2]), encoder, f"voiceprint {name!r}")
-                total = blob_vector(row[3], row[2]).astype(np.float64) + unit
-                samples, seconds, created = row[4] + 1, row[5] + speech_seconds, row[6]
-            vector = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
+            row = conn.execute(f"SELECT {STORED_COLUMNS} FROM voiceprints WHERE account = ? AND name = ?",
+                               (account, name)).fetchone()
+            v = add_sample(row, encoder, embedding, speech_seconds, name)
             conn.execute(
                 "INSERT OR REPLACE INTO voiceprints (account, name, encoder, model, dim, vector, embedding_sum, "
                 "samples, speech_seconds, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (account, name, encoder.name, encoder.model, encoder.dim, vector_blob(vector), vector_blob(total),
-                 samples, seconds, created, now))
+                (account, name, encoder.name, encoder.model, encoder.dim, vector_blob(v.vector), vector_blob(v.total),
+                 v.samples, v.speech_seconds, v.created, v.updated))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return Voiceprint(account, name, encoder, vector, samples, seconds, created, now)
+        return Voiceprint(account, name, encoder, v.vector, v.samples, v.speech_seconds, v.created, v.updated)
 
     def get(self, account: str, name: str) -> Voiceprint | None:
         row = self._conn().execute(
