@@ -4,11 +4,31 @@
 # The WAVs are committed, so this is only needed to change them:
 #   apt-get install -y espeak-ng sox && scripts/make_samples.sh
 #
-# Each sample is synthesized speech with one second of silence between
-# sentences (so VAD has voice on/off transitions to find), mono PCM 16,
-# at 8 kHz (telephony) or 16 kHz. Output is deterministic: espeak-ng is, and
-# sox runs in repeatable mode (-R) without dither (-D), so the pauses are
-# digital silence and a rerun gives byte-identical files.
+# Four synthetic speakers, each an espeak-ng voice:
+#   us_male    en-us               (telephony: 8 kHz)
+#   us_female  en-us+f3
+#   gb_male    en-gb+m3
+#   sc_female  en-gb-scotland+f2
+# Each has an enrollment sample, data/enroll/<speaker>.wav (9-11 s of
+# speech; the speaker's name is the file's), and is heard in one or two
+# streamed samples, data/*.wav, that say other sentences: enrollment and
+# streamed audio never share a recording. data/call_16k.wav is a phone call in
+# which gb_male and us_female take turns. scripts/demo.sh enrolls data/enroll/
+# and streams data/*.wav; split.py and replay.py only look at data/*.wav.
+#
+# These voices were picked because resemblyzer's GE2E tells them apart (the
+# default en-us and en-gb+m3 are close: 0.85 against 0.88 for the speaker
+# itself on 2 s windows); the other espeak-ng voices still score 0.6-0.8
+# against each other, above the 0.70 threshold, so a voice that is not
+# enrolled is usually mistaken for the nearest one rather than called unknown.
+#
+# Each sample is synthesized speech with a pause between sentences (1 s in
+# streamed samples, so VAD has voice on/off transitions to find; 0.7 s
+# between the turns of the call; 0.5 s in enrollment samples, which only
+# need speech), mono PCM 16, at 8 kHz (telephony) or 16 kHz. Output is
+# deterministic: espeak-ng is, and sox runs in repeatable mode (-R) without
+# dither (-D), so the pauses are digital silence and a rerun gives
+# byte-identical files.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,28 +41,64 @@ for tool in espeak-ng sox; do
     fi
 done
 
-mkdir -p "$out_dir"
+mkdir -p "$out_dir/enroll"
 tmp_dir="$(mktemp -d)"
 trap 'rm -rf "$tmp_dir"' EXIT
 
-pause='<break time="1000ms"/>'
-
-# make_sample NAME VOICE RATE SENTENCE...
-make_sample() {
-    local name="$1" voice="$2" rate="$3"
-    shift 3
+# synthesize OUT VOICE RATE PAUSE_MS SENTENCE...: the sentences, each followed
+# by PAUSE_MS of silence, as mono PCM 16 at RATE.
+synthesize() {
+    local out="$1" voice="$2" rate="$3" pause="<break time=\"$4ms\"/>"
+    shift 4
     local ssml="<speak>" sentence
     for sentence in "$@"; do
         ssml+="${sentence}${pause}"
     done
     ssml+="</speak>"
-    espeak-ng -m -v "$voice" -s 155 -w "$tmp_dir/$name.wav" "$ssml"
-    # Half a second of silence before the first word, like a call picking up;
-    # the trailing break already ends the file with a pause.
-    sox -R -D "$tmp_dir/$name.wav" -r "$rate" -c 1 -b 16 -e signed-integer \
-        "$out_dir/$name.wav" pad 0.5 0
-    printf '%-24s %s\n' "$out_dir/$name.wav" "$(soxi -d "$out_dir/$name.wav") s, $(soxi -r "$out_dir/$name.wav") Hz"
+    espeak-ng -m -v "$voice" -s 155 -w "$tmp_dir/espeak.wav" "$ssml"
+    sox -R -D "$tmp_dir/espeak.wav" -r "$rate" -c 1 -b 16 -e signed-integer "$out"
 }
+
+# Half a second of silence before the first word, like a call picking up;
+# the trailing break already ends the file with a pause.
+lead_in() {
+    sox -R -D "$1" "$2" pad 0.5 0
+    printf '%-26s %s\n' "$2" "$(soxi -d "$2") s, $(soxi -r "$2") Hz"
+}
+
+# make_sample NAME VOICE RATE SENTENCE...: data/NAME.wav, 1 s pauses.
+make_sample() {
+    local name="$1" voice="$2" rate="$3"
+    shift 3
+    synthesize "$tmp_dir/$name.wav" "$voice" "$rate" 1000 "$@"
+    lead_in "$tmp_dir/$name.wav" "$out_dir/$name.wav"
+}
+
+# make_enrollment SPEAKER VOICE RATE SENTENCE...: data/enroll/SPEAKER.wav.
+make_enrollment() {
+    local name="$1" voice="$2" rate="$3"
+    shift 3
+    synthesize "$tmp_dir/enroll-$name.wav" "$voice" "$rate" 500 "$@"
+    lead_in "$tmp_dir/enroll-$name.wav" "$out_dir/enroll/$name.wav"
+}
+
+# make_call NAME RATE VOICE SENTENCE [VOICE SENTENCE]...: turns of different
+# voices, one after the other, each followed by a 0.7 s pause (the samples
+# stay within 15 s: tests/test_scripts.py).
+make_call() {
+    local name="$1" rate="$2" turns=() i=0
+    shift 2
+    while (($# >= 2)); do
+        synthesize "$tmp_dir/$name-turn$i.wav" "$1" "$rate" 700 "$2"
+        turns+=("$tmp_dir/$name-turn$i.wav")
+        i=$((i + 1))
+        shift 2
+    done
+    sox -R -D "${turns[@]}" "$tmp_dir/$name.wav"
+    lead_in "$tmp_dir/$name.wav" "$out_dir/$name.wav"
+}
+
+# --- streamed samples (data/*.wav) -------------------------------------------
 
 make_sample us_male_8k en-us 8000 \
     "Hello, this is a test call to the voice stream service." \
@@ -58,3 +114,36 @@ make_sample gb_male_16k en-gb+m3 16000 \
     "The balancer sends every account to the same worker." \
     "When a worker goes down, its accounts move to the next one." \
     "Silence between sentences turns the voice flag off."
+
+make_sample sc_female_16k en-gb-scotland+f2 16000 \
+    "Hello, I am phoning about the parcel that never arrived." \
+    "It was supposed to come on Tuesday morning." \
+    "Could you tell me where it is now?"
+
+make_call call_16k 16000 \
+    en-gb+m3 "Thank you for calling. How can I help?" \
+    en-us+f3 "Hi. My internet keeps dropping out every evening." \
+    en-gb+m3 "Sorry to hear that. Let me test your line." \
+    en-us+f3 "Great, thank you. I will wait."
+
+# --- enrollment samples (data/enroll/<speaker>.wav) ---------------------------
+
+make_enrollment us_male en-us 8000 \
+    "My name is on the account, and I am calling about my last bill." \
+    "I moved to a new address in March, so the letters went to the old one." \
+    "Please call me back in the afternoon, after two o'clock."
+
+make_enrollment us_female en-us+f3 16000 \
+    "I have been a customer for about six years now." \
+    "Last week the internet stopped working twice in the evening." \
+    "Could someone send me an email with the new prices?"
+
+make_enrollment gb_male en-gb+m3 16000 \
+    "Good afternoon, you are speaking with the support team." \
+    "I can see your details on the screen in front of me." \
+    "Let me just check the history of this line for you."
+
+make_enrollment sc_female en-gb-scotland+f2 16000 \
+    "I live just outside Edinburgh, near the old railway station." \
+    "My daughter set up this phone for me last winter." \
+    "The weather has been rather wet and windy all week."
