@@ -1,20 +1,30 @@
-"""The browser client (balancer/static/index.html) in headless Chromium: its
-microphone is a WAV file, its frames go through the real system."""
+"""The browser console (balancer/static/index.html) in headless Chromium: its
+microphone is a WAV file of real speech, its frames and REST calls go through
+the real system."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import soundfile as sf
 
-from cluster import REPO, wait_until
+from cluster import REPO, System, make_system, wait_until
+from speaker_helpers import call, silence, wait_encoders
 from voicestream.logline import parse_line
+from voicestream.wav import encode_wav
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+TOKEN = "console-test-token"
+# Set to a path (docs/console.png) to save a screenshot of the console mid-stream.
+SCREENSHOT = os.environ.get("CONSOLE_SCREENSHOT", "")
 
 pytestmark = pytest.mark.integration
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
@@ -22,21 +32,117 @@ needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                           "(.ci/run installs them: apt-get install chromium chromium-driver)")
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+def fake_microphone_file(wav: Path, tmp_path: Path) -> Path:
+    """wav as Chromium's fake audio capture reads it: 16-bit PCM WAV."""
+    if sf.info(wav).subtype == "PCM_16":
+        return wav
+    samples, rate = sf.read(wav, dtype="int16")
+    converted = tmp_path / f"{wav.stem}-pcm16.wav"
+    sf.write(converted, samples, rate, subtype="PCM_16")
+    return converted
+
+
+@contextmanager
+def chromium(microphone: Path) -> Iterator[Any]:
+    """Headless Chromium whose microphone plays microphone in a loop."""
     webdriver = pytest.importorskip("selenium.webdriver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 # The fake microphone plays this file in a loop.
-                 f"--use-file-for-fake-audio-capture={REPO / 'data' / 'us_female_16k.wav'}",
-                 "--autoplay-policy=no-user-gesture-required"):
+                 f"--use-file-for-fake-audio-capture={microphone}",
+                 "--autoplay-policy=no-user-gesture-required", "--window-size=1100,1000"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for failures
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    # ~11 s of speech with 1 s pauses (a file of the repo).
+    with chromium(REPO / "data" / "us_female_16k.wav") as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def speaker_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """Balancer (with a token) + three GE2E workers, encoders loaded."""
+    root = tmp_path_factory.mktemp("console")
+    system = make_system(root, worker_args=["--encoder", "ge2e", "--store", str(root / "voiceprints.db"),
+                                            "--activity-log", str(root / "activity.log")],
+                         balancer_args=["--token", TOKEN])
+    try:
+        system.start()
+        wait_encoders(system)
+        yield system
+    finally:
+        system.stop()
+
+
+@pytest.fixture
+def speaker_browser(speakers_dir: Path, tmp_path: Path) -> Iterator[Any]:
+    """Chromium whose microphone plays one real speaker: the longest file of
+    the set, so that enrollment and streaming both hear speech (the fake
+    capture loops the file and starts it again for each capture)."""
+    longest = max(sorted(speakers_dir.glob("speaker_*/*.wav")), key=lambda path: sf.info(path).duration)
+    with chromium(fake_microphone_file(longest, tmp_path)) as driver:
+        yield driver
+
+
+def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float, what: str) -> Any:
+    """Poll the page until condition(driver) is truthy; on timeout, fail with
+    what the page says and what its console logged."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    except TimeoutException:
+        texts = {id_: text_of(driver, id_) for id_ in ("health-status", "speakers-message", "status", "summary",
+                                                       "speaker", "speaker-note")}
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; page: {texts}; "
+                             f"console: {driver.get_log('browser')}") from None
+
+
+def text_of(driver: Any, id_: str) -> str:
+    from selenium.webdriver.common.by import By
+    return str(driver.find_element(By.ID, id_).text)
+
+
+def fill(driver: Any, id_: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    field = driver.find_element(By.ID, id_)
+    field.clear()
+    field.send_keys(value)
+
+
+def listed(driver: Any) -> dict[str, list[str]]:
+    """The speakers table: name -> its cells' texts (read in one script: the
+    page replaces the rows whenever it lists the speakers again)."""
+    return dict(driver.execute_script("""
+        return [...document.querySelectorAll("#speakers tr[data-name]")].map(
+            (row) => [row.dataset.name, [...row.cells].map((cell) => cell.textContent)]);"""))
+
+
+def workers_up(driver: Any) -> int:
+    from selenium.webdriver.common.by import By
+    return len(driver.find_elements(By.CSS_SELECTOR, "#workers tr.up"))
+
+
+def pixels_of_color(driver: Any, color: str) -> int:
+    """How many pixels of the timeline canvas have exactly color (#rrggbb)."""
+    return int(driver.execute_script("""
+        const [r, g, b] = [1, 3, 5].map((i) => parseInt(arguments[0].slice(i, i + 2), 16));
+        const canvas = document.getElementById("timeline");
+        const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let n = 0;
+        for (let i = 0; i < data.length; i += 4) if (data[i] === r && data[i + 1] === g && data[i + 2] === b) n++;
+        return n;""", color))
 
 
 def test_the_page_is_served_to_browsers_and_json_to_others(system):
@@ -52,9 +158,7 @@ def test_microphone_frames_reach_the_account_log(system, browser):
     from selenium.webdriver.common.by import By
 
     browser.get(system.url + "/")
-    account = browser.find_element(By.ID, "account")
-    account.clear()
-    account.send_keys("browsermic")
+    fill(browser, "account", "browsermic")
     browser.find_element(By.ID, "mic").click()
     # The file holds ~11 s of speech with 1 s pauses, so 50 frames have both.
     wait_until(lambda: len(system.account_log("browsermic")) >= 50, 60, "50 frames from the browser")
@@ -64,3 +168,65 @@ def test_microphone_frames_reach_the_account_log(system, browser):
     voices = [fields.voice for fields in parsed if fields is not None]
     assert 0 < sum(voices) < len(voices), "speech and pauses both seen"
     assert "voice=" in browser.find_element(By.ID, "summary").text
+
+
+@needs_browser
+def test_enroll_from_the_microphone_stream_and_see_the_name_then_delete_it(speaker_system, speaker_browser):
+    from selenium.webdriver.common.by import By
+
+    page, account, name = speaker_browser, "console", "ada"
+    page.get(f"{speaker_system.url}/?token={TOKEN}&account={account}")
+    wait_for(page, lambda d: workers_up(d) == 3, 30, "the status panel to show three workers up")
+    wait_for(page, lambda d: "nobody is enrolled" in text_of(d, "speakers"), 30, "the empty speakers list")
+
+    # Enroll: 8 s of the (fake) microphone, sent as a WAV to the REST API.
+    fill(page, "speaker-name", name)
+    fill(page, "enroll-seconds", "8")
+    page.find_element(By.ID, "record").click()
+    wait_for(page, lambda d: name in listed(d), 60, f"{name} in the speakers list after enrolling")
+    assert f"enrolled {name}" in text_of(page, "speakers-message")
+    speech_seconds, samples = listed(page)[name][1:3]
+    assert float(speech_seconds) >= 3 and samples == "1", listed(page)
+
+    # Stream the same voice: the worker names it.
+    page.find_element(By.ID, "mic").click()
+    wait_for(page, lambda d: text_of(d, "speaker") == name, 90, f"the current speaker to be {name}")
+    legend_key = page.find_element(By.CSS_SELECTOR, f'#legend .key[data-name="{name}"]')
+    color = legend_key.get_attribute("data-color")
+    wait_for(page, lambda d: pixels_of_color(d, color) > 0, 30, f"{name}'s colour {color} in the timeline")
+    if SCREENSHOT:
+        # Some seconds of timeline make a better picture.
+        wait_for(page, lambda d: text_of(d, "summary").startswith("frame ")
+                 and int(text_of(d, "summary").split()[1].rstrip(":")) >= 200, 60, "200 frames streamed")
+        page.save_screenshot(SCREENSHOT)
+    page.find_element(By.ID, "stop").click()
+    wait_for(page, lambda d: "connection closed" in text_of(d, "status"), 30, "the stream to close")
+
+    # Delete: two clicks (the first arms the button).
+    button = page.find_element(By.CSS_SELECTOR, f'#speakers tr[data-name="{name}"] button.delete')
+    button.click()
+    button.click()
+    wait_for(page, lambda d: name not in listed(d), 30, f"{name} gone from the speakers list")
+    assert text_of(page, "speakers-message") == f"deleted {name}"
+    reply = call(f"{speaker_system.url}/accounts/{account}/speakers?token={TOKEN}")
+    assert reply.status == 200 and reply.body["speakers"] == [], reply
+
+
+@needs_browser
+def test_a_rejected_enrollment_shows_the_servers_error(speaker_system, speaker_browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    quiet = tmp_path / "quiet.wav"
+    quiet.write_bytes(encode_wav(silence(4), 16000))
+    page = speaker_browser
+    page.get(f"{speaker_system.url}/?token={TOKEN}&account=consolequiet")
+    wait_for(page, lambda d: "nobody is enrolled" in text_of(d, "speakers"), 30, "the empty speakers list")
+    fill(page, "speaker-name", "quiet")
+    page.find_element(By.ID, "enroll-file").send_keys(str(quiet))
+
+    def error_shown(driver: Any) -> bool:
+        message = driver.find_element(By.ID, "speakers-message")
+        return "error" in (message.get_attribute("class") or "") and "HTTP 422" in message.text
+    wait_for(page, error_shown, 60, "the 422 in the speakers message")
+    assert "needs at least 3 s of speech" in text_of(page, "speakers-message")
+    assert listed(page) == {}
