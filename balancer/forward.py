@@ -11,6 +11,7 @@ the balancer stopped waiting for.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from voicestream.stamps import stamp_text
 
 from .keys import CLOCK, CONFIG, LINKS, POOL, TRAFFIC
 from .links import RETRY_STATUSES, WorkerLink
+from .metrics import METRICS, UNCOUNTED, BalancerMetrics
 from .packets import Packet
 from .workers import WorkerPool
 
@@ -32,26 +34,34 @@ NO_WORKER = f"{NO_WORKER_PREFIX}: every worker is down, try again shortly"
 
 async def forward(app: web.Application, packet: Packet, stream: str, seq: int) -> dict[str, Any]:
     """The reply for a client's frame, stamped now; counted while in flight."""
-    traffic = app[TRAFFIC]
+    traffic, metrics = app[TRAFFIC], app[METRICS]
     traffic.frames_in_flight += 1
+    metrics.frames_received.inc()
+    taken = time.perf_counter()
     try:
         return await forward_frame(app[POOL], app[LINKS], packet, stream, seq, app[CLOCK].next(),
-                                   app[CONFIG].forward_timeout)
+                                   app[CONFIG].forward_timeout, metrics)
     finally:
         traffic.frames_in_flight -= 1
+        metrics.frame_seconds.observe(time.perf_counter() - taken)
 
 
 async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: Packet, stream: str,
-                        seq: int, stamp: int, timeout: float) -> dict[str, Any]:
+                        seq: int, stamp: int, timeout: float, metrics: BalancerMetrics = UNCOUNTED) -> dict[str, Any]:
     """The reply for this frame: the worker's, or an error naming the problem."""
     reply: dict[str, Any] = {"account": packet.account, "seq": seq}
     meta = FrameMeta(packet.account, stream, seq, stamp)
     problems: list[str] = []
     maybe_processed = False  # a failed attempt may have reached its worker
-    for worker in pool.ranked(packet.account):
+    ranked = pool.ranked(packet.account)
+    for worker in ranked:
+        if problems:  # the last attempt failed
+            metrics.retries.inc()
+        sent = time.perf_counter()
         try:
             status, answer = await links[worker].send(meta, packet.wav)
         except TimeoutError:
+            metrics.failures[worker, "timeout"].inc()
             # Slow is not dead: the frame goes to the next choice, and the
             # /health poll decides whether the worker leaves the ring.
             log.warning("worker %s did not answer frame %s/%d within %g s; trying the next",
@@ -60,25 +70,34 @@ async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: 
             maybe_processed = True
             continue
         except aiohttp.ClientConnectorError as exc:  # refused: the frame never left
+            metrics.failures[worker, "refused"].inc()
             pool.mark(worker, False, f"forward failed: {exc.__class__.__name__}")
             problems.append("refused the connection")
             continue
         except aiohttp.ClientError as exc:  # reset, disconnected mid-reply
+            metrics.failures[worker, "error"].inc()
             pool.mark(worker, False, f"forward failed: {exc.__class__.__name__}")
             problems.append(f"failed ({exc.__class__.__name__})")
             maybe_processed = True
             continue
         except ValueError:
+            metrics.answered["unreadable"].inc()
             reply["error"] = f"worker {worker} gave an unreadable reply"
             return reply
+        metrics.forward_seconds[worker].observe(time.perf_counter() - sent)
         if status in RETRY_STATUSES:
+            metrics.failures[worker, "unavailable"].inc()
             pool.mark(worker, False, f"/frames answered {status}")
             problems.append(f"answered {status}")
             continue
+        metrics.worker_answered(status, answer)
+        if worker != ranked[0] or len(ranked) < len(pool.workers):  # maybe not the account's first choice
+            metrics.rerouted(pool.workers, packet.account, worker)
         reply.update(answer)
         if "error" not in answer:
             reply["time"] = stamp_text(stamp)  # the frame's log line starts with this
         return reply
+    metrics.answered["no_worker"].inc()
     if not problems:
         reply["error"] = NO_WORKER
     else:

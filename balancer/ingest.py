@@ -8,6 +8,7 @@ from aiohttp import web
 from .errors import json_error
 from .forward import NO_WORKER_PREFIX, forward
 from .keys import CONFIG
+from .metrics import METRICS
 from .packets import PacketError, parse_ingest
 
 
@@ -17,6 +18,7 @@ async def ingest(request: web.Request) -> web.Response:
     try:
         packet = parse_ingest(await request.read(), config.max_account_length, config.max_frame_seconds)
     except PacketError as exc:
+        request.app[METRICS].rejected["invalid"].inc()
         return json_error(400, str(exc))
     seq = int(packet.header.fields.get("seq", 1))
     reply = await forward(request.app, packet, f"http-{uuid.uuid4().hex}", seq)

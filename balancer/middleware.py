@@ -7,10 +7,17 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .apidocs import is_documentation
 from .errors import json_error
 from .keys import CONFIG, TRAFFIC
+from .metrics import METRICS
 
 log = logging.getLogger("balancer.middleware")
+
+# Monitoring answers without the token and past the connection limit: a
+# scraper or probe inside the network must see the service most when it is
+# overloaded (docs/metrics.md).
+MONITORING = frozenset({"/health", "/metrics"})
 
 
 @web.middleware
@@ -34,11 +41,13 @@ def presented_token(request: web.Request) -> str:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With a token configured, everything but /health needs it."""
+    """With a token configured, everything but /health, /metrics and the API
+    documentation (/docs, /openapi.json, /asyncapi.json) needs it."""
     token = request.app[CONFIG].token
-    if token and request.path != "/health":
+    if token and request.path not in MONITORING and not is_documentation(request.path):
         if not hmac.compare_digest(presented_token(request).encode(), token.encode()):
             log.warning("rejected unauthenticated %s %s from %s", request.method, request.path, request.remote)
+            request.app[METRICS].rejected["unauthorized"].inc()
             return json_error(401, "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>")
     return await handler(request)
 
@@ -46,13 +55,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 @web.middleware
 async def limit_clients(request: web.Request, handler: Handler) -> web.StreamResponse:
     """At most max_connections WebSockets and HTTP requests at once; /health
-    always answers, so monitoring works under load."""
+    and /metrics always answer, so monitoring works under load."""
     traffic, limit = request.app[TRAFFIC], request.app[CONFIG].max_connections
-    if request.path == "/health":
+    if request.path in MONITORING:
         return await handler(request)
     if traffic.clients >= limit:
         log.warning("refused %s %s from %s: %d clients is the limit", request.method, request.path,
                     request.remote, limit)
+        request.app[METRICS].rejected["too_many_clients"].inc()
         return json_error(429, f"too many connections: the limit is {limit}, try again shortly")
     traffic.clients += 1
     try:

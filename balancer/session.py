@@ -18,6 +18,7 @@ from aiohttp import web
 from .errors import error_reply
 from .forward import forward
 from .keys import CONFIG, TRAFFIC
+from .metrics import METRICS
 from .packets import Header, Packet, PacketError, parse_text_message
 from .traffic import OpenSocket
 
@@ -43,12 +44,13 @@ class Connection:
 async def handle_message(app: web.Application, conn: Connection, msg: aiohttp.WSMessage) -> list[dict[str, Any]]:
     """The replies to one WebSocket message: none for a text part that waits
     for its binary part, one otherwise (two when it also orphans a text part)."""
-    config = app[CONFIG]
+    config, invalid = app[CONFIG], app[METRICS].rejected["invalid"]
     if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
         return []
     replies: list[dict[str, Any]] = []
     binary = msg.type == aiohttp.WSMsgType.BINARY
     if conn.header is not None and not binary:
+        invalid.inc()
         replies.append(error_reply("text part was not followed by a binary part", conn.header.account,
                                    conn.next_seq()))
         conn.header = None
@@ -56,11 +58,13 @@ async def handle_message(app: web.Application, conn: Connection, msg: aiohttp.WS
     if size > config.max_message_bytes:
         account = conn.header.account if conn.header else None
         conn.header = None
+        invalid.inc()
         replies.append(error_reply(f"message of {size} bytes exceeds the limit of {config.max_message_bytes} bytes",
                                    account, conn.next_seq()))
         return replies
     if binary:
         if conn.header is None:
+            invalid.inc()
             replies.append(error_reply("binary part without a text part: send 'ACCOUNTCODE=...' first",
                                        seq=conn.next_seq()))
             return replies
@@ -69,6 +73,7 @@ async def handle_message(app: web.Application, conn: Connection, msg: aiohttp.WS
         try:
             parsed = parse_text_message(msg.data, config.max_account_length)
         except PacketError as exc:
+            invalid.inc()
             replies.append(error_reply(str(exc), seq=conn.next_seq()))
             return replies
         if parsed is None:
@@ -101,6 +106,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 replies = await handle_message(app, conn, msg)
             except Exception:  # a bug must cost one reply, not the connection
                 log.exception("failed on a message of stream %s", conn.stream)
+                app[METRICS].rejected["internal"].inc()
                 replies = [error_reply("internal error on this packet", seq=conn.next_seq())]
             try:
                 for reply in replies:

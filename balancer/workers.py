@@ -30,6 +30,7 @@ class WorkerPool:
         self.workers = workers
         self._healthy = {worker: False for worker in workers}  # in the ring once /health answers
         self._strikes = {worker: 0 for worker in workers}
+        self.exits = {worker: 0 for worker in workers}  # times each left the ring (/metrics)
         # What each worker's last /health said of its database: shown on the
         # balancer's /health, so one probe tells whether results are being
         # recorded or spooled.
@@ -48,6 +49,7 @@ class WorkerPool:
             if healthy:
                 log.warning("worker %s is in the ring", worker)
             else:
+                self.exits[worker] += 1
                 log.warning("worker %s left the ring: %s", worker, reason)
 
     async def check(self, session: aiohttp.ClientSession, timeout: float = 1.0) -> None:

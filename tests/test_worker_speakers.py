@@ -131,11 +131,19 @@ def test_compare_needs_no_encoder_and_scores_two_voiceprints(disabled: FlaskClie
     ({"a": voiceprint([1, 0]), "b": {"embedding": [1, 0]}}, 400, "'encoder' and 'model'"),
     ({"a": voiceprint([1, 0]), "b": voiceprint([1, 0], encoder="ecapa")}, 409, "across encoders"),
     ({"a": voiceprint([1, 0]), "b": voiceprint([1, 0], model="0123456789ab")}, 409, "across encoders"),
+    # Found by schemathesis: an integer beyond the float range was a 500.
+    ({"a": voiceprint([1, 0]), "b": voiceprint([10**400, 0])}, 400, "beyond the float range"),
 ])
 def test_compare_says_what_is_wrong_with_a_body(disabled: FlaskClient, body: object, status: int,
                                                 needle: str) -> None:
     reply = disabled.post("/compare", json=body)
     assert reply.status_code == status and needle in error_of(reply)
+
+
+def test_compare_scores_huge_vectors_by_their_true_cosine(disabled: FlaskClient) -> None:
+    # Found by schemathesis: norms near 1e308 overflowed, and the NaN score was clamped to 1.0.
+    reply = disabled.post("/compare", json={"a": voiceprint([1e308, -1e308]), "b": voiceprint([1e308, 1e308])})
+    assert reply.status_code == 200 and reply.get_json()["score"] == 0.0
 
 
 def test_compare_needs_json(disabled: FlaskClient) -> None:
@@ -163,6 +171,10 @@ def test_bad_uploads_get_clear_errors(ge2e: FlaskClient, voices: dict[str, tuple
     body, content_type = multipart("audio", "x.wav", half(voices["gb_male"]))
     reply = ge2e.post("/accounts/acme/speakers/alice", data=body, content_type=content_type)
     assert reply.status_code == 400 and "'file' part" in error_of(reply)
+    # Found by schemathesis: a part without a name was a 500.
+    unnamed = b"--BB\r\nContent-Disposition: form-data\r\n\r\nhello\r\n--BB--\r\n"
+    reply = ge2e.post("/embed", data=unnamed, content_type="multipart/form-data; boundary=BB")
+    assert reply.status_code == 400 and "got parts: (unnamed)" in error_of(reply)
     assert ge2e.get("/accounts/acme/speakers/nobody").status_code == 404
     assert ge2e.delete("/accounts/acme/speakers/nobody").status_code == 404
     assert ge2e.get("/accounts/acme/speakers").get_json() == {"account": "acme", "speakers": []}

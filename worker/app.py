@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from .config import WorkerConfig
 from .context import EXTENSION, create_worker
-from .routes import frames, health
+from .routes import frames, health, metrics
 from .routes.replies import http_error
 from .speakers import routes as speaker_routes
 
@@ -18,9 +18,11 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
     config = config or WorkerConfig()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions[EXTENSION] = create_worker(config)
+    app.extensions[EXTENSION] = worker = create_worker(config)
+    app.extensions[metrics.EXTENSION] = metrics.worker_registry(worker)
     app.register_blueprint(frames.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(speaker_routes.bp)
     app.register_error_handler(HTTPException, http_error)
     return app

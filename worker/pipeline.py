@@ -1,6 +1,7 @@
 """One frame's path through a worker: VAD, speaker tracking, log line, reply."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -13,6 +14,7 @@ from .accounts import Account, Accounts
 from .audio import Audio, dbfs
 from .database.rows import FrameRow
 from .framelog import FrameLog
+from .metrics import FrameMetrics
 from .vad import VadEngine
 
 
@@ -50,11 +52,12 @@ class FramePipeline:
         self.speakers = speakers
         self.records = records  # --database: every frame's row in the shared store
         self.frames = self.batches = 0  # served so far, for /health (approximate under threads)
+        self.metrics = FrameMetrics()  # registered by create_app; the frames route counts outcomes
 
     def process_many(self, frames: list[Frame]) -> list[FrameReply]:
         """Replies in the order of frames. Frames of distinct accounts share
         one VAD batch; an account's own frames are processed in their order."""
-        received = utc_now()
+        received, started = utc_now(), time.perf_counter()
         self.frames += len(frames)
         self.batches += 1
         replies: list[FrameReply] = [{}] * len(frames)
@@ -67,6 +70,7 @@ class FramePipeline:
             # One round trip for the batch, outside the account locks, and
             # before any reply: a worker killed after answering loses no row.
             self.records.record(rows)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return replies
 
     def _process_locked(self, todo: list[tuple[int, Frame, Account]], received: datetime,
@@ -82,6 +86,8 @@ class FramePipeline:
                 fresh.append((i, frame, account))
         results = self.vad.process_many([(account.vad_stream(frame.audio.sample_rate), frame.audio.samples)
                                          for _, frame, account in fresh])
+        if fresh:  # no model call when every frame was a retry
+            self.metrics.vad_seconds.observe(results[0].model_ms / 1000)
         speakers = (self.speakers.on_frames([(account, frame.audio, result.voice)
                                              for (_, frame, account), result in zip(fresh, results, strict=True)])
                     if self.speakers is not None else [(None, None, 0.0)] * len(fresh))

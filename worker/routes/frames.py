@@ -38,21 +38,27 @@ def read_frame(config: WorkerConfig, meta: dict, wav: bytes) -> Frame | str:
 @bp.post(PATH)
 def frames_batch() -> Response:
     worker = current_worker()
+    metrics = worker.pipeline.metrics
     if worker.draining.is_set():
+        metrics.rejected["draining"].inc()
         return error(503, "worker is shutting down: send the frames to another worker")
     try:
         parts = decode_batch(request.get_data(cache=False))
     except BatchError as exc:
+        metrics.rejected["malformed"].inc()
         return error(400, str(exc))
+    metrics.batch_frames.observe(len(parts))
     replies: list[FrameReply] = []
     good: list[tuple[int, Frame]] = []
     for meta, wav in parts:
         frame = read_frame(worker.config, meta, wav)
         if isinstance(frame, str):
+            metrics.invalid.inc()
             replies.append({"error": frame, "status": 400})
         else:
             replies.append({})
             good.append((len(replies) - 1, frame))
     for (i, _), reply in zip(good, worker.pipeline.process_many([frame for _, frame in good]), strict=True):
         replies[i] = {**reply, "status": 409} if "error" in reply else reply
+        metrics.answered(reply)
     return json_response({"replies": replies}, 200)

@@ -59,8 +59,9 @@ def multipart_file(data: bytes) -> bytes:
         raise SpeakerError(exc.code or 400, f"unreadable multipart body: {exc.description}") from None
     upload = files.get("file")
     if upload is None:
+        names = [name or "(unnamed)" for name in [*files, *form]]  # a part may have no name at all
         raise SpeakerError(400, f"multipart body needs a 'file' part with the WAV; got parts: "
-                                f"{', '.join(list(files) + list(form)) or 'none'}")
+                                f"{', '.join(names) or 'none'}")
     return upload.read()
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from ..audio import Audio, dbfs, to_16k
+from ..metrics import EnrollmentMetrics
 from ..vad import VadEngine, voiced_samples
 from .engine import EncoderUnavailable, SpeakerEngine
 from .store import EncoderId, EncoderMismatch, Voiceprints, now_text
@@ -67,6 +68,7 @@ class SpeakerService:
     activity: ActivityWriter | None
     threshold: float
     min_enroll_seconds: float
+    metrics: EnrollmentMetrics = field(default_factory=EnrollmentMetrics)  # registered by create_app
 
     # --- checks ---
 
@@ -121,6 +123,7 @@ class SpeakerService:
         except EncoderMismatch as exc:
             raise SpeakerError(409, str(exc)) from None
         ms = (time.perf_counter() - started) * 1000
+        self.metrics.enrollments.inc()
         self._log("enroll", account, speaker=name, speech_seconds=round(seconds, 2),
                   samples=voiceprint.samples, encoder=encoder.name, ms=round(ms, 1))
         return {"account": account, **voiceprint.metadata(), "sample_speech_seconds": round(seconds, 2),
@@ -145,6 +148,7 @@ class SpeakerService:
         enrolled = Enrolled(tuple(v.name for v in usable), np.stack([v.vector for v in usable]))
         decision = decide(enrolled, embedding, self.threshold)
         ms = (time.perf_counter() - started) * 1000
+        (self.metrics.verified_unknown if decision.speaker == UNKNOWN else self.metrics.verified_known).inc()
         scores = {n: round(s, 4) for n, s in sorted(decision.scores.items(), key=lambda kv: -kv[1])}
         self._log("verify", account, decision=decision.speaker, best=decision.best, score=round(decision.score, 4),
                   scores=scores, threshold=self.threshold, speech_seconds=round(seconds, 2), ms=round(ms, 1))
@@ -201,10 +205,13 @@ def parse_voiceprint(value: object, label: str) -> tuple[EncoderId, np.ndarray]:
         raise SpeakerError(400, f"'{label}' needs 'vector' (or 'embedding'): a non-empty list of numbers")
     if len(vector) > 4096 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vector):
         raise SpeakerError(400, f"'{label}.vector' must be a list of at most 4096 numbers")
-    array = np.asarray(vector, np.float64)
+    try:
+        array = np.asarray(vector, np.float64)
+    except OverflowError:  # an integer of hundreds of digits
+        raise SpeakerError(400, f"'{label}.vector' holds numbers beyond the float range") from None
     if not np.isfinite(array).all():
         raise SpeakerError(400, f"'{label}.vector' holds non-finite numbers")
-    if float(np.linalg.norm(array)) == 0.0:
+    if not array.any():
         raise SpeakerError(400, f"'{label}.vector' is all zeros")
     encoder, model = value.get("encoder"), value.get("model")
     if not isinstance(encoder, str) or not encoder or not isinstance(model, str) or not model:
@@ -228,6 +235,9 @@ def compare(body: object) -> dict:
                                 f"{enc_b.name} (model {enc_b.model}): scores across encoders mean nothing")
     if len(a) != len(b):
         raise SpeakerError(400, f"'a' has {len(a)} values and 'b' {len(b)}: not comparable")
+    # Scaled first: the cosine is the same, and norms of values near 1e308
+    # would overflow to inf (a NaN score, clamped to a false 1.0).
+    a, b = a / np.abs(a).max(), b / np.abs(b).max()
     score = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     return {"score": round(max(-1.0, min(1.0, score)), 6), "encoder": enc_a.name, "model": enc_a.model}
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..accounts import Account
 from ..audio import Audio, to_16k
+from ..metrics import SpeakerMetrics
 from .engine import SpeakerEngine
 from .store import EncoderId, StoreUnavailable, Voiceprints
 
@@ -149,6 +150,7 @@ class SpeakerTracker:
         self.hop_seconds = hop_seconds
         self.reset_seconds = reset_seconds
         self._quiet_until = 0.0
+        self.metrics = SpeakerMetrics()  # registered by create_app
 
     def on_frames(self, frames: list[tuple[Account, Audio, int]]) -> list[tuple[str | None, float | None, float]]:
         """One frame each of distinct accounts, whose locks the caller holds.
@@ -170,11 +172,14 @@ class SpeakerTracker:
                 [to_16k(Audio(window.samples, window.sample_rate)) for _, _, _, window in due])
         except Exception:
             # A failed embedding loses one decision, never the frame.
+            self.metrics.embedding_failures.inc()
             log.exception("speaker embedding failed for accounts %s", [a.code for _, a, _, _ in due])
             return results
+        self.metrics.embedding_seconds.observe(encoder_ms / 1000)
         for (i, _, enrolled, window), embedding in zip(due, embeddings, strict=True):
             decision = decide(enrolled, embedding, self.threshold)
             window.decided(decision.speaker, decision.score)
+            (self.metrics.unknown if decision.speaker == UNKNOWN else self.metrics.known).inc()
             results[i] = (decision.speaker, decision.score, encoder_ms)
         return results
 

@@ -1,0 +1,151 @@
+"""The AsyncAPI 3.0 document of the balancer's WebSocket, served at /asyncapi.json.
+
+What balancer/packets.py reads (three packet forms and CLOSE) and what
+balancer/session.py answers: one reply per packet, in order, a FrameReply
+(voicestream/replies.py) or an error reply (balancer/errors.py error_reply).
+Operations are the balancer's: it receives packets and sends replies.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .schemas import FRAME_ERROR, HEADER_PATTERN, Schema, frame_reply
+
+Document = dict[str, Any]
+
+ASYNCAPI_VERSION = "3.0.0"
+CHANNEL = "frames"
+MAX_HEADER_CHARS = 1024  # balancer/packets.py
+BASE64_WAV: Schema = {"type": "string", "contentEncoding": "base64", "contentMediaType": "audio/wav"}
+
+
+def message_ref(name: str) -> Schema:
+    return {"$ref": f"#/channels/{CHANNEL}/messages/{name}"}
+
+
+def messages() -> Document:
+    header = {"type": "string", "pattern": HEADER_PATTERN, "maxLength": MAX_HEADER_CHARS}
+    return {
+        "accountHeader": {
+            "name": "accountHeader", "title": "1a. Text part: ACCOUNTCODE",
+            "summary": "Form 1, first message: the account code, then the WAV as the next (binary) message.",
+            "description": "'ACCOUNTCODE=1234', optionally followed by more 'key=value' pairs separated by ';'. "
+                           "A text message instead of the binary part gets an error reply.",
+            "contentType": "text/plain", "payload": header,
+            "examples": [{"name": "account", "payload": "ACCOUNTCODE=1691"},
+                         {"name": "with a field", "payload": "ACCOUNTCODE=1691;lang=en"}]},
+        "wavFrame": {
+            "name": "wavFrame", "title": "1b. Binary part: the WAV frame",
+            "summary": "Form 1, second message: one WAV frame (normally 100 ms) as a binary message.",
+            "description": "Mono or up to 8 channels; 16-bit PCM (also 8/24/32-bit PCM and float); 8 or 16 kHz "
+                           "natively, 11025-48000 Hz resampled. Up to --max-frame-seconds (1 s) and the "
+                           "balancer's --max-message-bytes (1 MiB). A binary message without a text part before "
+                           "it gets an error reply.",
+            "contentType": "audio/wav", "payload": {"type": "string", "format": "binary"}},
+        "jsonPacket": {
+            "name": "jsonPacket", "title": "2. JSON packet",
+            "summary": "Form 2: one text message holding the account and the base64 WAV.",
+            "contentType": "application/json",
+            "payload": {"type": "object", "required": ["text", "binary_data"],
+                        "properties": {"text": header, "binary_data": {**BASE64_WAV, "minLength": 1}}},
+            "examples": [{"name": "frame", "payload": {"text": "ACCOUNTCODE=1691",
+                                                       "binary_data": "UklGRiQAAABXQVZFZm10IBAAAAAB..."}}]},
+        "literalPacket": {
+            "name": "literalPacket", "title": "3. Legacy Python-literal packet",
+            "summary": "Form 3: the Python literal of a dict, as str(dict) prints it, with the WAV as bytes.",
+            "description": "Read with ast.literal_eval after Python's tokenizer has bounded it (at most 64 tokens "
+                           "and 4 levels of nesting); never evaluated. New clients should send form 1 or 2.",
+            "contentType": "text/plain", "payload": {"type": "string", "pattern": "^\\s*\\{"},
+            "examples": [{"name": "frame",
+                          "payload": "{'text': 'ACCOUNTCODE=1691', 'binary_data': b'RIFF$\\x00\\x00\\x00WAVE...'}"}]},
+        "close": {
+            "name": "close", "title": "CLOSE",
+            "summary": "Ends the session: the balancer closes the WebSocket (1000).",
+            "contentType": "text/plain", "payload": {"type": "string", "enum": ["CLOSE"]}},
+        "frameReply": {
+            "name": "frameReply", "title": "Frame reply",
+            "summary": "The analysis of one frame (voicestream/replies.py FrameReply).",
+            "description": "The worker fills voice, prob, db, worker and ms (speaker and score for accounts with "
+                           "voiceprints); the balancer adds account, seq and time.",
+            "contentType": "application/json", "payload": {"$ref": "#/components/schemas/FrameReply"},
+            "examples": [{"name": "voiced", "payload": {
+                "account": "1691", "seq": 17, "time": "2023-01-20 13:44:44.123435", "voice": 1, "prob": 0.93,
+                "db": -21.4, "worker": 7001, "ms": 3.2}},
+                {"name": "with a speaker", "payload": {
+                    "account": "1691", "seq": 18, "time": "2023-01-20 13:44:44.223435", "voice": 1, "prob": 0.97,
+                    "db": -20.9, "worker": 7001, "ms": 31.0, "speaker": "alice", "score": 0.71}}]},
+        "errorReply": {
+            "name": "errorReply", "title": "Error reply",
+            "summary": "A packet that got no analysis: the connection stays open.",
+            "description": "For a malformed packet (bad account code, text part without binary part or the "
+                           "reverse, bad base64 or literal, a message over --max-message-bytes), a frame its "
+                           "worker refused (unreadable WAV), or no worker up ('no worker available...'). It "
+                           "still takes the packet's seq.",
+            "contentType": "application/json", "payload": {"$ref": "#/components/schemas/ErrorReply"},
+            "examples": [{"name": "bad account", "payload": {
+                "error": "invalid ACCOUNTCODE 'a b': use 1-64 characters of A-Z a-z 0-9 _ -", "seq": 3}}]},
+    }
+
+
+PACKETS = ("accountHeader", "wavFrame", "jsonPacket", "literalPacket")
+REPLIES = ("frameReply", "errorReply")
+
+
+def asyncapi_document(version: str, host: str = "localhost:6001", protocol: str = "ws") -> Document:
+    """host and protocol: where this balancer is reached (the request's own, when served)."""
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "voicestream balancer WebSocket",
+            "version": version,
+            "description": "Stream 100 ms WAV frames per account and get one JSON reply per packet, in order, on "
+                           "the same socket. The REST API is in /openapi.json.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {"balancer": {
+            "host": host, "protocol": protocol,
+            "description": "The balancer. With --token, present it as 'Authorization: Bearer <token>' or, from a "
+                           "browser, as ?token=<token>.",
+            "security": [{"$ref": "#/components/securitySchemes/bearer"},
+                         {"$ref": "#/components/securitySchemes/token"}]}},
+        "channels": {CHANNEL: {
+            "address": "/ws",
+            "title": "Frames",
+            "description": "ws://host:6001/ws (a WebSocket upgrade of / works the same). Each packet is one of "
+                           "three forms; CLOSE ends the session. The balancer pings every 30 s; on shutdown it "
+                           "closes with 1001 after the reply in progress; a message over 4x --max-message-bytes "
+                           "closes the connection (1009), a smaller one over the limit gets an error reply.",
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}
+                         for name in (*PACKETS, "close", *REPLIES)},
+            "bindings": {"ws": {"method": "GET", "query": {
+                "type": "object",
+                "properties": {"token": {"type": "string", "description": "The balancer's --token, if any."}}}}},
+        }},
+        "operations": {
+            "receivePacket": {
+                "action": "receive", "channel": {"$ref": f"#/channels/{CHANNEL}"},
+                "title": "A packet in", "summary": "One frame of one account, in any of the three forms.",
+                "messages": [message_ref(name) for name in PACKETS],
+                "reply": {"channel": {"$ref": f"#/channels/{CHANNEL}"},
+                          "messages": [message_ref(name) for name in REPLIES]},
+            },
+            "receiveClose": {
+                "action": "receive", "channel": {"$ref": f"#/channels/{CHANNEL}"},
+                "title": "CLOSE", "summary": "The client ends the session.", "messages": [message_ref("close")],
+            },
+            "sendReply": {
+                "action": "send", "channel": {"$ref": f"#/channels/{CHANNEL}"},
+                "title": "A reply out", "summary": "One per packet, in the packets' order.",
+                "messages": [message_ref(name) for name in REPLIES],
+            },
+        },
+        "components": {
+            "schemas": {"FrameReply": frame_reply("asyncapi"), "ErrorReply": FRAME_ERROR},
+            "messages": messages(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "The balancer's --token."},
+                "token": {"type": "httpApiKey", "in": "query", "name": "token",
+                          "description": "The same token as ?token= (browsers cannot set WebSocket headers)."},
+            },
+        },
+    }

@@ -1,0 +1,262 @@
+"""The OpenAPI 3.0 document of the balancer's REST API, served at /openapi.json.
+
+Statuses are the ones the code answers: the balancer's own (balancer/root.py,
+ingest.py, proxy.py, middleware.py) and, for the speaker API it proxies, the
+worker's (worker/speakers/routes.py and service.py). Every error body is
+{"error": "..."}. tests/test_api_docs.py keeps the paths and the balancer's
+routes in step; tests/test_schemathesis.py checks the answers of a live system
+against this document.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .rest_schemas import REST_SCHEMAS
+from .schemas import ACCOUNT, COMMON_RATES, ERROR, FRAME_ERROR, SEQ, SPEAKER_NAME, Schema, frame_reply
+
+Document = dict[str, Any]
+
+OPENAPI_VERSION = "3.0.3"
+WAV: Schema = {"type": "string", "format": "binary"}
+MAX_FRAME_SAMPLES = max(COMMON_RATES)  # 1 s (the default --max-frame-seconds) at the highest rate
+
+
+def ref(kind: str, name: str) -> Schema:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def json_content(schema: Schema) -> Schema:
+    return {"application/json": {"schema": schema}}
+
+
+def reply(description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": json_content(schema)}
+
+
+def error(description: str) -> Schema:
+    return reply(description, ref("schemas", "Error"))
+
+
+def wav_body(purpose: str) -> Schema:
+    """A WAV as a raw body (any content type but multipart) or as a multipart form's 'file' part."""
+    return {
+        "required": True,
+        "description": f"{purpose}: a WAV file (PCM 8/16/24/32-bit or float, 1-8 channels, down-mixed to mono) "
+                       "as the raw body, or as the 'file' part of a multipart form. Up to the worker's "
+                       "--max-upload-seconds (120 s) and the balancer's --max-upload-bytes (16 MiB).",
+        "content": {
+            "audio/wav": {"schema": WAV},
+            "application/octet-stream": {"schema": WAV},
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": WAV}},
+                "encoding": {"file": {"contentType": "audio/wav, application/octet-stream"}},
+            },
+        },
+    }
+
+
+# Answers any call through the balancer can get.
+BALANCER_ERRORS: Schema = {"401": ref("responses", "Unauthorized"), "429": ref("responses", "TooManyClients")}
+# ... and any call the balancer proxies to a worker.
+PROXY_ERRORS: Schema = {**BALANCER_ERRORS, "502": ref("responses", "WorkerFailed"),
+                        "503": ref("responses", "Unavailable")}
+UPLOAD_TOO_LARGE = error("Body over the balancer's --max-upload-bytes or the worker's limit, or audio longer "
+                         "than the worker's --max-upload-seconds.")
+NO_SUCH_PATH = "No such path (an empty account code or speaker name, or one holding '/')."
+NOT_ENOUGH_SPEECH = error("The WAV holds too little speech (the worker's VAD counts only speech).")
+BAD_WAV = "An invalid account code or path, an unreadable WAV, or a multipart body without a 'file' part."
+
+ACCOUNT_PARAMETER = {"name": "account", "in": "path", "required": True, "schema": ACCOUNT,
+                     "description": "The account (ACCOUNTCODE) the voiceprints belong to."}
+NAME_PARAMETER = {"name": "name", "in": "path", "required": True, "schema": SPEAKER_NAME,
+                  "description": "The speaker's name within the account."}
+
+
+def operation(operation_id: str, tag: str, summary: str, description: str, responses: Schema,
+              **extra: Any) -> Schema:
+    return {"operationId": operation_id, "tags": [tag], "summary": summary, "description": description,
+            "responses": responses, **extra}
+
+
+def speaker_paths() -> Document:
+    return {
+        "/accounts/{account}/speakers/{name}": {
+            "parameters": [ACCOUNT_PARAMETER, NAME_PARAMETER],
+            "post": operation(
+                "enrollSpeaker", "speakers", "Enroll a speaker from a WAV",
+                "Adds the WAV's speech to the speaker's voiceprint (created on the first sample). Only speech "
+                "counts: at least the worker's --min-enroll-seconds (3 s) of it.",
+                {"201": reply("Enrolled: the voiceprint after this sample.", ref("schemas", "Enrollment")),
+                 "400": error(BAD_WAV), "404": error(NO_SUCH_PATH),
+                 "409": error("The voiceprint was made by another encoder: delete it and enroll again."),
+                 "413": UPLOAD_TOO_LARGE, "422": NOT_ENOUGH_SPEECH, **PROXY_ERRORS},
+                requestBody=wav_body("The speaker's voice")),
+            "get": operation(
+                "getSpeaker", "speakers", "One voiceprint",
+                "The voiceprint's metadata; with ?vector=1 its vector too (for POST /compare).",
+                {"200": reply("The voiceprint.", ref("schemas", "AccountVoiceprint")),
+                 "400": error("An invalid account code, speaker name or path."),
+                 "404": error("The speaker is not enrolled in the account (or no such path)."), **PROXY_ERRORS},
+                parameters=[{"name": "vector", "in": "query", "required": False, "schema": {"type": "boolean"},
+                             "description": "1, true or yes adds the voiceprint's vector; anything else leaves "
+                                            "it out."}]),
+            "delete": operation(
+                "deleteSpeaker", "speakers", "Delete one voiceprint", "Deletes the speaker's voiceprint.",
+                {"200": reply("Deleted.", ref("schemas", "Deleted")),
+                 "400": error("An invalid account code, speaker name or path."),
+                 "404": error("The speaker is not enrolled in the account (or no such path)."), **PROXY_ERRORS}),
+        },
+        "/accounts/{account}/speakers": {
+            "parameters": [ACCOUNT_PARAMETER],
+            "get": operation(
+                "listSpeakers", "speakers", "The account's voiceprints", "Every voiceprint's metadata.",
+                {"200": reply("The account's voiceprints (an empty list when none).", ref("schemas", "Speakers")),
+                 "400": error("An invalid account code or path."), "404": error(NO_SUCH_PATH), **PROXY_ERRORS}),
+            "delete": operation(
+                "deleteSpeakers", "speakers", "Delete all of the account's voiceprints",
+                "Deletes every voiceprint of the account; the count may be 0.",
+                {"200": reply("Deleted.", ref("schemas", "DeletedCount")),
+                 "400": error("An invalid account code or path."), "404": error(NO_SUCH_PATH), **PROXY_ERRORS}),
+        },
+        "/accounts/{account}/verify": {
+            "parameters": [ACCOUNT_PARAMETER],
+            "post": operation(
+                "verifySpeaker", "speakers", "Who speaks in a WAV",
+                "Scores the WAV's speech (at least 1.5 s) against every voiceprint of the account made by this "
+                "worker's encoder; the decision is the best name at or above the threshold, else 'unknown'.",
+                {"200": reply("The decision and every score.", ref("schemas", "Verification")),
+                 "400": error(BAD_WAV),
+                 "404": error("The account has no enrolled speakers (or no such path)."),
+                 "409": error("The account has voiceprints only from other encoders."),
+                 "413": UPLOAD_TOO_LARGE, "422": NOT_ENOUGH_SPEECH, **PROXY_ERRORS},
+                requestBody=wav_body("The voice to verify")),
+        },
+    }
+
+
+def stateless_paths() -> Document:
+    return {
+        "/embed": {"post": operation(
+            "embed", "voiceprints", "A WAV's embedding",
+            "The embedding of the WAV's speech (at least 1.5 s) with the worker's encoder, and levels in dBFS. "
+            "Goes to any healthy worker.",
+            {"200": reply("The embedding.", ref("schemas", "Embedding")),
+             "400": error("An unreadable WAV, or a multipart body without a 'file' part."),
+             "413": UPLOAD_TOO_LARGE, "422": NOT_ENOUGH_SPEECH, **PROXY_ERRORS},
+            requestBody=wav_body("The voice to embed"))},
+        "/compare": {"post": operation(
+            "compare", "voiceprints", "Score two voiceprints",
+            "The cosine score of two voiceprints or embeddings (as GET .../speakers/{name}?vector=1 or POST "
+            "/embed return them) made by the same encoder. Needs no encoder on the worker.",
+            {"200": reply("The score.", ref("schemas", "Comparison")),
+             "400": error("Not JSON, or 'a' or 'b' missing or malformed (no vector, non-finite or all-zero "
+                          "values, no encoder or model, a 'dim' that is not the vector's length, vectors of "
+                          "different lengths)."),
+             "409": error("'a' and 'b' were made by different encoders: their score would mean nothing."),
+             "413": UPLOAD_TOO_LARGE, **PROXY_ERRORS},
+            requestBody={"required": True, "content": json_content(ref("schemas", "ComparisonRequest"))})},
+    }
+
+
+def balancer_paths() -> Document:
+    return {
+        "/": {
+            "get": operation(
+                "serviceInfo", "frames", "Service description (or the browser console)",
+                "JSON naming the WebSocket path and each worker's state; a browser (Accept: text/html) gets the "
+                "console page instead. With 'Upgrade: websocket' this path is the WebSocket of /asyncapi.json.",
+                {"200": {"description": "The service, or the console page.",
+                         "content": {**json_content(ref("schemas", "ServiceInfo")),
+                                     "text/html": {"schema": {"type": "string"}}}},
+                 **BALANCER_ERRORS}),
+            "post": operation(
+                "ingestFrame", "frames", "Analyse one frame (HTTP ingest)",
+                "For clients without WebSockets: one frame of int16 samples per request, answered like a "
+                "WebSocket packet. The frame goes to its account's worker and gets one log line.",
+                {"200": reply("The frame's analysis.", ref("schemas", "FrameReply")),
+                 "400": reply("A malformed request, or a frame its worker refused.", ref("schemas", "FrameError")),
+                 "413": error("Body over the balancer's --max-message-bytes (1 MiB)."),
+                 "503": reply("No worker is up (the error starts with 'no worker available').",
+                              ref("schemas", "FrameError")),
+                 **BALANCER_ERRORS},
+                requestBody={"required": True, "content": json_content(ref("schemas", "IngestFrame"))}),
+        },
+        "/metrics": {"get": operation(
+            "metrics", "monitoring", "Prometheus metrics",
+            "The balancer's metrics in Prometheus text format (docs/metrics.md). Needs no token and is never "
+            "refused for too many clients.",
+            {"200": {"description": "The metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            security=[])},
+        "/health": {"get": operation(
+            "health", "monitoring", "Balancer and worker health",
+            "200 while any worker is in the ring, 503 when none is. Needs no token and is never refused for "
+            "too many clients, so monitoring works under load.",
+            {"200": reply("At least one worker is up.", ref("schemas", "Health")),
+             "503": reply("No worker is up.", ref("schemas", "Health"))},
+            security=[])},
+    }
+
+
+def components() -> Document:
+    return {
+        "schemas": {**REST_SCHEMAS, "Error": ERROR, "FrameError": FRAME_ERROR, "FrameReply": frame_reply("openapi"),
+                    "IngestFrame": ingest_frame()},
+        "responses": {
+            "Unauthorized": error("The balancer runs with --token and the request did not present it."),
+            "TooManyClients": error("The balancer's --max-connections (WebSockets plus requests in progress) "
+                                    "are in use; try again shortly."),
+            "WorkerFailed": error("The worker failed in the middle of the request: it may have been applied, "
+                                  "check before sending it again."),
+            "Unavailable": error("No worker is up; or the worker's speaker encoder is disabled (--encoder none) "
+                                 "or still loading; or its voiceprint database is unreachable. Nothing was "
+                                 "changed."),
+        },
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "The balancer's --token, when it has one."},
+            "token": {"type": "apiKey", "in": "query", "name": "token",
+                      "description": "The same token as ?token= (for browsers, which cannot set headers on a "
+                                     "WebSocket)."},
+        },
+    }
+
+
+def ingest_frame() -> Schema:
+    """balancer/packets.py parse_ingest."""
+    return {
+        "type": "object",
+        "required": ["ACCOUNTCODE", "data"],
+        "properties": {
+            "ACCOUNTCODE": ACCOUNT,
+            "data": {"type": "array", "minItems": 1, "maxItems": MAX_FRAME_SAMPLES,
+                     "items": {"type": "integer", "minimum": -32768, "maximum": 32767},
+                     "description": "int16 samples (800 for a 100 ms frame at 8 kHz), at most the balancer's "
+                                    "--max-frame-seconds (1 s) of them at the frame's sample rate: more get a 400. "
+                                    "(maxItems is 1 s at the highest rate.)"},
+            "sample_rate": {"type": "integer", "enum": list(COMMON_RATES), "default": 8000,
+                            "description": "Hz. The balancer takes 1000-192000; workers accept these by default "
+                                           "(--accepted-rates) and refuse others with a 400."},
+            "seq": {**SEQ, "description": "Echoed in the reply (default 1)."},
+        },
+        "example": {"ACCOUNTCODE": "1691", "data": [0, 12, -40, 7], "sample_rate": 8000},
+    }
+
+
+def openapi_document(version: str) -> Document:
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "voicestream balancer REST API",
+            "version": version,
+            "description": "Voice activity and speaker detection for streamed audio, per account. Frames also "
+                           "stream over a WebSocket: see /asyncapi.json. Every error is JSON {\"error\": \"...\"}.",
+        },
+        "tags": [{"name": "frames", "description": "Frames in, analysis out (the WebSocket is in /asyncapi.json)."},
+                 {"name": "speakers", "description": "Voiceprints per account, kept by the workers."},
+                 {"name": "voiceprints", "description": "Stateless embedding and scoring on any worker."},
+                 {"name": "monitoring", "description": "For probes, load balancers and Prometheus: no token."}],
+        # The token is needed only when the balancer runs with --token ({}: none).
+        "security": [{}, {"bearer": []}, {"token": []}],
+        "paths": {**balancer_paths(), **speaker_paths(), **stateless_paths()},
+        "components": components(),
+    }

@@ -1,0 +1,112 @@
+"""Schemas of the REST bodies in the OpenAPI document (OpenAPI 3.0 dialect):
+what worker/speakers/service.py and store.py return, what POST /compare reads
+(service.py parse_voiceprint), and the balancer's / and /health.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .schemas import ACCOUNT, SPEAKER_NAME, Schema
+
+
+def obj(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
+    """An object whose properties are all required unless required names them."""
+    return {"type": "object", "required": list(properties) if required is None else required,
+            "properties": properties, **extra}
+
+
+ENCODER: Schema = {"type": "string", "example": "ge2e",
+                   "description": "The speaker encoder that made it: ecapa or ge2e (the worker's --encoder)."}
+MODEL: Schema = {"type": "string", "example": "39373b86598f",
+                 "description": "Fingerprint of the encoder's weights: scores compare only within one model."}
+DIM: Schema = {"type": "integer", "minimum": 1, "description": "Length of the vector."}
+VECTOR: Schema = {"type": "array", "items": {"type": "number"}, "minItems": 1,
+                  "description": "Unit-length embedding, 7 decimals."}
+SECONDS: Schema = {"type": "number", "minimum": 0}
+MS: Schema = {"type": "number", "minimum": 0, "description": "Time the worker spent, milliseconds."}
+STAMP: Schema = {"type": "string", "format": "date-time", "example": "2024-05-01T12:00:00.000000Z"}
+DB: Schema = {"type": "number", "maximum": 0, "description": "RMS level in dBFS; digital silence is -100."}
+WORKER_STATES: Schema = {"type": "object", "additionalProperties": {"type": "string", "enum": ["up", "down"]},
+                         "description": "Each worker URL the balancer was given, and whether it is in the ring.",
+                         "example": {"http://127.0.0.1:7001": "up", "http://127.0.0.1:7002": "down"}}
+
+VOICEPRINT_FIELDS: dict[str, Schema] = {
+    "name": SPEAKER_NAME,
+    "encoder": ENCODER,
+    "model": MODEL,
+    "dim": DIM,
+    "samples": {"type": "integer", "minimum": 1, "description": "Enrolled samples combined in it."},
+    "speech_seconds": {**SECONDS, "description": "Seconds of speech over all its samples."},
+    "created": STAMP,
+    "updated": STAMP,
+}
+VOICEPRINT = obj(VOICEPRINT_FIELDS)
+VOICEPRINT_INPUT = obj(
+    {"encoder": {**ENCODER, "minLength": 1}, "model": {**MODEL, "minLength": 1},
+     "dim": {**DIM, "description": "Optional; if given, the vector's length."},
+     "vector": {"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": 4096,
+                "description": "Finite numbers, not all zero."},
+     "embedding": {"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": 4096,
+                   "description": "Read when 'vector' is absent (as POST /embed returns it)."}},
+    required=["encoder", "model"],
+    anyOf=[{"required": ["vector"]}, {"required": ["embedding"]}],
+    description="A voiceprint (GET /accounts/{account}/speakers/{name}?vector=1) or an embedding (POST /embed).")
+
+REST_SCHEMAS: dict[str, Schema] = {
+    "Voiceprint": VOICEPRINT,
+    "AccountVoiceprint": obj({"account": ACCOUNT, **VOICEPRINT_FIELDS,
+                              "vector": {**VECTOR, "description": "Only with ?vector=1: the unit-length vector "
+                                                                  "that is scored, 7 decimals."}},
+                             required=["account", *VOICEPRINT_FIELDS]),
+    "Enrollment": obj({"account": ACCOUNT, **VOICEPRINT_FIELDS,
+                       "sample_speech_seconds": {**SECONDS, "description": "Seconds of speech in this WAV."},
+                       "ms": MS}),
+    "Speakers": obj({"account": ACCOUNT, "speakers": {"type": "array", "items": {"$ref": "#/components/schemas/"
+                                                                                        "Voiceprint"}}}),
+    "Deleted": obj({"account": ACCOUNT, "deleted": {"type": "array", "items": SPEAKER_NAME, "minItems": 1,
+                                                    "maxItems": 1}}),
+    "DeletedCount": obj({"account": ACCOUNT, "deleted_count": {"type": "integer", "minimum": 0}}),
+    "Verification": obj(
+        {"account": ACCOUNT,
+         "decision": {"type": "string", "description": "The best name if its score reaches the threshold, else "
+                                                       "'unknown'."},
+         "best": {"type": "string", "description": "The best-scoring name, even below the threshold."},
+         "score": {"type": "number", "description": "The best score (cosine)."},
+         "match": {"type": "boolean", "description": "The decision is an enrolled speaker."},
+         "threshold": {"type": "number"},
+         "scores": {"type": "object", "additionalProperties": {"type": "number"},
+                    "description": "Every usable voiceprint's score, best first."},
+         "encoder": ENCODER, "model": MODEL,
+         "speech_seconds": {**SECONDS, "description": "Seconds of speech the score used."},
+         "ms": MS,
+         "skipped": {"type": "array", "description": "Voiceprints made by another encoder: not scored.",
+                     "items": obj({"name": SPEAKER_NAME, "encoder": ENCODER, "model": MODEL,
+                                   "reason": {"type": "string"}})}},
+        required=["account", "decision", "best", "score", "match", "threshold", "scores", "encoder", "model",
+                  "speech_seconds", "ms"]),
+    "Embedding": obj({"encoder": ENCODER, "model": MODEL, "dim": DIM, "embedding": VECTOR,
+                      "db": {**DB, "description": "Level of the whole WAV, dBFS."},
+                      "speech_db": {**DB, "description": "Level of its speech, dBFS."},
+                      "seconds": {**SECONDS, "description": "Length of the WAV."},
+                      "speech_seconds": {**SECONDS, "description": "Seconds of speech embedded."}}),
+    "VoiceprintInput": VOICEPRINT_INPUT,
+    "ComparisonRequest": obj({"a": {"$ref": "#/components/schemas/VoiceprintInput"},
+                              "b": {"$ref": "#/components/schemas/VoiceprintInput"}}),
+    "Comparison": obj({"score": {"type": "number", "minimum": -1, "maximum": 1, "description": "Cosine, 6 decimals."},
+                       "encoder": ENCODER, "model": MODEL}),
+    "ServiceInfo": obj({"service": {"type": "string", "example": "voice stream balancer"},
+                        "websocket": {"type": "string", "example": "/ws",
+                                      "description": "The WebSocket path (/ also upgrades)."},
+                        "workers": WORKER_STATES}),
+    "Health": obj({
+        "status": {"type": "string", "enum": ["ok", "degraded"], "description": "degraded: no worker is up."},
+        "workers": WORKER_STATES,
+        "connections": {"type": "integer", "minimum": 0, "description": "Open WebSockets."},
+        "clients": {"type": "integer", "minimum": 0,
+                    "description": "WebSockets plus HTTP requests in progress (--max-connections counts these)."},
+        "frames_in_flight": {"type": "integer", "minimum": 0},
+        "database": {"type": "object", "additionalProperties": {"type": "object"},
+                     "description": "Per worker URL, what its last /health said of its database: "
+                                    "{\"mode\": \"embedded\"} or the shared PostgreSQL's state."},
+    }),
+}

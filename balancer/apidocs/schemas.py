@@ -1,0 +1,102 @@
+"""JSON Schemas both API documents use: account codes, speaker names, the
+frame reply and the error shape, written once.
+
+The OpenAPI document speaks OpenAPI 3.0's schema dialect ("nullable") and
+the AsyncAPI one JSON Schema draft 7 (a "null" type), so the few schemas with
+a nullable field are built for a dialect.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from voicestream.accounts import MAX_ACCOUNT_LENGTH
+
+Schema = dict[str, Any]
+Dialect = Literal["openapi", "asyncapi"]
+
+# voicestream/accounts.py ACCOUNT_PATTERN, anchored as JSON Schema wants it.
+ACCOUNT_PATTERN = f"^[A-Za-z0-9_-]{{1,{MAX_ACCOUNT_LENGTH}}}$"
+# worker/speakers/routes.py SPEAKER_NAME; "unknown" (any case) is reserved.
+SPEAKER_NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+RESERVED_NAME_PATTERN = "^[Uu][Nn][Kk][Nn][Oo][Ww][Nn]$"
+# voicestream/stamps.py TEXT_FORMAT: the frame's log line starts with it.
+TIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"
+# balancer/packets.py parse_header: ACCOUNTCODE plus optional key=value pairs, ';'-separated.
+HEADER_PATTERN = r"(^|;)\s*ACCOUNTCODE\s*=\s*[A-Za-z0-9_-]{1,64}\s*(;|$)"
+# WAV sample rates a worker accepts by default (--accepted-rates).
+COMMON_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+ACCOUNT: Schema = {
+    "type": "string", "pattern": ACCOUNT_PATTERN, "example": "1691",
+    "description": "ACCOUNTCODE: 1-64 characters of A-Z a-z 0-9 _ - (a balancer's --max-account-length "
+                   "may lower the 64).",
+}
+SPEAKER_NAME: Schema = {
+    "type": "string", "pattern": SPEAKER_NAME_PATTERN, "not": {"pattern": RESERVED_NAME_PATTERN},
+    "example": "alice",
+    "description": "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter, digit or _; 'unknown' "
+                   "(any case) is reserved for the decision that no enrolled speaker matches.",
+}
+FRAME_TIME: Schema = {
+    "type": "string", "pattern": TIME_PATTERN, "example": "2023-01-20 13:44:44.123435",
+    "description": "The frame's stamp (UTC, microseconds) as its log line starts with it.",
+}
+SEQ: Schema = {"type": "integer", "minimum": 0,
+               "description": "Counts a WebSocket connection's packets from 1; HTTP ingest echoes the "
+                              "request's 'seq' (default 1)."}
+
+
+def nullable(schema: Schema, dialect: Dialect) -> Schema:
+    if dialect == "openapi":
+        return {**schema, "nullable": True}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def frame_reply(dialect: Dialect) -> Schema:
+    """voicestream/replies.py FrameReply as a client receives it (no 'status':
+    that one travels only from a worker to the balancer)."""
+    return {
+        "type": "object",
+        "required": ["account", "seq", "time", "voice", "prob", "db", "worker", "ms"],
+        "properties": {
+            "account": ACCOUNT,
+            "seq": SEQ,
+            "time": FRAME_TIME,
+            "voice": {"type": "integer", "enum": [0, 1],
+                      "description": "1 if speech was on at any VAD chunk of the frame."},
+            "prob": {"type": "number", "minimum": 0, "maximum": 1,
+                     "description": "Highest speech probability of the frame's VAD chunks."},
+            "db": {"type": "number", "maximum": 0, "description": "RMS level in dBFS; digital silence is -100."},
+            "worker": {"type": "integer", "description": "Port of the worker that processed the frame."},
+            "ms": {"type": "number", "minimum": 0,
+                   "description": "Model time for this frame (VAD + speaker encoder), milliseconds."},
+            "speaker": {"type": "string",
+                        "description": "Enrolled speaker, or 'unknown': only for accounts with voiceprints."},
+            "score": nullable({"type": "number", "description": "The speaker decision's cosine score "
+                                                               "(null until a decision is made)."}, dialect),
+            "duplicate": {"type": "boolean", "enum": [True],
+                          "description": "An earlier attempt of this frame was already logged (by a worker that "
+                                         "then failed): not logged again."},
+        },
+    }
+
+
+ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "What was wrong, for a person to read."}},
+}
+FRAME_ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "description": "A frame that got no analysis. 'account' and 'seq' are there once the packet was read; "
+                   "'time' when the frame may have been logged anyway (its worker failed after receiving it).",
+    "properties": {
+        "error": {"type": "string", "description": "What was wrong, for a person to read."},
+        "account": ACCOUNT,
+        "seq": SEQ,
+        "time": FRAME_TIME,
+    },
+    "example": {"error": "no worker available: every worker is down, try again shortly", "account": "1691",
+                "seq": 1},
+}
