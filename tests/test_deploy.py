@@ -326,15 +326,24 @@ def container_port(container: dict[str, Any], port: int | str) -> int:
 
 
 def prestop_seconds(container: dict[str, Any]) -> float:
-    """How long the preStop hook holds SIGTERM back (a `sleep N` exec or a sleep action)."""
+    """How long the preStop hook holds SIGTERM back: a `sleep N` exec, a sleep
+    action, or the worker's drain (`python -m worker.drain --wait N`)."""
     hook = container.get("lifecycle", {}).get("preStop")
     assert hook, f"{container['name']} has no preStop hook"
     if "sleep" in hook:
         return float(hook["sleep"]["seconds"])
     argv = command_argv(hook["exec"]["command"])
-    m = re.search(r"\bsleep\s+(\d+(?:\.\d+)?)", " ".join(argv))
-    assert m, f"preStop is not a sleep: {argv}"
+    m = re.search(r"(?:\bsleep|-m worker\.drain .*--wait)\s+(\d+(?:\.\d+)?)", " ".join(argv))
+    assert m, f"preStop neither drains nor sleeps: {argv}"
     return float(m[1])
+
+
+def test_the_worker_prestop_drains_the_port_it_listens_on() -> None:
+    t = worker_tier()
+    argv = command_argv(t.container["lifecycle"]["preStop"]["exec"]["command"])
+    assert argv[:3] == ["python", "-m", "worker.drain"]
+    from worker.drain import main  # noqa: F401  (the module the hook runs exists)
+    assert argv[argv.index("--port") + 1] == str(container_config(t.workload).port)
 
 
 @dataclass

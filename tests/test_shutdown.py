@@ -6,12 +6,16 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 
 import aiohttp
 import pytest
 
-from cluster import make_system
+from cluster import REPO, make_system, wait_until
 from faults import frames_of, pick_accounts, run_scenario, tally, until
 from voicestream.logline import LogLine, parse_line
 
@@ -156,3 +160,46 @@ def test_worker_sigterm_finishes_its_frames_and_its_accounts_move(tmp_path, sour
         assert len(set(during) - {cycle.port}) == 1
         assert frames[-1].worker == cycle.port, "back on its worker after the restart"
     assert "Traceback" not in stopped_output.read_text()
+
+
+def test_the_prestop_drain_moves_a_workers_accounts_before_sigterm(tmp_path, sources):
+    """python -m worker.drain (the Kubernetes preStop hook): the worker keeps
+    running, answers 503 on /health, and the balancer moves its accounts."""
+    system = make_system(tmp_path, n_workers=2, worker_args=["--encoder", "none"]).start()
+    try:
+        drained = 0
+        account = pick_accounts(system, drained, affected=1, others=0, prefix="drain")[0]
+        before = asyncio.run(one_frame(system.ws_url, account, sources))
+        done = subprocess.run([sys.executable, "-m", "worker.drain", "--port", str(system.worker_ports[drained]),
+                               "--wait", "0"], cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"status": "draining", "port": system.worker_ports[drained]}
+        wait_until(lambda: health_status(system.worker_url(drained)) == 503, 10,
+                   "the drained worker's /health to say 503")
+        wait_until(lambda: not balancer_sees(system, drained), 10, "the balancer to take the drained worker out")
+        after = asyncio.run(one_frame(system.ws_url, account, sources))
+        assert system.workers[drained].alive(), "draining is not stopping"
+    finally:
+        system.stop()
+    assert before["worker"] == system.worker_ports[drained]
+    assert after["worker"] == system.worker_ports[1 - drained] and "error" not in after
+
+
+async def one_frame(url: str, account: str, sources) -> dict:
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.send_str(f"ACCOUNTCODE={account}")
+        await ws.send_bytes(sources[0][0])
+        return await ws.receive_json(timeout=30)
+
+
+def health_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def balancer_sees(system, index: int) -> bool:
+    with urllib.request.urlopen(f"{system.url}/health", timeout=2) as resp:
+        return json.load(resp)["workers"][system.worker_url(index)] == "up"

@@ -179,3 +179,12 @@ def test_a_draining_worker_refuses_new_frames_and_health(app: Flask, client: Fla
     assert reply.status_code == 503
     assert reply.get_json() == {"error": "worker is shutting down: send the frames to another worker"}
     assert not log_lines(app, "acme")
+
+
+def test_drain_is_taken_only_from_the_workers_own_machine(client: FlaskClient) -> None:
+    refused = client.post("/drain", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert refused.status_code == 403 and "own machine" in refused.get_json()["error"]
+    assert client.get("/health").status_code == 200
+    taken = client.post("/drain", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert taken.status_code == 200 and taken.get_json() == {"status": "draining", "port": PORT}
+    assert client.get("/health").get_json() == {"status": "draining", "port": PORT}

@@ -1,9 +1,10 @@
-"""GET /health: the balancer's view of this worker (503 while draining)."""
+"""GET /health: the balancer's view of this worker (503 while draining);
+POST /drain: start draining without stopping (a preStop hook, worker/drain.py)."""
 from __future__ import annotations
 
 import sys
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ..context import current_worker
@@ -22,3 +23,19 @@ def health() -> ResponseReturnValue:
                    batches=pipeline.batches, speakers=worker.speakers.status(), database=worker.database_health(),
                    # Speakers run on onnxruntime: torch here would cost ~480 MB.
                    torch_loaded="torch" in sys.modules)
+
+
+# Only a process on the worker's own machine (its preStop hook) may drain it:
+# with --host 0.0.0.0 any pod could otherwise take workers out of the ring.
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+
+
+@bp.post("/drain")
+def drain() -> ResponseReturnValue:
+    """/health and new frames answer 503 from now on (the balancers move this
+    worker's accounts) while frames already here finish; SIGTERM still ends it."""
+    if request.remote_addr not in LOOPBACK:
+        return jsonify(error="/drain is only accepted from the worker's own machine"), 403
+    worker = current_worker()
+    worker.draining.set()
+    return jsonify(status="draining", port=worker.config.port)
