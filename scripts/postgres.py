@@ -55,8 +55,9 @@ def _as_user() -> list[str]:
 class PostgresServer:
     port: int
     host: str = "127.0.0.1"
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="voicestream-pg-")))
+    # bindir before root: without binaries no temporary directory is left behind.
     bindir: Path = field(default_factory=server_bindir)
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="voicestream-pg-")))
 
     @property
     def data_dir(self) -> Path:
@@ -113,6 +114,9 @@ def main() -> None:
     p.add_argument("--port", type=int, default=55432)
     p.add_argument("--host", default="127.0.0.1")
     a = p.parse_args()
+    # Blocked first: sigwait only receives signals that are blocked, and an
+    # unblocked SIGTERM would end the script before remove() stops the server.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     server = PostgresServer(a.port, a.host).start()
     print(server.url, flush=True)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import socket
 import subprocess
 import sys
@@ -12,20 +13,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
+import psycopg
 import pytest
 import soundfile as sf
 
 from benchmark import BenchError
 from benchmark.audio import load_speakers, load_speech_sources, whole_frames
+from benchmark.compare import compare_levels, side_order
 from benchmark.config import RESULTS_DIR, parse_args
-from benchmark.processes import parse_pids
-from benchmark.report import PROCESS_TABLE_TITLE, TABLE_HEAD, format_table
-from benchmark.run import port_free
+from benchmark.database import BenchDatabase, listening_pid, postmaster_pid
+from benchmark.levels import check_rows
+from benchmark.processes import DATABASE_SERVER, ProcessWatch, parse_pids, tree_cpu_seconds
+from benchmark.report import COMPARISON_HEAD, PROCESS_TABLE_TITLE, TABLE_HEAD, format_comparison, format_table
+from benchmark.run import run_bench
 from benchmark.search import find_max, next_n
-from benchmark.stats import Criteria, LevelPlan, StreamRecord, judge, summarize, window_stats
-from benchmark.streams import Target, run_level
-from cluster import REPO
+from benchmark.stats import (
+    Criteria,
+    LevelPlan,
+    StreamRecord,
+    answered_frames,
+    judge,
+    sent_frames,
+    summarize,
+    window_stats,
+)
+from benchmark.streams import TAIL_SECONDS, Target, run_level
+from benchmark.systems import port_free
+from cluster import REPO, free_port, wait_until
+from postgres import PostgresServer, PostgresUnavailable
 from voicestream.wav import FRAME_SECONDS
+
+pytest_plugins = ["pg"]  # pg_server
 
 OWN_SAMPLE = REPO / "data" / "us_male_8k.wav"
 
@@ -284,3 +303,215 @@ def test_a_short_real_level_gets_every_frame_answered(system, speech: Callable[[
     assert (n, fps, target) == ("3", f"{level['frames_per_s']:.1f}", "30")
     assert (e2e_p50, e2e_p99) == (f"{level['e2e_ms']['p50']:.1f}", f"{level['e2e_ms']['p99']:.1f}")
     assert row[TABLE_HEAD.index("errors")] == "0" and row[-1] == ("yes" if level["held"] else "NO")
+
+
+# ------------------------------------------------------------------ --database: pure parts
+
+
+def test_parse_args_database_modes_and_their_result_files(monkeypatch):
+    assert (parse_args([]).database, parse_args([]).uses_postgresql) == ("embedded", False)
+    compare = parse_args(["--database", "compare", "--mode", "speaker", "--repeat", "3"])
+    assert compare.uses_postgresql and compare.database_url == "" and compare.repeat == 3
+    assert compare.json_path == RESULTS_DIR / "bench-speaker-compare.json"
+    assert compare.plot_path == RESULTS_DIR / "bench-speaker-compare.png"
+    given = parse_args(["--database", "postgresql", "--database-url", "postgresql://u@db:5433/v"])
+    assert (given.database, given.database_url) == ("postgresql", "postgresql://u@db:5433/v")
+    monkeypatch.setenv("BENCH_DATABASE", "compare")
+    assert parse_args([]).database == "compare"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--database", "postgresql", "--url", "http://h:1"], "--database applies to a system the benchmark starts"),
+    (["--database-url", "postgresql://h/x"], "--database-url goes with --database postgresql or compare"),
+    (["--database", "compare", "--find-max"], "does not combine with --find-max"),
+    (["--database", "sqlite"], "invalid choice: 'sqlite'"),
+    (["--repeat", "2"], "--repeat must be >= 1 and goes with --database compare"),
+    (["--database", "compare", "--repeat", "0"], "--repeat must be >= 1"),
+])
+def test_parse_args_refuses_database_flags_that_cannot_run(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bench_database_from_the_environment_is_checked_too(monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_DATABASE", "sqlite")
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert "--database must be one of embedded, postgresql, compare, got 'sqlite'" in capsys.readouterr().err
+
+
+def test_side_order_alternates_which_store_runs_first():
+    orders = [side_order(i) for i in range(4)]
+    assert [first for first, _ in orders] == ["embedded", "postgresql", "embedded", "postgresql"]
+    assert all(sorted(order) == ["embedded", "postgresql"] for order in orders)
+
+
+def test_summarize_keeps_the_database_server_apart_from_the_served_system():
+    plan = LevelPlan(n=2, seconds=1.0, warmup=0.0)
+    records = [answered_stream("a", 10, 5.0, 7001), answered_stream("b", 10, 15.0, 7002)]
+    usage = ({"balancer": {"cpu_pct": 10.0}, "w7001": {"cpu_pct": 30.0}, "client": {"cpu_pct": 50.0},
+              DATABASE_SERVER: {"cpu_pct": 4.0, "processes": 7}},
+             {"busy_pct": 60.0, "process_cpu_pct": 100.0, "irq_cpu_pct": 1.0})
+    level = summarize(plan, records, [], 0.0, 1.0, usage, Criteria())
+    assert level["system_cpu_ms_per_frame"] == 20.0  # balancer + workers: 40 % of a core over 20 frames/s
+    assert level["database_cpu_ms_per_frame"] == 2.0  # the server's 4 % over the same frames
+    assert level["other_cpu_pct"] == 6.0  # the database server is ours, not other load
+    without = summarize(plan, records, [], 0.0, 1.0, ({"balancer": {"cpu_pct": 10.0}}, usage[1]), Criteria())
+    assert without["database_cpu_ms_per_frame"] is None
+
+
+def test_answered_frames_counts_the_whole_level_without_errors_or_lost_frames():
+    rec = answered_stream("a", 10, 5.0, 7001)
+    rec.replied[9] = np.nan  # never answered
+    rec.failed[8] = True  # an error reply: no result, no row
+    # The window holds only the first half; every answered frame of the level is a row all the same.
+    assert window_stats([rec], 0.0, 0.5, 0.01).frames == 5
+    assert answered_frames([rec, answered_stream("b", 3, 5.0, 7002)]) == 8 + 3
+    level = summarize(LevelPlan(n=1, seconds=0.5, warmup=0.0), [rec], [], 0.0, 0.5, None, Criteria())
+    assert (level["answered"], level["sent"]) == (8, 10)
+    unsent = answered_stream("c", 5, 5.0, 7001)
+    unsent.sent[3:] = unsent.replied[3:] = np.nan  # the level ended before its last two were due
+    assert sent_frames([unsent]) == answered_frames([unsent]) == 3
+
+
+def level_of(n: int, cpu: float | None, database_cpu: float | None, p99: float, rows: dict | None = None) -> dict:
+    level = {"n": n, "system_cpu_ms_per_frame": cpu, "database_cpu_ms_per_frame": database_cpu,
+             "e2e_ms": {"p99": p99}, "held": True}
+    return level | ({"frame_rows": rows} if rows is not None else {})
+
+
+def test_compare_levels_and_the_comparison_table_from_given_figures():
+    within = compare_levels([level_of(50, 2.0, 0.01, 30.0)],
+                            [level_of(50, 2.1, 0.3, 35.5, {"rows": 12000, "answered": 12000, "spooled": 0})])
+    assert within == {
+        "n": 50, "first": "embedded", "runs": 1, "embedded_cpu_ms_per_frame": 2.0, "postgresql_cpu_ms_per_frame": 2.1,
+        "database_server_cpu_ms_per_frame": 0.3, "cpu_ratio": 1.05, "cpu_ratio_with_server": 1.2,
+        "pair_ratios": [1.05], "within_goal": True, "embedded_e2e_p99_ms": 30.0, "postgresql_e2e_p99_ms": 35.5,
+        "rows": 12000, "answered": 12000, "rows_error": None, "held": True}
+    # Three pairs: the medians decide (2.0 and 2.5), each pair's own ratio is kept.
+    missed = compare_levels(
+        [level_of(100, 2.0, None, 40.0), level_of(100, 1.8, None, 45.0), level_of(100, 2.2, None, 38.0)],
+        [level_of(100, 2.5, None, 61.0, {"rows": 24000, "answered": 24000}),
+         level_of(100, 2.0, None, 50.0, {"rows": 23999, "answered": 24000, "error": "short by one"}),
+         level_of(100, 2.6, None, 70.0, {"rows": 24000, "answered": 24000})],
+        first="postgresql")
+    assert (missed["runs"], missed["embedded_cpu_ms_per_frame"], missed["postgresql_cpu_ms_per_frame"]) == (3, 2.0, 2.5)
+    assert (missed["cpu_ratio"], missed["cpu_ratio_with_server"], missed["within_goal"]) == (1.25, None, False)
+    assert missed["pair_ratios"] == [1.25, 1.111, 1.182]
+    assert (missed["embedded_e2e_p99_ms"], missed["postgresql_e2e_p99_ms"]) == (40.0, 61.0)
+    assert (missed["rows"], missed["answered"], missed["rows_error"]) == (71999, 72000, "short by one")
+    unmeasured = compare_levels([level_of(200, None, None, 50.0)], [level_of(200, 2.0, None, 50.0)])
+    assert (unmeasured["cpu_ratio"], unmeasured["within_goal"], unmeasured["rows"]) == (None, None, None)
+
+    header, *rows = format_comparison([unmeasured, missed, within]).splitlines()
+    assert header.split() == " ".join(COMPARISON_HEAD).split()
+    assert [row.split() for row in rows] == [
+        ["50", "1", "embedded", "2.000", "2.100", "0.300", "1.050", "1.200", "30.0", "35.5", "12000/12000", "1.050"],
+        ["100", "3", "postgresql", "2.000", "2.500", "-", "1.250", "-", "40.0", "61.0", "71999/72000", "MISMATCH",
+         "1.250,1.111,1.182"],
+        ["200", "1", "embedded", "-", "2.000", "-", "-", "-", "50.0", "50.0", "-", "-"],
+    ]
+
+
+def test_tree_cpu_counts_a_child_that_already_exited():
+    me = psutil.Process()
+    user, system, _ = tree_cpu_seconds(me)
+    burn_then_wait = "import sys\nsum(i * i for i in range(3_000_000))\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", burn_then_wait], stdin=subprocess.PIPE)
+    try:
+        # Its CPU while it lives, then the same CPU in our children_* once it exited and was reaped.
+        wait_until(lambda: sum(psutil.Process(child.pid).cpu_times()[:2]) > 0.05, 60, "the child to burn CPU")
+        spent = sum(psutil.Process(child.pid).cpu_times()[:2])
+    finally:
+        child.communicate(b"", timeout=60)
+    after_user, after_system, _ = tree_cpu_seconds(me)
+    assert after_user + after_system - user - system >= spent
+
+
+def test_the_row_check_reports_an_unreachable_database_as_the_levels_error():
+    database = BenchDatabase(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+    level = {"answered": 30, "sent": 30, "reasons": [], "held": True}
+    check_rows(database, level, 0, [])
+    assert level["frame_rows"]["rows"] is None and level["frame_rows"]["spooled"] == 0
+    assert level["frame_rows"]["error"].startswith("cannot count the frames in postgresql://")
+    assert not level["held"] and level["reasons"] == [level["frame_rows"]["error"]]
+    with pytest.raises(BenchError, match="cannot count the frames"):
+        BenchDatabase.open(database.url)
+
+
+def test_listening_pid_looks_only_on_this_machine():
+    assert listening_pid("postgresql://postgres@db.example:5432/x") is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert listening_pid(f"postgresql://postgres@127.0.0.1:{s.getsockname()[1]}/x") == psutil.Process().pid
+
+
+# ------------------------------------------------------------------ --database: a real PostgreSQL
+
+
+def test_postmaster_processes_include_a_backend_and_its_cpu_after_it_ended(pg_server: PostgresServer):
+    postmaster = psutil.Process(postmaster_pid(pg_server.data_dir))
+    assert listening_pid(pg_server.url) == postmaster.pid
+    watch = ProcessWatch({}, {DATABASE_SERVER: postmaster})
+    watch.begin()
+    before = tree_cpu_seconds(postmaster)
+    with psycopg.connect(pg_server.url) as conn:
+        backend_row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend_row is not None
+        backend = psutil.Process(backend_row[0])
+        assert backend in postmaster.children(recursive=True)
+        conn.execute("SELECT count(*) FROM generate_series(1, 3000000)")
+        spent = sum(backend.cpu_times()[:2])
+    wait_until(lambda: backend not in postmaster.children(recursive=True), 30, "the backend to end")
+    after = tree_cpu_seconds(postmaster)
+    assert sum(after[:2]) - sum(before[:2]) >= spent > 0
+    usage, _ = watch.end()
+    entry = usage[DATABASE_SERVER]
+    assert entry["pid"] == postmaster.pid and entry["cpu_pct"] > 0 and entry["processes"] == after[2]
+    assert "rss_peak_mb" not in entry
+
+
+def test_the_row_check_counts_the_rows_a_level_added(pg_url: str):
+    database = BenchDatabase(pg_url)
+    assert database.count_frames() == 0  # no frames table yet: no worker has run
+    assert database.check_rows(0, 2, 2, [])["error"] == "the database holds 0 rows for 2 frames answered"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE frames (seq bigint)")
+        conn.execute("INSERT INTO frames SELECT generate_series(1, 5)")
+    assert database.check_rows(3, 2, 2, []) == {"answered": 2, "spooled": 0, "rows": 2}
+    # One row too many: a frame recorded twice, or one that was never sent.
+    assert database.check_rows(2, 2, 2, [])["error"] == "the database holds 3 rows for 2 frames answered"
+    # A frame the benchmark stopped waiting for may have been recorded (the level failed for it already).
+    assert database.check_rows(2, 2, 4, []) == {"answered": 2, "spooled": 0, "rows": 3, "unanswered_rows": 1}
+    assert database.check_rows(0, 2, 4, [])["error"] == "the database holds 5 rows for 2 frames answered (4 sent)"
+
+
+@pytest.mark.integration
+def test_a_short_compare_level_answers_every_frame_on_both_stores_and_records_each_once(tmp_path, speech):
+    speech("sample1.wav")
+    config = parse_args(["--mode", "vad", "--database", "compare", "--n-workers", "2", "--streams", "3",
+                         "--seconds", "2", "--warmup", "0.5", "--quiet-timeout", "0", "--noisy-retries", "0",
+                         "--json-out", str(tmp_path / "compare.json")])
+    try:
+        result = run_bench(config)
+    except BenchError as exc:
+        if isinstance(exc.__cause__, PostgresUnavailable):
+            pytest.skip(str(exc))
+        raise
+    sent = 3 * math.ceil((config.warmup + config.seconds + TAIL_SECONDS) / FRAME_SECONDS)
+    embedded, postgresql = sorted(result["levels"], key=lambda lv: lv["database"])
+    assert (embedded["database"], postgresql["database"]) == ("embedded", "postgresql")
+    for level in (embedded, postgresql):
+        assert (level["errors"], level["answered"]) == (0, sent), level["error_messages"]
+    assert postgresql["frame_rows"] == {"answered": sent, "spooled": 0, "rows": sent}
+    assert (embedded["sent"], postgresql["sent"]) == (sent, sent)
+    assert "frame_rows" not in embedded
+    # The server is measured on both sides (idle while the embedded system runs).
+    assert postgresql["processes"][DATABASE_SERVER]["processes"] > embedded["processes"][DATABASE_SERVER]["processes"]
+    [row] = result["comparison"]
+    assert (row["n"], row["runs"], row["first"], row["rows"], row["answered"]) == (3, 1, "embedded", sent, sent)
+    assert row["rows_error"] is None
+    assert row["embedded_e2e_p99_ms"] == embedded["e2e_ms"]["p99"]
+    assert row["postgresql_cpu_ms_per_frame"] == postgresql["system_cpu_ms_per_frame"]

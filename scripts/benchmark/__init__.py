@@ -8,6 +8,8 @@
     # for other load to stop and for the host to run at full speed
     .venv/bin/python scripts/bench.py --find-max --worker-ports 7101,7102,7103 \\
         --quiet-timeout 600 --probe-below 8 --noisy-retries 2
+    # the shared record's cost: each level on the embedded store and on PostgreSQL
+    .venv/bin/python scripts/bench.py --mode vad --database compare --n-workers 2 --streams 50,100,200
 
 Without --url it starts the real system (3 workers + balancer, scripts/cluster.py)
 on free ports in a temporary directory and stops it afterwards. Each of N
@@ -33,6 +35,24 @@ Measured per level, over T seconds after a warm-up:
                whose host is busy it rises although nothing here shows load
   CPU%, RSS    per process (balancer, each gunicorn master and child, this client);
                CPU% is of one core, so 200% is both cores of a 2-core machine
+With --database postgresql the workers also write every frame's result as a
+row to PostgreSQL (worker --database): one the benchmark starts from the
+machine's binaries (scripts/postgres.py, removed at the end) or --database-url.
+--database compare runs each level twice, back to back, on freshly started
+systems with the same worker ports (the same account spread), seed and
+sources: once on the embedded store, once on PostgreSQL. The order alternates
+from one pair of runs to the next - embedded first, then PostgreSQL first -
+so a machine whose speed drifts during the run favours neither side;
+--repeat K runs K such pairs per level and compares the medians.
+  PG server    CPU ms/frame of PostgreSQL's server processes (the postmaster
+               and its children, including backends that ended in the window)
+  PG/emb       ratio of the served system's CPU ms/frame; PG+server/emb adds
+               the server's own (issue 9's goal: PG/emb <= 1.10)
+  rows         after each PostgreSQL level, once the workers' spools are empty,
+               the rows it added against the frames answered: a mismatch is
+               an error of the level (it did not hold); frames sent but not
+               answered (already errors) may have rows too
+
 Percentiles are nearest rank (scripts/percentile.py): always a measured value.
 A level held when p99 e2e <= --p99-bound-ms, frames/s >= 98% of N*10, no stream
 has more than --late-tolerance of its frames late, and nothing failed.
@@ -58,4 +78,8 @@ class BenchError(Exception):
 #   processes  CPU and memory of the measured processes, renice, the CPU probe
 #   search     --find-max: raise N, then bisect
 #   report     the terminal tables and the PNG
-#   run        Bench (one level, quiet-machine waits, retries), run_bench, main
+#   database   the PostgreSQL of --database: started or given, its server's processes, the row check
+#   systems    the started system: worker flags, ports, the processes measured
+#   levels     Bench: one level at a time (quiet-machine waits, retries, the row check)
+#   compare    --database compare: each level on both stores, the comparison rows
+#   run        run_bench (given, started once, or compared), main

@@ -13,6 +13,7 @@ from . import HELP
 from .stats import Criteria
 
 RESULTS_DIR = REPO / "bench-results"
+DATABASES = ("embedded", "postgresql", "compare")
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,17 @@ class BenchConfig:
     quiet_timeout: float = 120.0
     probe_below: float = 0.0  # 0: do not wait for the CPU probe
     noisy_retries: int = 1
+    database: str = "embedded"  # one of DATABASES
+    database_url: str = ""  # "": the benchmark starts its own PostgreSQL when it needs one
+    repeat: int = 1  # --database compare: runs of each level on each store
+
+    @property
+    def uses_postgresql(self) -> bool:
+        return self.database != "embedded"
 
     def _default_result(self, extension: str) -> Path:
-        return RESULTS_DIR / f"bench-{self.mode}{'-findmax' if self.find_max else ''}.{extension}"
+        suffix = "" if self.database == "embedded" else f"-{self.database}"
+        return RESULTS_DIR / f"bench-{self.mode}{'-findmax' if self.find_max else ''}{suffix}.{extension}"
 
     @property
     def json_path(self) -> Path:
@@ -124,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "0: never (default)")
     p.add_argument("--noisy-retries", type=int, default=1,
                    help="rerun a level this many times when other load exceeded --quiet-below (default: 1)")
+    p.add_argument("--database", choices=DATABASES, default=env("BENCH_DATABASE", "embedded"),
+                   help="where the started workers keep every frame's result: embedded (this host's files, the "
+                        "default), postgresql (worker --database: a PostgreSQL the benchmark starts, or "
+                        "--database-url), or compare: each level on both, back to back, on the same worker ports "
+                        "(restarted for each run), the order alternating from one pair of runs to the next "
+                        "(embedded first, then PostgreSQL first, ...) so a drifting machine favours neither "
+                        "[BENCH_DATABASE]")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="--database compare: run each level this many times on each store (pairs in alternating "
+                        "order) and compare the medians (default: 1)")
+    p.add_argument("--database-url", default=env("BENCH_DATABASE_URL", ""),
+                   help="with --database postgresql/compare: use this PostgreSQL instead of starting one; its "
+                        "server's CPU is measured only when it listens on this machine [BENCH_DATABASE_URL]")
     return p
 
 
@@ -138,6 +160,16 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         p.error("--pids goes with --url; a started system is measured anyway")
     if a.nice and a.url:
         p.error("--nice applies only to a system the benchmark starts, not to --url")
+    if a.database not in DATABASES:  # from BENCH_DATABASE: argparse checks only given choices
+        p.error(f"--database must be one of {', '.join(DATABASES)}, got {a.database!r}")
+    if a.database != "embedded" and a.url:
+        p.error("--database applies to a system the benchmark starts, not to --url")
+    if a.database_url and a.database == "embedded":
+        p.error("--database-url goes with --database postgresql or compare")
+    if a.database == "compare" and a.find_max:
+        p.error("--database compare runs the levels of --streams; it does not combine with --find-max")
+    if a.repeat < 1 or (a.repeat > 1 and a.database != "compare"):
+        p.error("--repeat must be >= 1 and goes with --database compare")
     seconds = a.seconds if a.seconds is not None else (10.0 if a.find_max else 20.0)
     return BenchConfig(
         mode=a.mode, streams=a.streams, seconds=seconds, warmup=a.warmup, find_max=a.find_max, start=a.start,
@@ -148,4 +180,5 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         speech_dir=a.speech_dir, speakers_dir=a.speakers_dir, enroll_seconds=a.enroll_seconds,
         json_out=a.json_out, plot=a.plot,
         keep=a.keep, seed=a.seed, nice=a.nice, quiet_below=a.quiet_below, quiet_timeout=a.quiet_timeout,
-        probe_below=a.probe_below, noisy_retries=a.noisy_retries)
+        probe_below=a.probe_below, noisy_retries=a.noisy_retries, database=a.database,
+        database_url=a.database_url, repeat=a.repeat)

@@ -17,11 +17,15 @@ from cluster import System
 
 from . import BenchError
 
-# Per process name: pid, cpu_pct, cpu_system_pct, rss_peak_mb, hwm_mb, gone.
+# Per process name: pid, cpu_pct, cpu_system_pct, rss_peak_mb, hwm_mb, gone;
+# a process tree (the database server) has pid, cpu_pct, cpu_system_pct, processes.
 ProcessUsage = dict[str, dict[str, Any]]
 # Whole machine: busy_pct, process_cpu_pct, irq_cpu_pct.
 MachineUsage = dict[str, float]
 Usage = tuple[ProcessUsage, MachineUsage]
+
+CLIENT = "client"  # this benchmark's own process: the load, not the served system
+DATABASE_SERVER = "postgresql"  # the database server's processes, one entry: not the served system either
 
 
 @dataclass
@@ -49,11 +53,41 @@ def _cpu_seconds(p: psutil.Process) -> tuple[float, float]:
     return t.user, t.system
 
 
-class ProcessWatch:
-    """CPU over the measuring window and peak RSS of the benchmarked processes."""
+def tree_cpu_seconds(root: psutil.Process) -> tuple[float, float, int]:
+    """(user, system) CPU seconds root and all its descendants have used, and
+    how many processes are alive. A process's children_user/children_system
+    hold the CPU of the children it has reaped, so a PostgreSQL backend or
+    autovacuum worker that came and went between two calls still counts."""
+    user = system = 0.0
+    alive = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue  # exited just now: its parent's children_* holds it once reaped
+        user += t.user + t.children_user
+        system += t.system + t.children_system
+        alive += 1
+    return user, system, alive
 
-    def __init__(self, processes: dict[str, psutil.Process]) -> None:
+
+@dataclass
+class WatchedTree:
+    """A server of many short- and long-lived processes (PostgreSQL: a
+    postmaster and a backend per connection), measured as one entry."""
+    name: str
+    root: psutil.Process
+    cpu_start: tuple[float, float] = (0.0, 0.0)
+    gone: bool = False
+
+
+class ProcessWatch:
+    """CPU over the measuring window and peak RSS of the benchmarked
+    processes, and the CPU of whole process trees (trees: name -> root)."""
+
+    def __init__(self, processes: dict[str, psutil.Process], trees: dict[str, psutil.Process] | None = None) -> None:
         self.watched = [Watched(name, p) for name, p in processes.items()]
+        self.trees = [WatchedTree(name, root) for name, root in (trees or {}).items()]
         self.started = 0.0
         self.machine_start = psutil.cpu_times()
 
@@ -66,6 +100,12 @@ class ProcessWatch:
                 w.cpu_start = _cpu_seconds(w.process)
             except psutil.Error:
                 w.gone = True
+        for t in self.trees:
+            try:
+                user, system, _ = tree_cpu_seconds(t.root)
+                t.cpu_start, t.gone = (user, system), False
+            except psutil.Error:
+                t.gone = True
         self.sample()
 
     def sample(self) -> None:
@@ -96,6 +136,18 @@ class ProcessWatch:
             if hwm is not None and not w.gone:
                 entry["hwm_mb"] = round(hwm / 2**20, 1)
             out[w.name] = entry
+        for t in self.trees:
+            tree: dict[str, Any] = {"pid": t.root.pid}
+            try:
+                user, system, alive = tree_cpu_seconds(t.root)
+                tree["cpu_pct"] = round((user + system - sum(t.cpu_start)) / wall * 100, 1)
+                tree["cpu_system_pct"] = round((system - t.cpu_start[1]) / wall * 100, 1)
+                tree["processes"] = alive
+            except psutil.Error:
+                t.gone = True
+            if t.gone:
+                tree["gone"] = True
+            out[t.name] = tree
         return out, machine_usage(self.machine_start, psutil.cpu_times(), wall)
 
 

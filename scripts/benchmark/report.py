@@ -11,6 +11,8 @@ TABLE_HEAD = ("N", "frames/s", "target", "e2e p50", "p95", "p99", "max", "model 
               "send lag p99", "errors", "lost", "late", "behind", "busiest worker", "CPU ms/frame", "machine CPU%",
               "other CPU%", "probe ms", "held")
 PROCESS_TABLE_TITLE = "CPU% of one core / peak RSS MB (during the level; VmHWM in brackets)"
+COMPARISON_HEAD = ("N", "runs", "first", "CPU ms/frame embedded", "PG served", "PG server", "PG/emb",
+                   "PG+server/emb", "p99 embedded", "p99 PG", "rows/answered", "PG/emb per pair")
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -24,7 +26,13 @@ def level_line(level: dict) -> str:
     return (f"  {level['frames_per_s']:.0f} frames/s (target {level['target_frames_per_s']}), "
             f"e2e p50/p95/p99 {fmt(e['p50'])}/{fmt(e['p95'])}/{fmt(e['p99'])} ms, "
             f"model p50 {fmt(level['model_ms']['p50'], 2)} ms, errors {level['errors']}, late {level['late']}, "
-            f"CPU probe {level['cpu_probe_ms'][0]:.1f}/{level['cpu_probe_ms'][1]:.1f} ms -> {verdict}")
+            f"CPU probe {level['cpu_probe_ms'][0]:.1f}/{level['cpu_probe_ms'][1]:.1f} ms{rows_note(level)} "
+            f"-> {verdict}")
+
+
+def rows_note(level: dict) -> str:
+    rows = level.get("frame_rows")
+    return "" if rows is None else f", database rows {rows['rows']}/{rows['answered']} answered"
 
 
 def level_row(lv: dict) -> tuple[str, ...]:
@@ -48,7 +56,9 @@ def format_table(levels: Sequence[dict]) -> str:
 def process_cell(p: dict | None) -> str:
     if p is None:
         return "-"
-    cell = f"{fmt(p.get('cpu_pct'), 0)}% {p['rss_peak_mb']:.0f}"
+    cell = f"{fmt(p.get('cpu_pct'), 0)}%"
+    if "rss_peak_mb" in p:  # a process tree (the database server) has none: shared memory repeats in each
+        cell += f" {p['rss_peak_mb']:.0f}"
     if "hwm_mb" in p:
         cell += f" [{p['hwm_mb']:.0f}]"
     return cell + (" gone" if p.get("gone") else "")
@@ -64,6 +74,24 @@ def format_process_table(levels: Sequence[dict]) -> str:
     for lv in sorted(levels, key=lambda lv: lv["n"]):
         rows.append((str(lv["n"]), *(process_cell(lv["processes"].get(name)) for name in names)))
     return align(rows)
+
+
+def comparison_row(c: dict) -> tuple[str, ...]:
+    rows = "-" if c["rows"] is None and c["answered"] is None else f"{c['rows']}/{c['answered']}"
+    if c["rows_error"]:
+        rows += " MISMATCH"
+    return (str(c["n"]), str(c["runs"]), c["first"], fmt(c["embedded_cpu_ms_per_frame"], 3),
+            fmt(c["postgresql_cpu_ms_per_frame"], 3), fmt(c["database_server_cpu_ms_per_frame"], 3),
+            fmt(c["cpu_ratio"], 3), fmt(c["cpu_ratio_with_server"], 3), fmt(c["embedded_e2e_p99_ms"]),
+            fmt(c["postgresql_e2e_p99_ms"]), rows, ",".join(fmt(r, 3) for r in c["pair_ratios"]) or "-")
+
+
+def format_comparison(rows: Sequence[dict]) -> str:
+    """One row per N: CPU ms per frame of the served system (balancer +
+    workers) on each store, PostgreSQL's own server CPU per frame, the ratios
+    PG / embedded without and with it, e2e p99 of both (medians over the
+    runs), the row check, and the ratio of each pair of runs."""
+    return align([COMPARISON_HEAD, *(comparison_row(c) for c in sorted(rows, key=lambda c: c["n"]))])
 
 
 def align(rows: Sequence[Sequence[str]]) -> str:

@@ -12,7 +12,7 @@ from percentile import percentiles
 from voicestream.wav import FRAME_SECONDS
 
 from .audio import FRAMES_PER_SECOND
-from .processes import Usage, other_cpu_pct
+from .processes import CLIENT, DATABASE_SERVER, Usage, other_cpu_pct
 
 RATE_TOLERANCE = 0.98  # sustained frames/s must reach this share of N*10
 
@@ -116,10 +116,33 @@ def judge(n: int, fps: float, e2e_p99: float | None, error_replies: int, lost: i
 
 
 def system_cpu_ms_per_frame(processes: dict[str, dict], fps: float) -> float | None:
-    """CPU the served system (everything measured but this client) spent per
-    frame answered: the cost that decides how many streams fit on a machine."""
-    served = sum(p.get("cpu_pct", 0.0) for name, p in processes.items() if name != "client")
-    return round(served / 100 / fps * 1000, 3) if fps > 0 and served > 0 else None
+    """CPU the served system (balancer and workers: everything measured but
+    this client and the database server) spent per frame answered: the cost
+    that decides how many streams fit on a machine."""
+    served = sum(p.get("cpu_pct", 0.0) for name, p in processes.items() if name not in (CLIENT, DATABASE_SERVER))
+    return _ms_per_frame(served, fps)
+
+
+def database_cpu_ms_per_frame(processes: dict[str, dict], fps: float) -> float | None:
+    """CPU the database server's processes spent per frame answered (None: not measured)."""
+    server = processes.get(DATABASE_SERVER)
+    return _ms_per_frame(server.get("cpu_pct", 0.0), fps) if server is not None else None
+
+
+def _ms_per_frame(cpu_pct: float, fps: float) -> float | None:
+    return round(cpu_pct / 100 / fps * 1000, 3) if fps > 0 and cpu_pct > 0 else None
+
+
+def answered_frames(records: Sequence[StreamRecord]) -> int:
+    """Frames of the whole level (warm-up and tail too) answered without an
+    error: with --database, each is exactly one row of the frames table."""
+    return sum(int(np.count_nonzero(~np.isnan(r.replied) & ~r.failed)) for r in records)
+
+
+def sent_frames(records: Sequence[StreamRecord]) -> int:
+    """Frames of the whole level sent: a frame whose reply the benchmark
+    stopped waiting for may still have been analysed and recorded."""
+    return sum(int(np.count_nonzero(~np.isnan(r.sent))) for r in records)
 
 
 def summarize(plan: LevelPlan, records: Sequence[StreamRecord], connect_errors: Sequence[BaseException],
@@ -155,5 +178,7 @@ def summarize(plan: LevelPlan, records: Sequence[StreamRecord], connect_errors: 
         "machine": machine,
         "other_cpu_pct": other_cpu_pct(processes, machine) if machine else None,
         "system_cpu_ms_per_frame": system_cpu_ms_per_frame(processes, fps) if machine else None,
+        "database_cpu_ms_per_frame": database_cpu_ms_per_frame(processes, fps) if machine else None,
+        "answered": answered_frames(records), "sent": sent_frames(records),
         "held": not reasons, "reasons": reasons,
     }
