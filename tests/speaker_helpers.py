@@ -8,6 +8,8 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import aiohttp
 import numpy as np
 import soundfile as sf
 
-from cluster import REPO, System, wait_until
+from cluster import REPO, System, make_system, wait_until
 from voicestream.wav import encode_wav
 
 # The workers' default --model-dir (they run in the checkout): the GE2E graph
@@ -74,6 +76,23 @@ def wait_encoders(system: System, timeout: float = 180) -> list[dict]:
             return False
         wait_until(loaded, timeout, f"worker {i} to load its speaker encoder", interval=0.2)
     return statuses
+
+
+@contextmanager
+def ge2e_system(root: Path, n_workers: int = 3, worker_args: Sequence[str] = (),
+                balancer_args: Sequence[str] = ()) -> Iterator[System]:
+    """A balancer and GE2E workers as real processes, with a voiceprint store
+    and activity log of their own under root (the defaults are in the
+    checkout), started and their encoders loaded; stopped afterwards."""
+    system = make_system(root, n_workers=n_workers, balancer_args=list(balancer_args), worker_args=[
+        "--encoder", "ge2e", "--store", str(root / "voiceprints.db"), "--activity-log", str(root / "activity.log"),
+        *worker_args])
+    try:
+        system.start()
+        wait_encoders(system)
+        yield system
+    finally:
+        system.stop()
 
 
 def stream(system: System, account: str, samples: np.ndarray, rate: int, frame_seconds: float = 0.1) -> list[dict]:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import soundfile as sf
 
-from cluster import REPO, System, make_system, wait_until
-from speaker_helpers import call, silence, wait_encoders
+from cluster import REPO, System, wait_until
+from speaker_helpers import call, ge2e_system, silence
 from voicestream.logline import parse_line
 from voicestream.wav import encode_wav
 
@@ -72,16 +72,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def speaker_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """Balancer (with a token) + three GE2E workers, encoders loaded."""
-    root = tmp_path_factory.mktemp("console")
-    system = make_system(root, worker_args=["--encoder", "ge2e", "--store", str(root / "voiceprints.db"),
-                                            "--activity-log", str(root / "activity.log")],
-                         balancer_args=["--token", TOKEN])
-    try:
-        system.start()
-        wait_encoders(system)
+    with ge2e_system(tmp_path_factory.mktemp("console"), balancer_args=["--token", TOKEN]) as system:
         yield system
-    finally:
-        system.stop()
 
 
 @pytest.fixture

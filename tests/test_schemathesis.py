@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from cluster import REPO, System, make_system
-from speaker_helpers import call, ge2e_graph, read_wav, wait_encoders
+from cluster import REPO, System
+from speaker_helpers import call, ge2e_graph, ge2e_system, read_wav
 from test_api_docs import payload_validator
 from voicestream.wav import encode_wav
 
@@ -53,16 +53,8 @@ OCTETS = "application/octet-stream"
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     ge2e_graph()  # exported into models/ once if missing (about 30 s)
-    root = tmp_path_factory.mktemp("schemathesis")
-    # Its own voiceprint store and activity log (the defaults are in the checkout).
-    system = make_system(root, n_workers=2, worker_args=["--encoder", "ge2e", "--store", str(root / "voiceprints.db"),
-                                                         "--activity-log", str(root / "activity.log")])
-    try:
-        system.start()
-        wait_encoders(system)
+    with ge2e_system(tmp_path_factory.mktemp("schemathesis"), n_workers=2) as system:
         yield system
-    finally:
-        system.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cluster import REPO, make_system
-from speaker_helpers import activity, call, call_json, multipart, read_wav, silence, stream, wait_encoders
+from cluster import REPO
+from speaker_helpers import activity, call, call_json, ge2e_system, multipart, read_wav, silence, stream, wait_encoders
 from voicestream.logline import parse_line
 from voicestream.wav import encode_wav
 
@@ -32,17 +32,11 @@ MAX_UPLOAD_BYTES = 4 << 20
 
 @pytest.fixture(scope="module")
 def ge2e(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speakers-api")
-    system = make_system(root, worker_args=[
-        "--encoder", "ge2e", "--store", str(root / "voiceprints.db"), "--activity-log", str(root / "activity.log"),
-        "--max-upload-seconds", str(MAX_UPLOAD_SECONDS), "--max-upload-bytes", str(MAX_UPLOAD_BYTES)],
-        balancer_args=["--max-upload-bytes", str(MAX_UPLOAD_BYTES)])
-    try:
-        system.start()
-        wait_encoders(system)
+    with ge2e_system(tmp_path_factory.mktemp("speakers-api"),
+                     worker_args=["--max-upload-seconds", str(MAX_UPLOAD_SECONDS),
+                                  "--max-upload-bytes", str(MAX_UPLOAD_BYTES)],
+                     balancer_args=["--max-upload-bytes", str(MAX_UPLOAD_BYTES)]) as system:
         yield system
-    finally:
-        system.stop()
 
 
 @pytest.fixture(scope="module")
