@@ -41,13 +41,18 @@ def stamp_text(stamp: int) -> str:
     return stamp_time(stamp).strftime(TEXT_FORMAT)
 
 
-def parse_stamp(value: object) -> datetime:
+def check_stamp(value: object) -> int:
     """A stamp as it arrives in a batch (int) or a header (digits), checked."""
     if type(value) is int and 0 <= value < 10**MAX_STAMP_DIGITS:
-        return stamp_time(value)
+        return value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_STAMP_DIGITS:
-        return stamp_time(int(value))
+        return int(value)
     raise ValueError("frame stamp must be microseconds since the epoch (at most 17 digits)")
+
+
+def parse_stamp(value: object) -> datetime:
+    """check_stamp's stamp as the datetime a log line shows."""
+    return stamp_time(check_stamp(value))
 
 
 def utc_now() -> datetime:

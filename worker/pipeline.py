@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from voicestream.logline import format_line
 from voicestream.replies import FrameReply
-from voicestream.stamps import stamp_micros, utc_now
+from voicestream.stamps import stamp_micros, stamp_time, utc_now
 
 from .accounts import Account, Accounts
 from .audio import Audio, dbfs
@@ -37,9 +36,9 @@ class Frame:
     audio: Audio
     stream: str = ""
     seq: int | None = None
-    # The balancer's time for this frame, the same on every retry: its log
-    # line's timestamp and identity.
-    stamp: datetime | None = None
+    # The balancer's stamp for this frame (UTC microseconds), the same on
+    # every retry: its log line's timestamp and identity.
+    stamp: int | None = None
 
 
 class FramePipeline:
@@ -57,7 +56,7 @@ class FramePipeline:
     def process_many(self, frames: list[Frame]) -> list[FrameReply]:
         """Replies in the order of frames. Frames of distinct accounts share
         one VAD batch; an account's own frames are processed in their order."""
-        received, started = utc_now(), time.perf_counter()
+        received, started = stamp_micros(utc_now()), time.perf_counter()
         self.frames += len(frames)
         self.batches += 1
         replies: list[FrameReply] = [{}] * len(frames)
@@ -73,7 +72,7 @@ class FramePipeline:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return replies
 
-    def _process_locked(self, todo: list[tuple[int, Frame, Account]], received: datetime,
+    def _process_locked(self, todo: list[tuple[int, Frame, Account]], received: int,
                         replies: list[FrameReply]) -> list[FrameRow]:
         """Fills the replies of todo; the shared-store rows of its new frames."""
         fresh = []
@@ -93,8 +92,8 @@ class FramePipeline:
                     if self.speakers is not None else [(None, None, 0.0)] * len(fresh))
         for (i, frame, account), result, (speaker, score, encoder_ms) in zip(fresh, results, speakers, strict=True):
             model_ms = result.model_ms + encoder_ms
-            when = frame.stamp or received
-            line = format_line(when, result.voice, self.port, model_ms, speaker, score)
+            stamp = frame.stamp if frame.stamp is not None else received
+            line = format_line(stamp_time(stamp), result.voice, self.port, model_ms, speaker, score)
             # With the balancer's stamp, the line is written once even if the
             # frame was retried after a worker died between logging and replying.
             logged = self.log.append(frame.account, line, once=frame.stamp is not None)
@@ -110,7 +109,6 @@ class FramePipeline:
                 # Recorded even when this host's log already had the line: the
                 # worker that wrote it may have died before its row was stored;
                 # the row's key makes a second insert a no-op.
-                stamp = stamp_micros(when)
                 rows.append(FrameRow(frame.account, frame.stream, stamp if frame.seq is None else frame.seq, stamp,
                                      result.voice, self.port, model_ms, speaker, score))
         return rows

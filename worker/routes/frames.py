@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 from voicestream.accounts import invalid_account_message, is_valid_account
 from voicestream.batch import PATH, BatchError, decode_batch
 from voicestream.replies import FrameReply
-from voicestream.stamps import parse_stamp
+from voicestream.stamps import check_stamp
 
 from ..audio import AudioError, decode_wav
 from ..config import WorkerConfig
@@ -26,13 +26,13 @@ def read_frame(config: WorkerConfig, meta: dict, wav: bytes) -> Frame | str:
     if seq is not None and not (type(seq) is int and 0 <= seq < 10**18):
         return "seq must be a non-negative integer"
     try:
-        frame_time = parse_stamp(stamp) if stamp is not None else None
+        frame_stamp = check_stamp(stamp) if stamp is not None else None
         audio = decode_wav(wav, max_seconds=config.max_frame_seconds,
                            accepted_rates=config.accepted_rates or None,
                            accepted_subtypes=frozenset(config.accepted_formats) or None)
     except (ValueError, AudioError) as exc:
         return str(exc)
-    return Frame(account, audio, str(meta.get("stream", "")), seq, frame_time)
+    return Frame(account, audio, str(meta.get("stream", "")), seq, frame_stamp)
 
 
 @bp.post(PATH)

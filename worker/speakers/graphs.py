@@ -71,13 +71,22 @@ def session(path: Path) -> onnxruntime.InferenceSession:
 
 
 @dataclass
-class Ge2eGraph:
-    """GE2E as resemblyzer's VoiceEncoder.embed_utterance, batched."""
+class Graph:
+    """An exported speaker encoder served by onnxruntime."""
     session: onnxruntime.InferenceSession
     model: str
     dim: int
     info: dict = field(default_factory=dict)  # shown on /health
     metadata: dict = field(default_factory=dict)  # what the export wrote into the graph
+    name = ""
+
+    def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass
+class Ge2eGraph(Graph):
+    """GE2E as resemblyzer's VoiceEncoder.embed_utterance, batched."""
     name = "ge2e"
 
     def __post_init__(self) -> None:
@@ -90,13 +99,8 @@ class Ge2eGraph:
 
 
 @dataclass
-class EcapaGraph:
+class EcapaGraph(Graph):
     """ECAPA as EncoderClassifier.encode_batch (without its normalize step)."""
-    session: onnxruntime.InferenceSession
-    model: str
-    dim: int
-    info: dict = field(default_factory=dict)  # shown on /health
-    metadata: dict = field(default_factory=dict)  # what the export wrote into the graph
     name = "ecapa"
 
     def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
@@ -107,10 +111,10 @@ class EcapaGraph:
         return unit_rows(out)
 
 
-GRAPHS: dict[str, type[Ge2eGraph] | type[EcapaGraph]] = {"ge2e": Ge2eGraph, "ecapa": EcapaGraph}
+GRAPHS: dict[str, type[Graph]] = {"ge2e": Ge2eGraph, "ecapa": EcapaGraph}
 
 
-def open_graph(path: Path, exported: bool = False) -> Ge2eGraph | EcapaGraph:
+def open_graph(path: Path, exported: bool = False) -> Graph:
     """An encoder over the graph in path, described by the metadata the
     export wrote into it."""
     sess = session(path)
@@ -178,7 +182,7 @@ def cached_graph(kind: str, source: str, model_dir: str | Path,
     return (key, path) if path.is_file() else None
 
 
-def graph_by_metadata(kind: str, source: str, directory: Path) -> Ge2eGraph | EcapaGraph | None:
+def graph_by_metadata(kind: str, source: str, directory: Path) -> Graph | None:
     """The newest ``<kind>-*.onnx`` in directory whose metadata says kind, this
     export version and (ECAPA) the configured source: what a worker serves when
     it cannot fingerprint the weights itself."""
