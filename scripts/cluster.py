@@ -71,11 +71,13 @@ class Process:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def kill(self) -> None:
-        """kill -9 the whole process group (gunicorn master and its worker)."""
+    def kill(self, reap: bool = True) -> None:
+        """kill -9 the whole process group (gunicorn master and its worker),
+        and wait for the exit unless reap is False."""
         if self.popen is not None and self.alive():
             os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
+            if reap:
+                self.popen.wait()
 
     def terminate(self, timeout: float = 20) -> int:
         """SIGTERM the process group and wait for the exit (kill -9 after

@@ -154,7 +154,8 @@ class Cycle:
     exit_code: int | None = None
     freezes: int = 0  # SIGSTOPs until the worker was caught between a log line and its reply
     kill_at: float = 0.0
-    up_at: float = 0.0
+    restart_at: float = 0.0  # the new process is started after this: no reply from it comes earlier
+    up_at: float = 0.0  # its /health answered (the balancer's own poll may have seen it a little sooner)
     reroute: dict[str, float] = field(default_factory=dict)
     back: dict[str, float] = field(default_factory=dict)
 
@@ -190,7 +191,11 @@ async def kill_cycle(system: System, runs: dict[str, AccountRun], victim: int, o
     cycle.kill_at = time.monotonic()
     if graceful:  # SIGTERM and wait for the exit
         cycle.exit_code = await asyncio.to_thread(system.workers[victim].terminate)
-    else:  # in a thread: reaping the process takes a while, and replies keep arriving meanwhile
+    else:
+        # The signal here, so that at most the one frame each account has in
+        # flight is answered by the worker after kill_at; reaping the process
+        # takes a while, in a thread, and replies keep arriving meanwhile.
+        system.workers[victim].kill(reap=False)
         await asyncio.to_thread(system.workers[victim].kill)
 
     def rerouted() -> bool:
@@ -201,6 +206,7 @@ async def kill_cycle(system: System, runs: dict[str, AccountRun], victim: int, o
         return len(cycle.reroute) == len(cycle.affected)
     await until(rerouted, timeout, f"the accounts of worker {port} to reach another worker")
     await asyncio.sleep(max(outage - (time.monotonic() - cycle.kill_at), 0))
+    cycle.restart_at = time.monotonic()
     await asyncio.to_thread(system.restart_worker, victim)
     cycle.up_at = time.monotonic()
 

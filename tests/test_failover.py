@@ -65,7 +65,7 @@ def test_kill_9_a_worker_while_accounts_stream(three, sources):
     for account in cycle.affected:
         workers = [f.worker for f in runs[account].frames]
         assert workers[0] == port
-        moved = [f.worker for f in runs[account].frames if cycle.kill_at <= f.replied < cycle.up_at]
+        moved = [f.worker for f in runs[account].frames if cycle.kill_at <= f.replied < cycle.restart_at]
         assert moved and port not in moved[1:], "continued on another worker while the owner was dead"
         assert len(set(moved) - {port}) == 1, "and on one worker, its next rendezvous choice"
         assert workers[-1] == port, "and came back to its owner after the restart"

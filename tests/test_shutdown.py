@@ -156,7 +156,7 @@ def test_worker_sigterm_finishes_its_frames_and_its_accounts_move(tmp_path, sour
         assert frames[0].worker == cycle.port
         # Frames that were at the worker when SIGTERM came were answered by it;
         # the rest of the outage went to one other worker.
-        during = [f.worker for f in frames if cycle.kill_at <= f.replied < cycle.up_at]
+        during = [f.worker for f in frames if cycle.kill_at <= f.replied < cycle.restart_at]
         assert len(set(during) - {cycle.port}) == 1
         assert frames[-1].worker == cycle.port, "back on its worker after the restart"
     assert "Traceback" not in stopped_output.read_text()
