@@ -41,8 +41,9 @@ from percentile import percentile  # noqa: E402
 from worker.audio import Audio, decode_wav, to_16k  # noqa: E402
 from worker.speakers.encoders import Encoder, Unavailable  # noqa: E402
 from worker.speakers.export.torch_encoders import load_encoder  # noqa: E402
+from worker.speakers.scoring import Roster  # noqa: E402
 from worker.speakers.store import EncoderId, VoiceprintStore  # noqa: E402
-from worker.speakers.tracker import Roster, SpeechWindow  # noqa: E402
+from worker.speakers.tracker import SpeechWindow  # noqa: E402
 from worker.vad import SileroOnnx, VadEngine, VadParams, VadStream, voiced_samples  # noqa: E402
 
 FRAME_SECONDS = 0.1

@@ -15,8 +15,8 @@ import pytest
 
 from worker.database.connection import Database, DatabaseUnavailable
 from worker.database.voiceprints import PostgresVoiceprintStore
+from worker.speakers.scoring import Roster
 from worker.speakers.store import EncoderId, EncoderMismatch
-from worker.speakers.tracker import Roster
 
 pytest_plugins = ["pg"]  # pg_server, pg_url, own_pg
 pytestmark = pytest.mark.integration  # a PostgreSQL server process

@@ -9,8 +9,9 @@ import threading
 import numpy as np
 import pytest
 
+from worker.speakers.scoring import UNKNOWN, Enrolled, Roster, decide
 from worker.speakers.store import EncoderId, EncoderMismatch, VoiceprintStore
-from worker.speakers.tracker import UNKNOWN, Enrolled, Roster, SpeechWindow, decide
+from worker.speakers.tracker import SpeechWindow
 
 GE2E = EncoderId("ge2e", "39373b86598f", 4)
 OTHER = EncoderId("ecapa", "aaaaaaaaaaaa", 4)

@@ -16,9 +16,10 @@ from .pipeline import FramePipeline
 from .speakers.encoders import DEFAULT_THRESHOLDS
 from .speakers.engine import SpeakerEngine
 from .speakers.loader import load_onnx_encoder
+from .speakers.scoring import Roster
 from .speakers.service import ActivityLog, ActivityWriter, SpeakerService
 from .speakers.store import Voiceprints, VoiceprintStore
-from .speakers.tracker import Roster, SpeakerTracker
+from .speakers.tracker import SpeakerTracker
 from .vad import SileroOnnx, VadEngine, VadParams
 
 if TYPE_CHECKING:

@@ -21,8 +21,9 @@ from ..audio import Audio, dbfs, to_16k
 from ..metrics import EnrollmentMetrics
 from ..vad import VadEngine, voiced_samples
 from .engine import EncoderUnavailable, SpeakerEngine
+from .scoring import UNKNOWN, Enrolled, decide
 from .store import EncoderId, EncoderMismatch, Voiceprints, now_text
-from .tracker import MIN_WINDOW_SECONDS, UNKNOWN, Enrolled, decide
+from .tracker import MIN_WINDOW_SECONDS
 
 
 class ActivityWriter(Protocol):
