@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import io
+import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from voicestream.wav import encode_wav
-from worker.audio import AudioError, dbfs, decode_wav
+from worker.audio import AudioError, dbfs, decode_wav, read_pcm16, resample
 
 
 def wav(samples: np.ndarray, rate: int, subtype: str) -> bytes:
@@ -98,3 +100,140 @@ def test_dbfs():
 def test_frames_as_clients_encode_them_decode_to_their_samples():
     x = tone(8000)
     np.testing.assert_allclose(decode_wav(encode_wav(x, 8000)).samples, x, atol=1e-4)
+
+
+# The PCM 16 fast path (read_pcm16) must give exactly libsndfile's samples and,
+# for anything it does not take, libsndfile's own outcome.
+
+def reference(data: bytes, **limits) -> np.ndarray | str:
+    """What decode_wav gave before the fast path: libsndfile's float32 samples,
+    down-mixed in float64 (native rates only), or its error message."""
+    try:
+        samples, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        return f"unreadable WAV: {exc.error_string}"
+    if samples.shape[0] == 0:
+        return "WAV holds no samples"
+    mono = samples.mean(axis=1, dtype=np.float64) if samples.shape[1] > 1 else samples[:, 0]
+    return np.clip(mono.astype(np.float32), -1.0, 1.0)
+
+
+def outcome(data: bytes) -> np.ndarray | str:
+    try:
+        return decode_wav(data, max_seconds=120).samples
+    except AudioError as exc:
+        return str(exc)
+
+
+def assert_same(data: bytes) -> None:
+    got, want = outcome(data), reference(data)
+    if isinstance(want, str) or isinstance(got, str):
+        assert got == want
+    else:
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def riff(*chunks: bytes) -> bytes:
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def chunk(name: bytes, body: bytes) -> bytes:
+    return name + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1)
+
+
+def fmt(channels: int = 1, rate: int = 16000, bits: int = 16, tag: int = 1, extra: bytes = b"") -> bytes:
+    align = channels * bits // 8
+    return chunk(b"fmt ", struct.pack("<HHIIHH", tag, channels, rate, rate * align, align, bits) + extra)
+
+
+def pcm(n: int = 1600, channels: int = 1) -> bytes:
+    values = (tone(16000, seconds=n / 16000) * 32767).astype("<i2")
+    return np.repeat(values, channels).tobytes() if channels > 1 else values.tobytes()
+
+
+def test_fast_path_takes_what_clients_send():
+    layout = read_pcm16(encode_wav(tone(16000), 16000))
+    assert layout is not None and (layout.rate, layout.channels, layout.start, layout.frames) == (16000, 1, 44, 1600)
+
+
+def test_fast_path_gives_libsndfiles_samples_on_real_recordings(speech, speakers_dir):
+    files = sorted(Path("data").glob("*.wav")) + [speech(name) for name in ("sample1.wav", "en_example.wav")] + \
+        sorted(speakers_dir.glob("*/*.wav"))[:4]
+    for path in files:
+        data = path.read_bytes()
+        assert read_pcm16(data) is not None, path
+        assert_same(data)
+        samples, rate = sf.read(path, dtype="int16")
+        stereo = encode_stereo(np.stack([samples, samples[::-1]], axis=1), rate)
+        assert read_pcm16(stereo) is not None and read_pcm16(stereo).channels == 2  # type: ignore[union-attr]
+        assert_same(stereo)
+        frame = encode_wav(samples[:rate // 10], rate)  # one 100 ms frame, as clients send
+        assert_same(frame)
+
+
+def encode_stereo(samples: np.ndarray, rate: int) -> bytes:
+    return wav(samples, rate, "PCM_16")
+
+
+def test_fast_path_full_scale_and_stereo_mean():
+    extremes = np.array([-32768, 32767, -1, 0, 1, 12345, -32768, -32768], dtype="<i2")
+    assert_same(riff(fmt(), chunk(b"data", extremes.tobytes())))
+    assert_same(riff(fmt(channels=2), chunk(b"data", extremes.tobytes())))
+
+
+@pytest.mark.parametrize("name, data, fast", [
+    ("LIST chunk before data", riff(fmt(), chunk(b"LIST", b"INFOISFT\x05\0\0\0espk\0\0"), chunk(b"data", pcm())), True),
+    ("odd-sized chunk with its pad byte", riff(fmt(), chunk(b"junk", b"abc"), chunk(b"data", pcm())), True),
+    ("fmt of 18 bytes (cbSize 0)", riff(fmt(extra=b"\0\0"), chunk(b"data", pcm())), True),
+    ("WAVE_FORMAT_EXTENSIBLE", None, False),
+    ("odd data size", riff(fmt(), chunk(b"data", pcm() + b"\x01"))[:-1], False),
+    ("data size past the end (truncated)", None, False),
+    ("RIFF size larger than the file", None, False),
+    ("chunk after data", riff(fmt(), chunk(b"data", pcm()), chunk(b"LIST", b"INFO")), False),
+    ("no fmt before data", riff(chunk(b"data", pcm()), fmt()), False),
+    ("8-bit", wav(tone(16000), 16000, "PCM_U8"), False),
+    ("24-bit", wav(tone(16000), 16000, "PCM_24"), False),
+    ("float", wav(tone(16000), 16000, "FLOAT"), False),
+    ("three channels", riff(fmt(channels=3), chunk(b"data", pcm(channels=3))), False),
+    ("block align disagreeing", None, False),
+    ("no samples", riff(fmt(), chunk(b"data", b"")), True),
+    ("header only", riff(fmt()), False),
+])
+def test_odd_headers_give_libsndfiles_outcome(name, data, fast):
+    if name == "WAVE_FORMAT_EXTENSIBLE":
+        pcm_guid = bytes.fromhex("0100000000001000800000aa00389b71")
+        extensible = struct.pack("<HHI", 22, 16, 4) + pcm_guid  # cbSize, valid bits, channel mask, PCM
+        data = riff(fmt(tag=0xFFFE, extra=extensible), chunk(b"data", pcm()))
+    elif name == "data size past the end (truncated)":
+        data = encode_wav(tone(16000), 16000)[:1000]
+    elif name == "RIFF size larger than the file":
+        good = encode_wav(tone(16000), 16000)
+        data = good[:4] + struct.pack("<I", len(good)) + good[8:]
+    elif name == "block align disagreeing":
+        good = bytearray(encode_wav(tone(16000), 16000))
+        good[32:34] = struct.pack("<H", 4)
+        data = bytes(good)
+    assert (read_pcm16(data) is not None) == fast, name
+    assert_same(data)
+
+
+def test_fast_path_keeps_the_limits():
+    data = encode_wav(tone(8000, seconds=2), 8000)
+    with pytest.raises(AudioError, match=r"audio too long: 2.00 s, limit 1 s"):
+        decode_wav(data, max_seconds=1)
+    with pytest.raises(AudioError, match="sample rate 8000 Hz not accepted: use one of 16000"):
+        decode_wav(data, accepted_rates=(16000,))
+    with pytest.raises(AudioError, match="unsupported WAV encoding PCM_16: send one of FLOAT"):
+        decode_wav(data, accepted_subtypes=frozenset({"FLOAT"}))
+    with pytest.raises(AudioError, match="WAV holds no samples"):
+        decode_wav(riff(fmt(), chunk(b"data", b"")))
+
+
+def test_fast_path_resamples_like_before():
+    data = encode_wav(tone(44100, amp=1.0), 44100)
+    assert read_pcm16(data) is not None
+    fast = decode_wav(data).samples
+    samples, _ = sf.read(io.BytesIO(data), dtype="float32")
+    slow = np.clip(resample(samples, 44100, 16000).astype(np.float32), -1.0, 1.0)
+    assert np.array_equal(fast, slow) and fast.max() <= 1.0

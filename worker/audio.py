@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,17 +56,13 @@ def decode_wav(
         raise AudioError("empty body: expected WAV bytes")
     if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX", b"RF64") or data[8:12] != b"WAVE":
         raise AudioError("not a WAV file: missing RIFF/WAVE header")
+    pcm = read_pcm16(data)
+    if pcm is not None:
+        return _pcm16_audio(data, pcm, max_seconds, rates, subtypes)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.subtype not in subtypes:
-                raise AudioError(f"unsupported WAV encoding {f.subtype}: send one of {', '.join(sorted(subtypes))}")
-            rate, frames, channels = f.samplerate, f.frames, f.channels
-            if rate not in rates:
-                raise AudioError(f"sample rate {rate} Hz not accepted: use one of {', '.join(map(str, rates))}")
-            if not 0 < channels <= MAX_CHANNELS:
-                raise AudioError(f"WAV header claims {channels} channels: 1 to {MAX_CHANNELS} accepted")
-            if frames > max_seconds * rate:
-                raise AudioError(f"audio too long: {frames / rate:.2f} s, limit {max_seconds:g} s")
+            rate = f.samplerate
+            _check_header(f.subtype, rate, f.channels, f.frames, max_seconds, rates, subtypes)
             samples = f.read(dtype="float32", always_2d=True)
     except AudioError:
         raise
@@ -83,6 +81,91 @@ def decode_wav(
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     # Float WAVs may exceed full scale, and resampling overshoots near it.
     np.clip(mono, -1.0, 1.0, out=mono)
+    return Audio(mono, rate)
+
+
+def _check_header(subtype: str, rate: int, channels: int, frames: int, max_seconds: float,
+                  rates: tuple[int, ...], subtypes: frozenset[str]) -> None:
+    if subtype not in subtypes:
+        raise AudioError(f"unsupported WAV encoding {subtype}: send one of {', '.join(sorted(subtypes))}")
+    if rate not in rates:
+        raise AudioError(f"sample rate {rate} Hz not accepted: use one of {', '.join(map(str, rates))}")
+    if not 0 < channels <= MAX_CHANNELS:
+        raise AudioError(f"WAV header claims {channels} channels: 1 to {MAX_CHANNELS} accepted")
+    if frames > max_seconds * rate:
+        raise AudioError(f"audio too long: {frames / rate:.2f} s, limit {max_seconds:g} s")
+
+
+@dataclass(frozen=True, slots=True)
+class Pcm16:
+    """A plain PCM 16 WAV's layout, read without libsndfile."""
+    rate: int
+    channels: int
+    start: int  # offset of the samples in the WAV bytes
+    frames: int
+
+
+WAVE_FORMAT_PCM = 1
+_FMT = struct.Struct("<HHIIHH")  # format tag, channels, rate, byte rate, block align, bits
+_CHUNK = struct.Struct("<4sI")
+
+
+def read_pcm16(data: bytes) -> Pcm16 | None:
+    """The layout of a little-endian RIFF WAV holding 16-bit PCM mono or stereo
+    (format tag 1) whose sizes all agree - what clients send - or None for
+    anything else, which libsndfile reads instead.
+
+    Opening a frame with soundfile cost ~60 µs (12% of a busy worker's time at
+    2,000 frames/s); this reads the header with struct and the samples with
+    numpy. Only layouts without any doubt take this path: a RIFF size other
+    than the file's, a data chunk not ending the file, an odd data size,
+    WAVE_FORMAT_EXTENSIBLE, other widths, or a big-endian host fall back, so
+    their samples and errors stay libsndfile's."""
+    if sys.byteorder != "little" or data[:4] != b"RIFF" or len(data) < 44:
+        return None
+    riff_size = _CHUNK.unpack_from(data, 0)[1]
+    if riff_size + 8 != len(data):
+        return None
+    offset, fmt = 12, None
+    while offset + 8 <= len(data):
+        chunk, size = _CHUNK.unpack_from(data, offset)
+        body = offset + 8
+        if chunk == b"fmt ":
+            if fmt is not None or size < 16 or body + size > len(data):
+                return None
+            fmt = _FMT.unpack_from(data, body)
+        elif chunk == b"data":
+            if fmt is None or body + size != len(data):
+                return None
+            tag, channels, rate, byte_rate, align, bits = fmt
+            if tag != WAVE_FORMAT_PCM or bits != 16 or channels not in (1, 2) or align != 2 * channels \
+                    or byte_rate != rate * align or size % align:
+                return None
+            return Pcm16(rate, channels, body, size // align)
+        offset = body + size + (size & 1)  # chunks are padded to an even size
+    return None
+
+
+# libsndfile's scale for 16-bit PCM read as float (1 / 0x8000): a power of
+# two, so every sample converts exactly and both paths give the same floats.
+PCM16_SCALE = np.float32(1 / 32768)
+
+
+def _pcm16_audio(data: bytes, pcm: Pcm16, max_seconds: float, rates: tuple[int, ...],
+                 subtypes: frozenset[str]) -> Audio:
+    _check_header("PCM_16", pcm.rate, pcm.channels, pcm.frames, max_seconds, rates, subtypes)
+    if pcm.frames == 0:
+        raise AudioError("WAV holds no samples")
+    samples = np.frombuffer(data, dtype="<i2", count=pcm.frames * pcm.channels, offset=pcm.start).astype(np.float32)
+    samples *= PCM16_SCALE
+    rate = pcm.rate
+    mono = samples.reshape(-1, 2).mean(axis=1, dtype=np.float64) if pcm.channels == 2 else samples
+    if rate not in NATIVE_RATES:
+        mono = resample(mono, rate, TARGET_RATE)
+        rate = TARGET_RATE
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if rate != pcm.rate:  # resampling overshoots near full scale; 16-bit samples are within [-1, 1)
+        np.clip(mono, -1.0, 1.0, out=mono)
     return Audio(mono, rate)
 
 
