@@ -16,12 +16,21 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 
 from .encoders import Encoder, Unavailable
+from .streaming import WINDOWS, encode
 
 log = logging.getLogger("worker.speakers")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    kind: str  # streaming.WINDOWS or streaming.PARTIALS
+    inputs: list[np.ndarray]
+    future: Future
 
 
 class EncoderUnavailable(RuntimeError):
@@ -37,10 +46,10 @@ class SpeakerEngine:
         self.state = self.LOADING
         self.reason = ""
         self.encoder: Encoder | None = None
-        self.windows_embedded = 0  # shown on /health: lets one see who pays for embedding
+        self.windows_embedded = 0  # encoder inputs (windows, GE2E partials), on /health: who pays for embedding
         self._loader = loader
         self._ready = threading.Event()
-        self._jobs: queue.SimpleQueue[tuple[list[np.ndarray], Future] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="speaker-engine", daemon=True)
         self._thread.start()
 
@@ -66,13 +75,14 @@ class SpeakerEngine:
             return f"speaker encoder {self.kind} is still loading on this worker; retry in a few seconds"
         return f"speaker encoder unavailable: {self.reason}"
 
-    def embed(self, windows: list[np.ndarray]) -> tuple[np.ndarray, float]:
-        """(embeddings, encoder ms of the batch they ran in). Raises
-        EncoderUnavailable when there is no encoder."""
+    def embed(self, inputs: list[np.ndarray], kind: str = WINDOWS) -> tuple[np.ndarray, float]:
+        """(encoder outputs, encoder ms of the batch they ran in) for
+        recordings or windows (WINDOWS), or GE2E partials (streaming.PARTIALS).
+        Raises EncoderUnavailable when there is no encoder."""
         if not self.ready:
             raise EncoderUnavailable(self.unavailable_message())
         future: Future = Future()
-        self._jobs.put((windows, future))
+        self._jobs.put(Job(kind, inputs, future))
         return future.result()
 
     def close(self) -> None:
@@ -123,7 +133,7 @@ class SpeakerEngine:
             if item is None:
                 return
             batch = [item]
-            size = len(item[0])
+            size = len(item.inputs)
             while size < self.max_batch:
                 try:
                     item = self._jobs.get_nowait()
@@ -133,22 +143,23 @@ class SpeakerEngine:
                     self._jobs.put(None)
                     break
                 batch.append(item)
-                size += len(item[0])
-            self._run_batch(batch)
+                size += len(item.inputs)
+            for kind in {job.kind for job in batch}:
+                self._run_batch(kind, [job for job in batch if job.kind == kind])
 
-    def _run_batch(self, batch: list[tuple[list[np.ndarray], Future]]) -> None:
-        windows = [w for job_windows, _ in batch for w in job_windows]
+    def _run_batch(self, kind: str, batch: list[Job]) -> None:
+        inputs = [x for job in batch for x in job.inputs]
         assert self.encoder is not None  # jobs are queued only once ready
         started = time.perf_counter()
         try:
-            embeddings = self.encoder.embed_batch(windows)
+            outputs = encode(self.encoder, kind, inputs)
         except Exception as exc:
-            for _, future in batch:
-                future.set_exception(exc)
+            for job in batch:
+                job.future.set_exception(exc)
             return
         encoder_ms = (time.perf_counter() - started) * 1000
-        self.windows_embedded += len(windows)
+        self.windows_embedded += len(inputs)
         start = 0
-        for job_windows, future in batch:
-            future.set_result((embeddings[start:start + len(job_windows)], encoder_ms))
-            start += len(job_windows)
+        for job in batch:
+            job.future.set_result((outputs[start:start + len(job.inputs)], encoder_ms))
+            start += len(job.inputs)

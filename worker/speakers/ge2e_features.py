@@ -62,7 +62,12 @@ def mel_spectrogram(wav: np.ndarray, basis: np.ndarray) -> np.ndarray:
     zero padding, periodic Hann window, power 2)."""
     padded = np.pad(wav.astype(np.float32, copy=False), GE2E_N_FFT // 2)
     n_frames = 1 + (len(padded) - GE2E_N_FFT) // GE2E_HOP
-    frames = np.lib.stride_tricks.sliding_window_view(padded, GE2E_N_FFT)[::GE2E_HOP][:n_frames]
+    return mel_of_frames(np.lib.stride_tricks.sliding_window_view(padded, GE2E_N_FFT)[::GE2E_HOP][:n_frames], basis)
+
+
+def mel_of_frames(frames: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(frames, n_mels) power mel of (frames, n_fft) sample windows: one
+    recording's (mel_spectrogram) or a stream's new frames (streaming.py)."""
     power = np.abs(np.fft.rfft(frames * _HANN, axis=1)) ** 2
     return (power @ basis.T).astype(np.float32)
 

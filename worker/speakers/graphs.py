@@ -90,12 +90,17 @@ class Ge2eGraph(Graph):
     name = "ge2e"
 
     def __post_init__(self) -> None:
-        self._basis = mel_filterbank()
+        self.basis = mel_filterbank()
 
     def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
-        parts = [ge2e_partials(w, self._basis) for w in windows]
-        [partial_embeds] = self.session.run(None, {"mels": np.concatenate(parts)})
-        return average_partials(partial_embeds, [len(p) for p in parts])
+        parts = [ge2e_partials(w, self.basis) for w in windows]
+        return average_partials(self.embed_partials(np.concatenate(parts)), [len(p) for p in parts])
+
+    def embed_partials(self, mels: np.ndarray) -> np.ndarray:
+        """(n, 256) unit embeddings of (n, 160, 40) partial utterances: the
+        LSTM alone (streaming.py caches them per account)."""
+        [partial_embeds] = self.session.run(None, {"mels": mels.astype(np.float32, copy=False)})
+        return partial_embeds
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Streaming speaker verification: which enrolled speaker is talking now.
 
-Per account, a rolling window of the most recent voiced audio (VAD-gated).
-Every hop of new speech the window is embedded and scored against all of the
-account's voiceprints made by this worker's encoder; the decision (best
-speaker, or "unknown" below the threshold) holds for the following voiced
-frames until the next one. Unvoiced frames carry no speaker.
+Per account, a speaker stream (streaming.py) takes the voiced frames
+(VAD-gated). Every hop of new speech it hands the encoder what is new (GE2E:
+one partial utterance; ECAPA: the window), and the embedding is scored
+against all of the account's voiceprints made by this worker's encoder; the
+decision (best speaker, or "unknown") holds for the following voiced frames
+until the next one. Unvoiced frames carry no speaker.
 
 Accounts without voiceprints pay one cached lookup per frame: no buffering,
 no embedding.
@@ -19,11 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..accounts import Account
-from ..audio import Audio, to_16k
+from ..audio import Audio
 from ..metrics import SpeakerMetrics
 from .engine import SpeakerEngine
 from .scoring import UNKNOWN, Enrolled, Roster, decide
 from .store import EncoderId, StoreUnavailable
+from .streaming import SpeakerStream, stream_for
 
 log = logging.getLogger("worker.speakers")
 
@@ -80,7 +82,8 @@ class SpeechWindow:
 @dataclass(frozen=True, slots=True)
 class Due:
     enrolled: Enrolled
-    window: SpeechWindow
+    stream: SpeakerStream
+    input: np.ndarray  # what the encoder embeds for this decision
 
 
 class SpeakerTracker:
@@ -99,34 +102,38 @@ class SpeakerTracker:
 
     def on_frames(self, frames: list[tuple[Account, Audio, int]]) -> list[tuple[str | None, float | None, float]]:
         """One frame each of distinct accounts, whose locks the caller holds.
-        The windows due for a decision are embedded together, in one call."""
+        The inputs due for a decision are embedded together, in one call."""
         results: list[tuple[str | None, float | None, float]] = [NO_SPEAKER] * len(frames)
         if not self.engine.ready:
             return results
-        due: list[tuple[int, Account, Enrolled, SpeechWindow]] = []
+        due: list[tuple[int, Account, Due]] = []
         for i, (account, audio, voice) in enumerate(frames):
             step = self._add(account, audio, voice)
             if isinstance(step, Due):
-                due.append((i, account, step.enrolled, step.window))
+                due.append((i, account, step))
             else:
                 results[i] = step
-        if not due:
-            return results
+        for kind in {d.stream.kind for _, _, d in due}:
+            self._decide([(i, d) for i, _, d in due if d.stream.kind == kind], kind, results)
+        return results
+
+    def _decide(self, due: list[tuple[int, Due]], kind: str,
+                results: list[tuple[str | None, float | None, float]]) -> None:
         try:
-            embeddings, encoder_ms = self.engine.embed(
-                [to_16k(Audio(window.samples, window.sample_rate)) for _, _, _, window in due])
+            outputs, encoder_ms = self.engine.embed([d.input for _, d in due], kind)
         except Exception:
             # A failed embedding loses one decision, never the frame.
             self.metrics.embedding_failures.inc()
-            log.exception("speaker embedding failed for accounts %s", [a.code for _, a, _, _ in due])
-            return results
+            log.exception("speaker embedding failed for %d accounts", len(due))
+            return
         self.metrics.embedding_seconds.observe(encoder_ms / 1000)
-        for (i, _, enrolled, window), embedding in zip(due, embeddings, strict=True):
-            decision = decide(enrolled, embedding, self.threshold)
-            window.decided(decision.speaker, decision.score)
-            (self.metrics.unknown if decision.speaker == UNKNOWN else self.metrics.known).inc()
-            results[i] = (decision.speaker, decision.score, encoder_ms)
-        return results
+        for (i, d), output in zip(due, outputs, strict=True):
+            embedding = d.stream.embedded(output)
+            if embedding is not None:
+                decision = decide(d.enrolled, embedding, self.threshold)
+                d.stream.decided(decision.speaker, decision.score)
+                (self.metrics.unknown if decision.speaker == UNKNOWN else self.metrics.known).inc()
+            results[i] = (d.stream.speaker, d.stream.score, encoder_ms)
 
     def _unreadable(self, account: str, exc: Exception) -> None:
         # Once per UNREADABLE_LOG_SECONDS: an outage would otherwise log every frame.
@@ -151,10 +158,12 @@ class SpeakerTracker:
         if enrolled is None:
             account.speech = None
             return NO_SPEAKER
-        window = account.speech
-        if not isinstance(window, SpeechWindow) or window.sample_rate != audio.sample_rate:
-            window = account.speech = SpeechWindow.for_rate(audio.sample_rate, self.window_seconds,
-                                                            self.hop_seconds, self.reset_seconds)
-        if not window.add(audio.samples, voice):
-            return (window.speaker, window.score, 0.0) if voice else NO_SPEAKER
-        return Due(enrolled, window)
+        stream = account.speech
+        if stream is None or stream.sample_rate != audio.sample_rate:
+            stream = account.speech = stream_for(encoder.name, audio.sample_rate, self.window_seconds,
+                                                 self.hop_seconds, self.reset_seconds, MIN_WINDOW_SECONDS,
+                                                 getattr(encoder, "basis", None))
+        due = stream.add(audio.samples, voice)
+        if due is None:
+            return (stream.speaker, stream.score, 0.0) if voice else NO_SPEAKER
+        return Due(enrolled, stream, due)
