@@ -62,7 +62,7 @@ class Segment:
     speaker: str
     start: float
     end: float
-    frames: int
+    frames: int = 0  # 0 when not made of frames (a reference's segments, scripts/conversation.py)
 
     @property
     def seconds(self) -> float:

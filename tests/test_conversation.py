@@ -1,0 +1,183 @@
+"""scripts/conversation.py: conversations of enrolled speakers and a stranger,
+their RTTM, and their identification error rate from pyannote.metrics.
+
+The in-process tests build conversations from the project's own espeak-ng
+voices (data/, data/enroll/) and score hand-made segments. The integration
+test runs one short fold end to end on ../shared/data/speakers through a
+real GE2E system and checks the structure and sanity of what it produced,
+not its accuracy (the speaker decisions are the system's, and change).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pyannote.database.util import load_rttm
+
+import conversation as conv
+from cluster import REPO
+from conversation import BuildOptions, ConversationError
+from timeline import Segment
+
+DATA = REPO / "data"
+VOICES = ("gb_male", "sc_female", "us_female")  # the 16 kHz espeak-ng voices
+QUICK = BuildOptions(enroll_files=1, turns_each=2, turn_seconds=(3.0, 4.0), pause_seconds=(0.5, 1.0), seed=7)
+
+
+@pytest.fixture(scope="module")
+def vad() -> conv.VadEngine:
+    return conv.vad_engine()
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A speaker folder from data/: each voice's enrollment sample (1.wav) and its 16 kHz sample (2.wav)."""
+    root = tmp_path_factory.mktemp("voices")
+    for name in VOICES:
+        (root / name).mkdir()
+        (root / name / "1.wav").write_bytes((DATA / "enroll" / f"{name}.wav").read_bytes())
+        (root / name / "2.wav").write_bytes((DATA / f"{name}_16k.wav").read_bytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(voices: Path, vad: conv.VadEngine) -> conv.Conversation:
+    return conv.build("sc_female", conv.speaker_files(voices), QUICK, vad, fold=1)
+
+
+def test_the_stranger_is_not_enrolled_and_enrollment_files_are_never_streamed(built: conv.Conversation, voices: Path):
+    assert built.enrolled == {n: [voices / n / "1.wav"] for n in ("gb_male", "us_female")}
+    assert {t.source for t in built.turns} == {str(voices / n / "2.wav") for n in VOICES}
+    assert {t.label for t in built.turns if t.speaker == "sc_female"} == {conv.UNKNOWN}
+    assert all(t.label == t.speaker for t in built.turns if t.speaker != "sc_female")
+
+
+def test_turns_alternate_with_pauses_and_hold_the_source_audio(built: conv.Conversation):
+    names = [t.speaker for t in built.turns]
+    assert sorted(names) == sorted(VOICES * QUICK.turns_each)
+    assert all(a != b for a, b in zip(names, names[1:], strict=False))
+    first = built.turns[0]
+    assert first.start == pytest.approx(QUICK.pause_seconds[0])
+    for before, after in zip(built.turns, built.turns[1:], strict=False):
+        assert QUICK.pause_seconds[0] <= after.start - before.end <= QUICK.pause_seconds[1] + 1 / conv.RATE
+    for turn in built.turns:
+        assert QUICK.turn_seconds[0] <= turn.end - turn.start <= QUICK.turn_seconds[1] + 1 / conv.RATE
+        source, _ = sf.read(turn.source, dtype="int16")
+        at, length = round(turn.source_start * conv.RATE), round((turn.end - turn.start) * conv.RATE)
+        start = round(turn.start * conv.RATE)
+        assert np.array_equal(built.samples[start:start + length], source[at:at + length])
+    # A speaker's second turn continues where the first stopped.
+    gb = [t for t in built.turns if t.speaker == "gb_male"]
+    assert gb[1].source_start == pytest.approx(gb[0].source_start + gb[0].end - gb[0].start)
+    assert len(built.samples) % int(conv.FRAME_SECONDS * conv.RATE) == 0
+    assert built.seconds >= built.turns[-1].end + QUICK.pause_seconds[0]
+    # Pauses are quiet noise, not digital silence.
+    pause = built.samples[int(first.end * conv.RATE) + 10:int(built.turns[1].start * conv.RATE) - 10]
+    assert 0 < np.sqrt(np.mean(pause.astype(float) ** 2)) < 100
+
+
+def test_reference_speech_lies_inside_its_turns_and_turns_mode_labels_whole_turns(built: conv.Conversation):
+    speech = built.reference("speech")
+    turns = built.reference("turns")
+    assert [(s.speaker, s.start, s.end) for s in turns] == [(t.label, t.start, t.end) for t in built.turns]
+    assert 0.5 * sum(s.seconds for s in turns) < sum(s.seconds for s in speech) <= sum(s.seconds for s in turns)
+    for turn in built.turns:
+        assert turn.speech, f"silero heard no speech in {turn}"
+        assert all(turn.start <= a < b <= turn.end + 1e-9 for a, b in turn.speech)
+    assert [s.start for s in speech] == sorted(s.start for s in speech)
+
+
+def test_same_seed_same_conversation_other_fold_another(voices: Path, vad: conv.VadEngine, built: conv.Conversation):
+    speakers = conv.speaker_files(voices)
+    again = conv.build("sc_female", speakers, QUICK, vad, fold=1)
+    assert np.array_equal(again.samples, built.samples) and again.turns == built.turns
+    other = conv.build("sc_female", speakers, QUICK, vad, fold=2)
+    assert [t.start for t in other.turns] != [t.start for t in built.turns]
+
+
+def test_rttm_round_trips_through_pyannote(built: conv.Conversation, tmp_path: Path):
+    path = tmp_path / "ref.rttm"
+    path.write_text(conv.rttm(built.uri, built.reference()))
+    (annotation,) = load_rttm(path).values()
+    got = sorted((round(s.start, 3), round(s.end, 3), label) for s, _, label in annotation.itertracks(yield_label=True))
+    want = sorted((round(s.start, 3), round(s.start, 3) + round(s.seconds, 3), s.speaker) for s in built.reference())
+    assert [(a, pytest.approx(b, abs=2e-3), c) for a, b, c in want] == got
+    assert set(annotation.labels()) == {"gb_male", "us_female", conv.UNKNOWN}
+
+
+def test_score_and_who_for_whom_on_hand_made_segments():
+    reference = [Segment("alice", 0, 2), Segment(conv.UNKNOWN, 3, 5)]
+    hypothesis = [Segment("alice", 0.5, 1), Segment("bob", 1, 2), Segment("alice", 3, 4), Segment(conv.UNKNOWN, 5, 6)]
+    s = conv.score("u", reference, hypothesis, seconds=6, collar=0)
+    assert (s.speech, s.confusion, s.missed, s.false_alarm, s.correct) == pytest.approx((4, 2, 1.5, 1, 0.5))
+    assert s.ier == pytest.approx(4.5 / 4)
+    assert conv.who_for_whom(reference, hypothesis) == {
+        "alice": {"(none)": 0.5, "alice": 0.5, "bob": 1.0}, conv.UNKNOWN: {"(none)": 1.0, "alice": 1.0}}
+    assert conv.stranger_named(conv.who_for_whom(reference, hypothesis)) == (1.0, 2.0)
+    # The collar forgives a quarter second either side of every reference boundary.
+    late = conv.score("u", [Segment("alice", 0, 2)], [Segment("alice", 0.2, 2)], seconds=2, collar=0.25)
+    assert late.ier == 0 and late.speech == pytest.approx(1.5)  # 2 s less 0.25 s either side of 0 and 2
+    assert conv.total([s, late]).speech == pytest.approx(5.5)
+
+
+def test_bad_input_is_named(voices: Path, vad: conv.VadEngine, tmp_path: Path):
+    speakers = conv.speaker_files(voices)
+    with pytest.raises(ConversationError, match="no speaker 'carol'"):
+        conv.build("carol", speakers, QUICK, vad)
+    with pytest.raises(ConversationError, match="--enroll-files 2 leaves none to stream"):
+        conv.build("gb_male", speakers, BuildOptions(enroll_files=2), vad)
+    lonely = tmp_path / "lonely"
+    (lonely / "us_male").mkdir(parents=True)
+    (lonely / "us_male" / "1.wav").write_bytes((DATA / "us_male_8k.wav").read_bytes())
+    with pytest.raises(ConversationError, match="1 speaker folder"):
+        conv.speaker_files(lonely)
+    with pytest.raises(ConversationError, match=r"us_male_8k.wav|1.wav: 8000 Hz with 1 channel\(s\)"):
+        conv.read_audio(lonely / "us_male" / "1.wav")
+    with pytest.raises(ConversationError, match="speaker folder not found"):
+        conv.speaker_files(tmp_path / "nowhere")
+    with pytest.raises(SystemExit):
+        conv.parse_args(["--encoders", "ge2e,xvector"])
+    assert conv.main([str(voices), "--strangers", "carol"]) == 2
+
+
+@pytest.mark.integration
+def test_one_fold_end_to_end_through_a_real_ge2e_system(speakers_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    argv = [str(speakers_dir), "--encoders", "ge2e", "--strangers", "speaker_1", "--enroll-files", "1",
+            "--turns-each", "1", "--turn-seconds", "3,4", "--out-dir", str(out), "--json-out", str(tmp_path / "r.json")]
+    assert conv.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "ge2e     speaker_1" in printed and "ge2e     all" in printed and "collar ±0.25 s" in printed
+
+    result = json.loads((tmp_path / "r.json").read_text())
+    (fold,) = result["folds"]
+    assert (fold["encoder"], fold["stranger"], fold["turns"], result["collar"]) == ("ge2e", "speaker_1", 4, 0.25)
+    enrolled = {"speaker_2", "speaker_3", "speaker_4"}
+
+    # The reference is the conversation as built (the same seed builds it again here).
+    options = BuildOptions(enroll_files=1, turns_each=1, turn_seconds=(3.0, 4.0))
+    built = conv.build("speaker_1", conv.speaker_files(speakers_dir), options, conv.vad_engine(), fold=0)
+    assert fold["seconds"] == pytest.approx(built.seconds, abs=1e-3)
+    reference = load_rttm(fold["reference_rttm"])["ge2e-speaker_1"]
+    assert reference.get_timeline().duration() == pytest.approx(sum(s.seconds for s in built.reference()), abs=0.01)
+    assert set(reference.labels()) == enrolled | {conv.UNKNOWN}
+
+    hypothesis = load_rttm(fold["hypothesis_rttm"])["ge2e-speaker_1"]
+    assert set(hypothesis.labels()) == set(fold["labels"]) and set(fold["labels"]) <= enrolled | {conv.UNKNOWN}
+    assert fold["labels"], "the system named no one in a conversation of three enrolled speakers"
+    spans = [s for s, _ in hypothesis.itertracks()]
+    assert all(0 <= s.start < s.end <= built.seconds + 1e-6 for s in spans)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(spans, spans[1:], strict=False))
+
+    # pyannote's parts add up: the errors make the rate, and what is not
+    # missed or confused is correct.
+    parts = fold["confusion"] + fold["missed"] + fold["false_alarm"]
+    assert fold["ier"] == pytest.approx(parts / fold["speech"])
+    assert fold["correct"] + fold["confusion"] + fold["missed"] == pytest.approx(fold["speech"])
+    assert 0 < fold["speech"] <= reference.get_timeline().duration()
+    assert result["overall"]["ge2e"]["ier"] == pytest.approx(fold["ier"])
+    assert math.isclose(fold["stranger_seconds"], sum(fold["who_for_whom"][conv.UNKNOWN].values()), abs_tol=0.01)
