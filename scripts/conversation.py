@@ -21,402 +21,47 @@ IdentificationErrorRate (collar --collar seconds), per fold and overall.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-import numpy as np
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make the project importable
+if str(ROOT) not in sys.path:  # run as a script: make the project importable (scripts/ is sys.path[0])
     sys.path.insert(0, str(ROOT))
 
-import timeline  # noqa: E402
-from cluster import SPEAKERS, System, make_system, wait_until  # noqa: E402
-from voicestream.wav import FRAME_SECONDS, encode_wav  # noqa: E402
-from worker.vad import CHUNK_SAMPLES, SileroOnnx, VadEngine, VadParams, VadStream  # noqa: E402
+from cluster import SPEAKERS  # noqa: E402
+from conversations import ConversationError, EncoderUnavailable  # noqa: E402
+from conversations.build import (  # noqa: E402
+    NOISE_DBFS,
+    PAUSE_SECONDS,
+    TURN_SECONDS,
+    BuildOptions,
+    build,
+    rttm,
+    speaker_files,
+    vad_engine,
+)
+from conversations.scoring import (  # noqa: E402
+    BREAKDOWN,
+    COLLAR,
+    Score,
+    breakdown,
+    score,
+    stranger_named,
+    total,
+    who_for_whom,
+)
+from conversations.system import enroll, hypothesis, start, stream  # noqa: E402
+from worker.vad import VadEngine  # noqa: E402
 
-RATE = 16000              # the speaker set's rate, and the encoders'
-UNKNOWN = timeline.UNKNOWN
 ENCODERS = ("ge2e", "ecapa")
-# The collar: seconds either side of each reference boundary left unscored
-# (md-eval's -c; pyannote's collar is the whole width, twice this). The
-# reference's boundaries are silero's 32 ms chunks, the hypothesis's 100 ms
-# frames, so the same speech can start up to 0.1 s apart.
-COLLAR = 0.25
-# Turn lengths: a worker names a voice once it has 1.5 s of speech, then
-# holds the previous voice 0.5-1 s into the next turn (docs/timeline.md), so
-# 3-6 s turns are where that lag shows without dominating.
-TURN_SECONDS = (3.0, 6.0)
-# Pauses: under --speaker-reset-seconds (3 s), so the window carries across
-# turns as in a lively conversation.
-PAUSE_SECONDS = (0.5, 1.5)
-NOISE_DBFS = -60.0        # the pauses' noise: a quiet line, not digital silence
-REPLY_TIMEOUT = 60.0
 
 
-class ConversationError(RuntimeError):
-    """Bad input or a system that could not be measured; the message says which."""
-
-
-# ---------------------------------------------------------------- conversations
-
-@dataclass(frozen=True, slots=True)
-class BuildOptions:
-    enroll_files: int = 2
-    turns_each: int = 3
-    turn_seconds: tuple[float, float] = TURN_SECONDS
-    pause_seconds: tuple[float, float] = PAUSE_SECONDS
-    seed: int = 0
-    reference: str = "speech"  # or "turns": whole turns labelled, silences inside included
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    speaker: str                          # the folder's name
-    label: str                            # the reference's: the name, or unknown for the stranger
-    source: str                           # file the piece was cut from
-    source_start: float                   # seconds into that file
-    start: float                          # seconds into the conversation
-    end: float
-    speech: tuple[tuple[float, float], ...]  # where silero hears speech, conversation seconds
-
-
-@dataclass(frozen=True)
-class Conversation:
-    uri: str
-    stranger: str
-    enrolled: dict[str, list[Path]]       # name -> enrollment files
-    samples: np.ndarray                   # int16, RATE
-    turns: tuple[Turn, ...]
-    reused: int = 0                       # turns that had to reuse a speaker's audio
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / RATE
-
-    def reference(self, mode: str = "speech") -> list[timeline.Segment]:
-        """Labelled segments: each turn's speech (mode "speech") or whole turn ("turns")."""
-        if mode == "turns":
-            return [timeline.Segment(t.label, t.start, t.end) for t in self.turns]
-        return [timeline.Segment(t.label, start, end) for t in self.turns for start, end in t.speech]
-
-
-def speaker_files(folder: Path) -> dict[str, list[Path]]:
-    """speaker name (sub-folder) -> its WAV files sorted by name."""
-    if not folder.is_dir():
-        raise ConversationError(f"speaker folder not found: {folder} (expected <folder>/<speaker>/*.wav)")
-    found = {d.name: sorted(d.glob("*.wav")) for d in sorted(folder.iterdir()) if d.is_dir()}
-    found = {name: files for name, files in found.items() if files}
-    if len(found) < 2:
-        raise ConversationError(f"{folder} holds {len(found)} speaker folder(s) with WAV files; a conversation "
-                                f"with a stranger needs at least 2")
-    return found
-
-
-def read_audio(path: Path) -> np.ndarray:
-    """A file's samples as int16 at RATE (the set's rate; nothing is resampled)."""
-    try:
-        samples, rate = sf.read(path, dtype="int16", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise ConversationError(f"{path}: not readable audio: {exc}") from None
-    if rate != RATE or samples.shape[1] != 1:
-        raise ConversationError(f"{path}: {rate} Hz with {samples.shape[1]} channel(s); the conversation needs "
-                                f"{RATE} Hz mono")
-    return samples[:, 0]
-
-
-def split(files: Sequence[Path], enroll_files: int) -> tuple[list[Path], list[Path]]:
-    """(enrollment files, held-out files): the first enroll_files by name enroll."""
-    if len(files) <= enroll_files:
-        raise ConversationError(f"{files[0].parent}: {len(files)} file(s), but --enroll-files {enroll_files} "
-                                f"leaves none to stream")
-    return list(files[:enroll_files]), list(files[enroll_files:])
-
-
-def turn_order(participants: Sequence[str], each: int, rng: np.random.Generator) -> list[str]:
-    """Every participant each times, in shuffled rounds, never twice in a row."""
-    order: list[str] = []
-    for _ in range(each):
-        round_ = [participants[i] for i in rng.permutation(len(participants))]
-        if order and len(round_) > 1 and round_[0] == order[-1]:
-            round_[0], round_[1] = round_[1], round_[0]
-        order += round_
-    return order
-
-
-def speech_spans(vad: VadEngine, samples: np.ndarray) -> list[tuple[float, float]]:
-    """Where silero hears speech in samples alone, in seconds, at its chunk
-    resolution (32 ms), with the worker's thresholds and hysteresis."""
-    audio = samples.astype(np.float32) / 32768
-    stream, piece = VadStream(RATE), RATE // 2
-    probs = np.concatenate([vad.process(stream, audio[i:i + piece]).chunk_probs
-                            for i in range(0, len(audio), piece)] or [np.empty(0, np.float32)])
-    hysteresis = VadStream(RATE)
-    voiced = [hysteresis.decide(probs[i:i + 1], vad.params)[0] for i in range(len(probs))]
-    chunk = CHUNK_SAMPLES[RATE] / RATE
-    spans: list[tuple[float, float]] = []
-    for i, v in enumerate(voiced):
-        if not v:
-            continue
-        if spans and abs(spans[-1][1] - i * chunk) < 1e-9:
-            spans[-1] = (spans[-1][0], (i + 1) * chunk)
-        else:
-            spans.append((i * chunk, (i + 1) * chunk))
-    return spans
-
-
-def noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    rms = 32768 * 10 ** (NOISE_DBFS / 20)
-    return np.clip(rng.normal(0, rms, int(round(seconds * RATE))), -32768, 32767).astype(np.int16)
-
-
-class Pieces:
-    """One speaker's held-out audio, handed out turn by turn from where the
-    last turn stopped; a file's rest shorter than a turn's minimum is skipped,
-    and when every file is used up it starts over (counted as reused)."""
-
-    def __init__(self, files: Sequence[Path], shortest: float) -> None:
-        self.audio = [(f, read_audio(f)) for f in files]
-        self.shortest = int(shortest * RATE)
-        self.file, self.offset, self.reused = 0, 0, 0
-        if all(len(a) < self.shortest for _, a in self.audio):
-            raise ConversationError(f"{files[0].parent}: every held-out file is shorter than a turn "
-                                    f"({shortest:g} s)")
-
-    def take(self, seconds: float) -> tuple[Path, float, np.ndarray]:
-        while len(self.audio[self.file][1]) - self.offset < self.shortest:
-            self.file, self.offset = self.file + 1, 0
-            if self.file == len(self.audio):
-                self.file, self.reused = 0, self.reused + 1
-        path, audio = self.audio[self.file]
-        start = self.offset
-        piece = audio[start:start + int(seconds * RATE)]
-        self.offset += len(piece)
-        return path, start / RATE, piece
-
-
-def build(stranger: str, speakers: Mapping[str, Sequence[Path]], options: BuildOptions, vad: VadEngine,
-          fold: int = 0, uri: str | None = None) -> Conversation:
-    """The conversation of one fold: stranger is not enrolled, the others are
-    from their first files; turns alternate all of them with pauses between."""
-    if stranger not in speakers:
-        raise ConversationError(f"no speaker {stranger!r} in the folder: choose from {', '.join(speakers)}")
-    low, high = options.turn_seconds
-    if not 0 < low <= high or not 0 <= options.pause_seconds[0] <= options.pause_seconds[1]:
-        raise ConversationError(f"turn lengths {options.turn_seconds} and pauses {options.pause_seconds} must be "
-                                f"ordered (min <= max), turns longer than 0")
-    rng = np.random.default_rng([options.seed, fold])  # a fold is the same whichever others run
-    enrolled, pieces = {}, {}
-    for name, files in speakers.items():
-        enroll, held_out = split(files, options.enroll_files)
-        if name != stranger:
-            enrolled[name] = enroll
-        pieces[name] = Pieces(held_out, low)
-    parts: list[np.ndarray] = [noise(options.pause_seconds[0], rng)]  # the line is open before anyone speaks
-    turns, at = [], len(parts[0])
-    for name in turn_order(list(speakers), options.turns_each, rng):
-        path, source_start, piece = pieces[name].take(float(rng.uniform(low, high)))
-        start = at / RATE
-        speech = tuple((start + a, start + b) for a, b in speech_spans(vad, piece))
-        label = UNKNOWN if name == stranger else name
-        turns.append(Turn(name, label, str(path), source_start, start, start + len(piece) / RATE, speech))
-        pause = noise(float(rng.uniform(*options.pause_seconds)), rng)
-        parts += [piece, pause]
-        at += len(piece) + len(pause)
-    samples = np.concatenate(parts)
-    frame = int(FRAME_SECONDS * RATE)  # whole frames only: the stream's last frame is not cut
-    samples = np.concatenate([samples, noise((-len(samples) % frame) / RATE, rng)])
-    return Conversation(uri or f"conversation-{stranger}", stranger, enrolled, samples, tuple(turns),
-                        sum(p.reused for p in pieces.values()))
-
-
-def rttm(uri: str, segments: Sequence[timeline.Segment]) -> str:
-    """RTTM text (timeline.py's lines), unknown kept: here it is the stranger's label."""
-    return "".join(line + "\n" for line in timeline.rttm_lines(uri, segments, keep_unknown=True))
-
-
-def vad_engine() -> VadEngine:
-    return VadEngine(SileroOnnx(), VadParams())
-
-
-# ---------------------------------------------------------------- the system
-
-def http(url: str, method: str = "GET", data: bytes | None = None, timeout: float = 120) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "audio/wav"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.load(exc)
-        except ValueError:
-            return exc.code, {"error": exc.reason}
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, {"error": str(exc)}
-
-
-def worker_args(encoder: str, root: Path, ecapa_source: str | None) -> list[str]:
-    args = ["--encoder", encoder, "--store", str(root / "voiceprints.db"), "--activity-log", str(root / "activity.log")]
-    return args + (["--ecapa-source", ecapa_source] if encoder == "ecapa" and ecapa_source else [])
-
-
-def start(encoder: str, root: Path, ecapa_source: str | None, workers: int) -> System:
-    """A balancer and workers with encoder, their encoders loaded; raises
-    ConversationError (the system stopped) when the encoder cannot load."""
-    system = make_system(root, n_workers=workers, worker_args=worker_args(encoder, root, ecapa_source))
-    system.start()
-    try:
-        for i in range(workers):
-            statuses: list[dict] = []
-
-            def loaded(i: int = i, statuses: list[dict] = statuses) -> bool:
-                status, body = http(f"{system.worker_url(i)}/health", timeout=5)
-                if status == 200 and body["speakers"]["state"] != "loading":
-                    statuses.append(body["speakers"])
-                    return True
-                return False
-            # A first GE2E export takes about 30 s; an ECAPA one longer.
-            wait_until(loaded, 600, f"worker {i} to load its {encoder} encoder", interval=0.2)
-            if statuses[-1]["state"] != "ready":
-                raise ConversationError(f"{encoder} encoder unavailable: {statuses[-1].get('reason', statuses[-1])}")
-    except BaseException:
-        system.stop()
-        raise
-    return system
-
-
-def enroll(system: System, account: str, enrolled: Mapping[str, Sequence[Path]]) -> None:
-    for name, files in enrolled.items():
-        for path in files:
-            status, body = http(f"{system.url}/accounts/{account}/speakers/{name}", "POST", path.read_bytes())
-            if not 200 <= status < 300:
-                raise ConversationError(f"enrolling {name} from {path} failed: {status} {body}")
-
-
-def stream(url: str, account: str, samples: np.ndarray) -> list[dict]:
-    """Every 100 ms frame over one WebSocket, each sent once the previous one
-    is answered; the replies in order."""
-    return asyncio.run(_stream(url, account, samples))
-
-
-async def _stream(url: str, account: str, samples: np.ndarray) -> list[dict]:
-    n = int(FRAME_SECONDS * RATE)
-    replies = []
-    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-        for start in range(0, len(samples) - n + 1, n):
-            await ws.send_str(f"ACCOUNTCODE={account}")
-            await ws.send_bytes(encode_wav(samples[start:start + n], RATE))
-            reply = await ws.receive_json(timeout=REPLY_TIMEOUT)
-            if "error" in reply:
-                raise ConversationError(f"frame {start // n} of {account} was refused: {reply['error']}")
-            replies.append(reply)
-        await ws.send_str("CLOSE")
-    return replies
-
-
-def hypothesis(system: System, account: str, replies: Sequence[dict]) -> list[timeline.Segment]:
-    """The account's frame log as speaker segments in audio time (timeline.py),
-    checked against the replies: one line per frame, the same speakers."""
-    path = system.log_dir / f"{account}.txt"
-    lines, skipped = timeline.read_lines(path.read_text(encoding="utf-8", errors="replace").splitlines())
-    logged = [line.speaker for line in lines]
-    answered = [reply.get("speaker") for reply in replies]
-    if skipped or logged != answered:
-        raise ConversationError(f"{path}: {len(lines)} frame line(s) ({skipped} other) for {len(replies)} "
-                                f"replies, or other speakers than the replies named")
-    frames = timeline.to_frames(lines, FRAME_SECONDS, clock="frames")
-    return timeline.segments(frames, gap_seconds=float("inf"))
-
-
-# ---------------------------------------------------------------- scoring
-
-@dataclass
-class Score:
-    """IdentificationErrorRate's components, in seconds of reference speech."""
-    speech: float           # the reference's labelled time (pyannote's "total")
-    confusion: float
-    missed: float
-    false_alarm: float
-    correct: float
-
-    @property
-    def ier(self) -> float:
-        return (self.confusion + self.missed + self.false_alarm) / self.speech if self.speech else 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "ier": self.ier}
-
-
-def total(scores: Sequence[Score]) -> Score:
-    """Several conversations as one: components summed (what pyannote's abs(metric) gives)."""
-    return Score(*(sum(column) for column in zip(*(astuple(s) for s in scores), strict=True)))
-
-
-def annotation(uri: str, segments: Sequence[timeline.Segment]) -> Any:
-    from pyannote.core import Annotation, Segment
-    out = Annotation(uri=uri)
-    for i, s in enumerate(segments):
-        out[Segment(s.start, s.end), i] = s.speaker
-    return out
-
-
-def score(uri: str, reference: Sequence[timeline.Segment], hypothesis: Sequence[timeline.Segment],
-          seconds: float, collar: float = COLLAR) -> Score:
-    """pyannote.metrics' identification error rate over the whole conversation
-    (its uem: 0 to seconds), collar seconds either side of every reference
-    boundary ignored."""
-    try:
-        from pyannote.core import Segment, Timeline
-        from pyannote.metrics.identification import IdentificationErrorRate
-    except ImportError:
-        raise ConversationError("pyannote.metrics is not installed: pip install -r requirements.txt "
-                                "(or '.[scripts]')") from None
-    metric = IdentificationErrorRate(collar=2 * collar)  # pyannote's collar: the whole width
-    parts = metric(annotation(uri, reference), annotation(uri, hypothesis), detailed=True,
-                   uem=Timeline([Segment(0, seconds)], uri=uri))
-    return Score(parts["total"], parts["confusion"], parts["missed detection"], parts["false alarm"],
-                 parts["correct"])
-
-
-NONE = "(none)"  # no decision: silence, or speech before the first decision
-
-
-def who_for_whom(reference: Sequence[timeline.Segment],
-                 hypothesis: Sequence[timeline.Segment]) -> dict[str, dict[str, float]]:
-    """Seconds of each reference label that the hypothesis gave each label
-    (NONE: no decision), no collar: who was taken for whom."""
-    out: dict[str, dict[str, float]] = {}
-    for ref in reference:
-        row = out.setdefault(ref.speaker, {})
-        covered = 0.0
-        for hyp in hypothesis:
-            overlap = min(ref.end, hyp.end) - max(ref.start, hyp.start)
-            if overlap > 0:
-                row[hyp.speaker] = row.get(hyp.speaker, 0.0) + overlap
-                covered += overlap
-        row[NONE] = row.get(NONE, 0.0) + ref.seconds - covered
-    return {ref: {hyp: round(seconds, 3) for hyp, seconds in sorted(row.items())} for ref, row in sorted(out.items())}
-
-
-def stranger_named(matrix: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
-    """(seconds of the stranger's speech given an enrolled name, seconds of the stranger's speech)."""
-    row = matrix.get(UNKNOWN, {})
-    return sum(v for k, v in row.items() if k not in (UNKNOWN, NONE)), sum(row.values())
-
-
-# ---------------------------------------------------------------- one run
 
 @dataclass
 class Fold:
@@ -439,16 +84,38 @@ class Fold:
                 "labels": self.labels, "reference_rttm": self.reference_rttm,
                 "hypothesis_rttm": self.hypothesis_rttm, **self.score.as_dict(),
                 "stranger_seconds": round(spoke, 3), "stranger_named_seconds": round(named, 3),
-                "who_for_whom": self.matrix}
+                "breakdown": breakdown(self.matrix), "who_for_whom": self.matrix}
+
+
+@dataclass
+class EncoderRun:
+    encoder: str
+    status: dict = field(default_factory=dict)  # the workers' /health speakers status: model, graph
+    unavailable: str = ""                       # why its workers could not load it
+    folds: list[Fold] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        if self.unavailable:
+            return {"unavailable": self.unavailable}
+        named = [stranger_named(f.matrix) for f in self.folds]
+        sums = [breakdown(f.matrix) for f in self.folds]
+        return {"status": self.status, **total([f.score for f in self.folds]).as_dict(),
+                "stranger_seconds": round(sum(s for _, s in named), 3),
+                "stranger_named_seconds": round(sum(n for n, _ in named), 3),
+                "breakdown": {k: round(sum(b[k] for b in sums), 3) for k in BREAKDOWN}}
 
 
 def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequence[Path]], strangers: list[str],
-                vad: VadEngine, root: Path) -> list[Fold]:
+                vad: VadEngine, root: Path) -> EncoderRun:
     options = build_options(a)
     out_dir = a.out_dir / encoder
     out_dir.mkdir(parents=True, exist_ok=True)
-    folds = []
-    system = start(encoder, root / encoder, a.ecapa_source, a.workers)
+    try:
+        system, status = start(encoder, root / encoder, a.ecapa_source, a.workers)
+    except EncoderUnavailable as exc:
+        print(f"conversation.py: {exc}", file=sys.stderr)
+        return EncoderRun(encoder, unavailable=str(exc))
+    run = EncoderRun(encoder, status)
     try:
         for stranger in strangers:
             fold = list(speakers).index(stranger)
@@ -462,13 +129,13 @@ def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequ
             ref_path.write_text(rttm(conversation.uri, reference))
             hyp_path.write_text(rttm(conversation.uri, hyp))
             result = score(conversation.uri, reference, hyp, conversation.seconds, a.collar)
-            folds.append(Fold(encoder, stranger, account, conversation.seconds, len(conversation.turns),
-                              conversation.reused, result, str(ref_path), str(hyp_path),
-                              sorted({s.speaker for s in hyp}), who_for_whom(reference, hyp)))
-            print(row(encoder, stranger, result, stranger_named(folds[-1].matrix)), file=sys.stderr, flush=True)
+            run.folds.append(Fold(encoder, stranger, account, conversation.seconds, len(conversation.turns),
+                                  conversation.reused, result, str(ref_path), str(hyp_path),
+                                  sorted({s.speaker for s in hyp}), who_for_whom(reference, hyp)))
+            print(row(encoder, stranger, result, stranger_named(run.folds[-1].matrix)), file=sys.stderr, flush=True)
     finally:
         system.stop()
-    return folds
+    return run
 
 
 def build_options(a: argparse.Namespace) -> BuildOptions:
@@ -490,14 +157,16 @@ def row(encoder: str, stranger: str, s: Score, named: tuple[float, float]) -> st
             f"{pct(*named):>14}")
 
 
-def table(folds: Sequence[Fold]) -> str:
+def table(runs: Sequence[EncoderRun]) -> str:
     """A row per fold, then each encoder's total over its folds (components summed)."""
     lines = [HEADER]
-    for encoder in dict.fromkeys(f.encoder for f in folds):
-        mine = [f for f in folds if f.encoder == encoder]
-        named = [stranger_named(f.matrix) for f in mine]
-        lines += [row(encoder, f.stranger, f.score, n) for f, n in zip(mine, named, strict=True)]
-        lines.append(row(encoder, "all", total([f.score for f in mine]),
+    for run in runs:
+        if run.unavailable:
+            lines.append(f"{run.encoder:<8} unavailable: the workers could not load it (above)")
+            continue
+        named = [stranger_named(f.matrix) for f in run.folds]
+        lines += [row(run.encoder, f.stranger, f.score, n) for f, n in zip(run.folds, named, strict=True)]
+        lines.append(row(run.encoder, "all", total([f.score for f in run.folds]),
                          (sum(n for n, _ in named), sum(s for _, s in named))))
     return "\n".join(lines)
 
@@ -566,25 +235,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConversationError(f"--strangers: no speaker {', '.join(missing)} in {a.folder}; "
                                     f"choose from {', '.join(speakers)}")
         vad = vad_engine()
-        folds: list[Fold] = []
         print(HEADER, file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="conversation-") as tmp:
-            for encoder in a.encoders:
-                folds += run_encoder(encoder, a, speakers, strangers, vad, Path(tmp))
+            runs = [run_encoder(encoder, a, speakers, strangers, vad, Path(tmp)) for encoder in a.encoders]
     except ConversationError as exc:
         print(f"conversation.py: {exc}", file=sys.stderr)
         return 2
-    print(table(folds))
+    print(table(runs))
     print(f"collar ±{a.collar:g} s, reference: {a.reference}, commit {commit()}")
     if a.json_out is not None:
-        totals = {e: total([f.score for f in folds if f.encoder == e]).as_dict() for e in a.encoders}
         a.json_out.parent.mkdir(parents=True, exist_ok=True)
         a.json_out.write_text(json.dumps({
             "commit": commit(), "folder": str(a.folder), "collar": a.collar, "reference": a.reference,
-            "options": {k: v for k, v in asdict(build_options(a)).items()},
-            "ecapa_source": a.ecapa_source, "workers": a.workers,
-            "folds": [f.as_dict() for f in folds], "overall": totals}, indent=2) + "\n")
-    return 0
+            "options": asdict(build_options(a)), "ecapa_source": a.ecapa_source, "workers": a.workers,
+            "encoders": {run.encoder: run.as_dict() for run in runs},
+            "folds": [f.as_dict() for run in runs for f in run.folds]}, indent=2) + "\n")
+    return 1 if any(run.unavailable for run in runs) else 0
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ import pytest
 import soundfile as sf
 from pyannote.database.util import load_rttm
 
-import conversation as conv
+import conversation as cli
 from cluster import REPO
-from conversation import BuildOptions, ConversationError
+from conversations import ConversationError, scoring
+from conversations import build as conv
+from conversations.build import BuildOptions
 from timeline import Segment
 
 DATA = REPO / "data"
@@ -112,16 +114,19 @@ def test_rttm_round_trips_through_pyannote(built: conv.Conversation, tmp_path: P
 def test_score_and_who_for_whom_on_hand_made_segments():
     reference = [Segment("alice", 0, 2), Segment(conv.UNKNOWN, 3, 5)]
     hypothesis = [Segment("alice", 0.5, 1), Segment("bob", 1, 2), Segment("alice", 3, 4), Segment(conv.UNKNOWN, 5, 6)]
-    s = conv.score("u", reference, hypothesis, seconds=6, collar=0)
+    s = scoring.score("u", reference, hypothesis, seconds=6, collar=0)
     assert (s.speech, s.confusion, s.missed, s.false_alarm, s.correct) == pytest.approx((4, 2, 1.5, 1, 0.5))
     assert s.ier == pytest.approx(4.5 / 4)
-    assert conv.who_for_whom(reference, hypothesis) == {
+    assert scoring.who_for_whom(reference, hypothesis) == {
         "alice": {"(none)": 0.5, "alice": 0.5, "bob": 1.0}, conv.UNKNOWN: {"(none)": 1.0, "alice": 1.0}}
-    assert conv.stranger_named(conv.who_for_whom(reference, hypothesis)) == (1.0, 2.0)
+    assert scoring.stranger_named(scoring.who_for_whom(reference, hypothesis)) == (1.0, 2.0)
+    assert scoring.breakdown(scoring.who_for_whom(reference, hypothesis)) == {
+        "enrolled_right": 0.5, "enrolled_other": 1.0, "enrolled_unknown": 0.0, "enrolled_none": 0.5,
+        "stranger_unknown": 0.0, "stranger_named": 1.0, "stranger_none": 1.0}
     # The collar forgives a quarter second either side of every reference boundary.
-    late = conv.score("u", [Segment("alice", 0, 2)], [Segment("alice", 0.2, 2)], seconds=2, collar=0.25)
+    late = scoring.score("u", [Segment("alice", 0, 2)], [Segment("alice", 0.2, 2)], seconds=2, collar=0.25)
     assert late.ier == 0 and late.speech == pytest.approx(1.5)  # 2 s less 0.25 s either side of 0 and 2
-    assert conv.total([s, late]).speech == pytest.approx(5.5)
+    assert scoring.total([s, late]).speech == pytest.approx(5.5)
 
 
 def test_bad_input_is_named(voices: Path, vad: conv.VadEngine, tmp_path: Path):
@@ -140,8 +145,11 @@ def test_bad_input_is_named(voices: Path, vad: conv.VadEngine, tmp_path: Path):
     with pytest.raises(ConversationError, match="speaker folder not found"):
         conv.speaker_files(tmp_path / "nowhere")
     with pytest.raises(SystemExit):
-        conv.parse_args(["--encoders", "ge2e,xvector"])
-    assert conv.main([str(voices), "--strangers", "carol"]) == 2
+        cli.parse_args(["--encoders", "ge2e,xvector"])
+    assert cli.main([str(voices), "--strangers", "carol"]) == 2
+    # An encoder the workers cannot load is a row of its own; the others are still measured.
+    assert "ecapa    unavailable" in cli.table([cli.EncoderRun("ecapa", unavailable="no model")])
+    assert cli.EncoderRun("ecapa", unavailable="no model").as_dict() == {"unavailable": "no model"}
 
 
 @pytest.mark.integration
@@ -149,7 +157,7 @@ def test_one_fold_end_to_end_through_a_real_ge2e_system(speakers_dir: Path, tmp_
     out = tmp_path / "out"
     argv = [str(speakers_dir), "--encoders", "ge2e", "--strangers", "speaker_1", "--enroll-files", "1",
             "--turns-each", "1", "--turn-seconds", "3,4", "--out-dir", str(out), "--json-out", str(tmp_path / "r.json")]
-    assert conv.main(argv) == 0
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "ge2e     speaker_1" in printed and "ge2e     all" in printed and "collar ±0.25 s" in printed
 
@@ -179,5 +187,8 @@ def test_one_fold_end_to_end_through_a_real_ge2e_system(speakers_dir: Path, tmp_
     assert fold["ier"] == pytest.approx(parts / fold["speech"])
     assert fold["correct"] + fold["confusion"] + fold["missed"] == pytest.approx(fold["speech"])
     assert 0 < fold["speech"] <= reference.get_timeline().duration()
-    assert result["overall"]["ge2e"]["ier"] == pytest.approx(fold["ier"])
+    overall = result["encoders"]["ge2e"]
+    assert overall["ier"] == pytest.approx(fold["ier"]) and overall["status"]["state"] == "ready"
+    # Who was taken for whom covers the reference speech, unscored collars included.
     assert math.isclose(fold["stranger_seconds"], sum(fold["who_for_whom"][conv.UNKNOWN].values()), abs_tol=0.01)
+    assert sum(fold["breakdown"].values()) == pytest.approx(reference.get_timeline().duration(), abs=0.01)

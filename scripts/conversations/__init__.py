@@ -1,0 +1,13 @@
+"""The conversation benchmark's parts (scripts/conversation.py is the command):
+build (conversations of enrolled speakers and a stranger, the reference),
+system (a real balancer and workers: enrollment, streaming, the hypothesis
+from the frame log) and scoring (pyannote.metrics' identification error rate)."""
+from __future__ import annotations
+
+
+class ConversationError(RuntimeError):
+    """Bad input or a system that could not be measured; the message says which."""
+
+
+class EncoderUnavailable(ConversationError):
+    """An encoder the workers could not load: the others can still be measured."""
