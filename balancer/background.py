@@ -20,7 +20,8 @@ async def worker_connections(app: web.Application) -> AsyncIterator[None]:
     session closes."""
     config, pool = app[CONFIG], app[POOL]
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
-    links = {worker: WorkerLink(worker, session, config.forward_timeout, config.max_inflight_per_worker)
+    links = {worker: WorkerLink(worker, session, config.forward_timeout, config.max_inflight_per_worker,
+                                batch_gap=config.batch_gap_ms / 1000)
              for worker in config.workers}
     app[SESSION], app[LINKS] = session, links
     try:

@@ -28,6 +28,13 @@ def account_length(text: str) -> int:
     return value
 
 
+def gap_ms(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be 0 to 1000 ms")
+    return value
+
+
 @dataclass(frozen=True)
 class BalancerConfig:
     host: str = option("0.0.0.0", "--host", "BALANCER_HOST", "listen address", group="network")
@@ -59,6 +66,10 @@ class BalancerConfig:
         1, "--max-inflight-per-worker", "MAX_INFLIGHT_PER_WORKER",
         "requests open to one worker at once; frames arriving meanwhile are sent together in the next",
         parse=int, group="workers")
+    batch_gap_ms: float = option(
+        0.0, "--batch-gap-ms", "BATCH_GAP_MS",
+        "under load (a request to a worker carried several frames), at least this long between the starts of "
+        "two requests to it, so more frames share one; 0: none", parse=gap_ms, group="workers")
     health_interval: float = option(1.0, "--health-interval", "HEALTH_INTERVAL",
                                     "seconds between worker health checks", parse=float, group="workers")
     health_timeout: float = option(

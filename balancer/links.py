@@ -5,6 +5,13 @@ worker are open, so a lightly loaded system adds no delay. Frames that arrive
 while the worker is busy wait and leave together in the next request: under
 load a worker then parses one HTTP request per batch instead of per frame, and
 runs the batch's VAD as one model call per chunk position.
+
+Under load a link also keeps ``batch_gap`` seconds between the starts of two
+requests: once a request carried more than one frame (frames had to wait),
+the next leaves no sooner than ``batch_gap`` after it, so batches grow and
+the per-request costs on both sides (HTTP, wake-ups, the model call) are
+shared by more frames. A link whose last request carried one frame sends at
+once again.
 """
 from __future__ import annotations
 
@@ -27,13 +34,16 @@ Waiting = tuple[FrameMeta, bytes, asyncio.Future[Outcome]]
 
 class WorkerLink:
     def __init__(self, url: str, session: aiohttp.ClientSession, timeout: float,
-                 max_inflight: int = 1, max_batch_bytes: int = 512 * 1024) -> None:
+                 max_inflight: int = 1, max_batch_bytes: int = 512 * 1024, batch_gap: float = 0.0) -> None:
         self.url = f"{url}{PATH}"
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_inflight = max_inflight
         self.max_batch_bytes = max_batch_bytes
+        self.batch_gap = batch_gap
         self.inflight = 0
+        self._not_before = 0.0  # loop time before which no request starts (batch_gap)
+        self._timer: asyncio.TimerHandle | None = None
         self._waiting: list[Waiting] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -43,14 +53,15 @@ class WorkerLink:
         reset, timed out) so the caller can try the next worker."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((meta, wav, future))
-        if self.inflight < self.max_inflight:
-            self._start()
+        self._next()
         return await future
 
     async def close(self) -> None:
         """Cancels the frames waiting and the requests in flight, and waits
         for those requests to end: their session closes next."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         for _, _, future in self._waiting:
             future.cancel()
         self._waiting.clear()
@@ -58,6 +69,20 @@ class WorkerLink:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _next(self) -> None:
+        """Starts a request for the waiting frames now, or when the gap ends."""
+        if self.inflight >= self.max_inflight or self._timer is not None or not self._waiting or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._not_before:
+            self._timer = loop.call_at(self._not_before, self._on_timer)
+        else:
+            self._start()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._next()
 
     def _start(self) -> None:
         batch: list[Waiting] = []
@@ -72,6 +97,8 @@ class WorkerLink:
                 size += len(wav)
         if not batch:
             return
+        if len(batch) > 1 and self.batch_gap > 0:
+            self._not_before = asyncio.get_running_loop().time() + self.batch_gap
         self.inflight += 1
         task = asyncio.create_task(self._post(batch), name=f"balancer: frames to {self.url}")
         self._tasks.add(task)
@@ -92,8 +119,7 @@ class WorkerLink:
             for _, _, future in batch:  # cancelled (close): its frames get no outcome
                 future.cancel()
             self.inflight -= 1
-            if self._waiting and not self._closed:
-                self._start()
+            self._next()
 
     async def _request(self, batch: list[Waiting]) -> list[Outcome]:
         body = encode_batch([(meta, wav) for meta, wav, _ in batch])

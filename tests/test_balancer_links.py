@@ -1,0 +1,110 @@
+"""WorkerLink's batching: a frame goes out at once on an idle link, frames
+that wait leave together, and under load (--batch-gap-ms) requests to one
+worker start no closer than the gap."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from balancer.links import WorkerLink
+from voicestream.batch import PATH, FrameMeta, decode_batch
+
+GAP = 1.0  # seconds; long next to one local request, so the frames sent during it are known
+
+
+class BatchRecorder:
+    """A worker that answers every frame and records when each batch arrived
+    and the seqs it held; clearing `gate` holds the answers."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[int]]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def frames(self, request: web.Request) -> web.Response:
+        arrived = asyncio.get_running_loop().time()
+        metas = [meta for meta, _ in decode_batch(await request.read())]
+        self.batches.append((arrived, [meta["seq"] for meta in metas]))
+        await self.gate.wait()
+        return web.json_response({"replies": [{"voice": 0, "seq_seen": m["seq"]} for m in metas]})
+
+
+@asynccontextmanager
+async def link(batch_gap: float) -> AsyncIterator[tuple[WorkerLink, BatchRecorder]]:
+    recorder = BatchRecorder()
+    app = web.Application()
+    app.router.add_post(PATH, recorder.frames)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            worker_link = WorkerLink(f"http://127.0.0.1:{server.port}", session, 10.0, batch_gap=batch_gap)
+            try:
+                yield worker_link, recorder
+            finally:
+                await worker_link.close()
+    finally:
+        await server.close()
+
+
+def meta(seq: int) -> FrameMeta:
+    return FrameMeta("acct", "stream", seq, seq)
+
+
+async def until(condition) -> None:
+    while not condition():  # the server records the batch when its request arrives
+        await asyncio.sleep(0)
+
+
+def test_waiting_frames_leave_together_and_the_next_request_keeps_the_gap():
+    async def go() -> list[tuple[float, list[int]]]:
+        async with link(GAP) as (worker, recorder):
+            recorder.gate.clear()
+            first = asyncio.create_task(worker.send(meta(1), b"w"))
+            await until(lambda: len(recorder.batches) == 1)
+            waiting = [asyncio.create_task(worker.send(meta(seq), b"w")) for seq in (2, 3)]
+            await asyncio.sleep(0)
+            recorder.gate.set()  # 1 answered; 2 and 3 had to wait: one request, and the gap starts
+            assert (await first)[1]["seq_seen"] == 1
+            assert [reply["seq_seen"] for _, reply in await asyncio.gather(*waiting)] == [2, 3]
+            # Answered within the gap: the frames sent now wait for its end, together.
+            later = [asyncio.create_task(worker.send(meta(seq), b"w")) for seq in (4, 5, 6)]
+            assert [reply["seq_seen"] for _, reply in await asyncio.gather(*later)] == [4, 5, 6]
+            return recorder.batches
+    batches = asyncio.run(go())
+    assert [seqs for _, seqs in batches] == [[1], [2, 3], [4, 5, 6]]
+    assert batches[2][0] - batches[1][0] >= GAP  # a lower bound the link guarantees, not a measured speed
+
+
+def test_a_quiet_link_sends_at_once():
+    # After a one-frame request there is no gap, however long it is set:
+    # these would wait forever otherwise.
+    async def go() -> list[list[int]]:
+        async with link(1000.0) as (worker, recorder):
+            for seq in (1, 2, 3):
+                await worker.send(meta(seq), b"w")
+            return [seqs for _, seqs in recorder.batches]
+    assert asyncio.run(go()) == [[1], [2], [3]]
+
+
+def test_close_cancels_the_frames_waiting_for_the_gap():
+    async def go() -> tuple[bool, int]:
+        async with link(1000.0) as (worker, recorder):
+            recorder.gate.clear()
+            first = asyncio.create_task(worker.send(meta(1), b"w"))
+            await until(lambda: len(recorder.batches) == 1)
+            pair = [asyncio.create_task(worker.send(meta(seq), b"w")) for seq in (2, 3)]
+            await asyncio.sleep(0)
+            recorder.gate.set()
+            await asyncio.gather(first, *pair)
+            held = asyncio.create_task(worker.send(meta(4), b"w"))  # waits for the 1000 s gap
+            await asyncio.sleep(0)
+            await worker.close()
+            await asyncio.gather(held, return_exceptions=True)
+            return held.cancelled(), len(recorder.batches)
+    assert asyncio.run(go()) == (True, 2)
