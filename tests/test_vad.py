@@ -127,3 +127,53 @@ def test_sample_rate_change_restarts_the_stream():
     first = account.vad_stream(16000)
     assert account.vad_stream(16000) is first
     assert account.vad_stream(8000) is not first and account.vad.sample_rate == 8000
+
+
+def chunk_by_chunk(probs: list[float], params: VadParams, rate: int = 16000) -> list[int]:
+    stream = VadStream(rate)
+    return [stream.decide(np.array([p], np.float32), params)[0] for p in probs]
+
+
+def test_default_decision_is_the_hysteresis_band_alone():
+    """threshold 0.3 turns voice on, the first chunk under 0.15 turns it off."""
+    assert chunk_by_chunk([0.1, 0.31, 0.2, 0.16, 0.14, 0.2, 0.29, 0.3], VadParams()) == [0, 1, 1, 1, 0, 0, 0, 1]
+
+
+def test_speech_pad_holds_voice_after_speech_ends():
+    probs = [0.9] * 3 + [0.0] * 8
+    assert chunk_by_chunk(probs, VadParams()) == [1, 1, 1] + [0] * 8
+    # 100 ms at 32 ms a chunk: the chunk that ended speech and three more
+    assert chunk_by_chunk(probs, VadParams(speech_pad_ms=100)) == [1] * 7 + [0] * 4
+    # a pad counts from where voice would have turned off (after min_silence_ms)
+    assert chunk_by_chunk(probs, VadParams(min_silence_ms=64, speech_pad_ms=32)) == [1] * 6 + [0] * 5
+
+
+def test_min_speech_turns_voice_on_only_for_runs_that_last():
+    probs = [0.9] * 2 + [0.0] * 3 + [0.9] * 6 + [0.0] * 2
+    # 150 ms: a run is voiced from its fifth chunk (160 ms); the 64 ms run never
+    assert chunk_by_chunk(probs, VadParams(min_speech_ms=150)) == [0] * 9 + [1, 1, 0, 0]
+    # a run too short for min_speech gets no pad either
+    assert chunk_by_chunk(probs, VadParams(min_speech_ms=150, speech_pad_ms=64)) == [0] * 9 + [1, 1, 1, 1]
+
+
+def test_a_frame_is_voiced_when_voice_was_on_at_any_of_its_chunks():
+    stream, params = VadStream(16000), VadParams()
+    assert stream.decide(np.array([0.0, 0.9, 0.0], np.float32), params)[0] == 1
+    assert stream.decide(np.array([0.0, 0.0, 0.0], np.float32), params)[0] == 0
+    assert stream.decide(np.empty(0, np.float32), params)[0] == 0  # no whole chunk yet: as the last one left it
+
+
+def test_worker_defaults_are_vadparams_defaults_and_bad_values_are_named(capsys):
+    from worker.config import parse_args
+    assert VadParams.from_config(parse_args([], environ={})) == VadParams()
+    assert VadParams.from_config(parse_args(["--vad-threshold", "0.5", "--vad-min-silence-ms", "100"],
+                                            environ={})) == VadParams(0.5, 100)
+    for argv, message in [(["--vad-threshold", "1.5"], "a speech probability is in (0, 1], got '1.5'"),
+                          (["--vad-threshold", "0"], "a speech probability is in (0, 1], got '0'"),
+                          (["--vad-speech-pad-ms", "-1"], "a duration in ms is 0 or more, got '-1'")]:
+        with pytest.raises(SystemExit):
+            parse_args(argv, environ={})
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([], environ={"VAD_MIN_SPEECH_MS": "soon"})
+    assert "VAD_MIN_SPEECH_MS is not valid for --vad-min-speech-ms" in capsys.readouterr().err

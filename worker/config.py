@@ -1,6 +1,7 @@
 """Worker configuration: each option declared once (voicestream/options.py)."""
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,20 @@ ENCODERS = ("ecapa", "ge2e", "none")
 
 def upper(text: str) -> str:
     return text.upper()
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a speech probability is in (0, 1], got {text!r}")
+    return value
+
+
+def milliseconds(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a duration in ms is 0 or more, got {text!r}")
+    return value
 
 
 def database_url(text: str) -> str:
@@ -30,10 +45,18 @@ class WorkerConfig:
     threads: int = option(32, "--threads", "WORKER_THREADS", "request threads of the one worker process",
                           parse=int, group="network")
     log_dir: str = option("logs", "--log-dir", "LOG_DIR", "per-account frame logs", group="frames")
-    vad_threshold: float = option(0.5, "--vad-threshold", "VAD_THRESHOLD",
-                                  "speech probability that turns voice on", parse=float, group="frames")
-    vad_min_silence_ms: int = option(100, "--vad-min-silence-ms", "VAD_MIN_SILENCE_MS",
-                                     "silence that turns voice off", parse=int, group="frames")
+    # VAD defaults: VadParams' (worker/vad.py says why; docs/vad.md has the measurements).
+    vad_threshold: float = option(0.3, "--vad-threshold", "VAD_THRESHOLD",
+                                  "speech probability that turns voice on (off again under it minus 0.15)",
+                                  parse=probability, group="frames")
+    vad_min_silence_ms: int = option(0, "--vad-min-silence-ms", "VAD_MIN_SILENCE_MS",
+                                     "silence (probability under threshold - 0.15) that turns voice off",
+                                     parse=milliseconds, group="frames")
+    vad_speech_pad_ms: int = option(0, "--vad-speech-pad-ms", "VAD_SPEECH_PAD_MS",
+                                    "voice holds this long after speech ends", parse=milliseconds, group="frames")
+    vad_min_speech_ms: int = option(0, "--vad-min-speech-ms", "VAD_MIN_SPEECH_MS",
+                                    "speech turns voice on only once it has lasted this long (answers that much "
+                                    "later)", parse=milliseconds, group="frames")
     max_frame_seconds: float = option(1.0, "--max-frame-seconds", "MAX_FRAME_SECONDS",
                                       "longest frame on /frames/batch", parse=float, group="limits")
     max_body_bytes: int = option(1 << 20, "--max-body-bytes", "MAX_BODY_BYTES", "largest frame request body",

@@ -52,7 +52,7 @@ def current_worker() -> Worker:
 
 def create_worker(config: WorkerConfig) -> Worker:
     shared = open_shared_database(config) if config.database else None
-    vad = VadEngine(SileroOnnx(), VadParams(config.vad_threshold, config.vad_min_silence_ms))
+    vad = VadEngine(SileroOnnx(), VadParams.from_config(config))
     speakers, tracker = create_speakers(config, vad, shared)
     pipeline = FramePipeline(config.port, vad, FrameLog(config.log_dir), Accounts(config.account_idle_seconds),
                              tracker, shared.frames if shared is not None else None)
