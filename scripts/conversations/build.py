@@ -33,6 +33,10 @@ TURN_SECONDS = (3.0, 6.0)
 # turns as in a lively conversation.
 PAUSE_SECONDS = (0.5, 1.5)
 NOISE_DBFS = -60.0        # the pauses' noise: a quiet line, not digital silence
+# The reference's speech: silero's own rule (VADIterator's defaults: 0.5,
+# 100 ms of silence ends speech), fixed here so that tuning the workers' VAD
+# moves the hypothesis, never the reference it is scored against.
+REFERENCE_VAD = VadParams(threshold=0.5, min_silence_ms=100)
 
 
 
@@ -122,7 +126,7 @@ def turn_order(participants: Sequence[str], each: int, rng: np.random.Generator)
 
 def speech_spans(vad: VadEngine, samples: np.ndarray) -> list[tuple[float, float]]:
     """Where silero hears speech in samples alone, in seconds, at its chunk
-    resolution (32 ms), with the worker's thresholds and hysteresis."""
+    resolution (32 ms), by vad's rule (REFERENCE_VAD from vad_engine())."""
     audio = samples.astype(np.float32) / 32768
     stream, piece = VadStream(RATE), RATE // 2
     probs = np.concatenate([vad.process(stream, audio[i:i + piece]).chunk_probs
@@ -212,6 +216,6 @@ def rttm(uri: str, segments: Sequence[timeline.Segment]) -> str:
 
 
 def vad_engine() -> VadEngine:
-    return VadEngine(SileroOnnx(), VadParams())
+    return VadEngine(SileroOnnx(), REFERENCE_VAD)
 
 
