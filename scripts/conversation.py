@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,8 +49,11 @@ from conversations.build import (  # noqa: E402
 from conversations.scoring import (  # noqa: E402
     BREAKDOWN,
     COLLAR,
+    HEAD_SECONDS,
+    Phases,
     Score,
     breakdown,
+    phases,
     score,
     stranger_named,
     total,
@@ -76,6 +79,7 @@ class Fold:
     hypothesis_rttm: str
     labels: list[str] = field(default_factory=list)   # the hypothesis's
     matrix: dict[str, dict[str, float]] = field(default_factory=dict)  # who_for_whom
+    phases: Phases = field(default_factory=Phases)
 
     def as_dict(self) -> dict:
         named, spoke = stranger_named(self.matrix)
@@ -84,7 +88,8 @@ class Fold:
                 "labels": self.labels, "reference_rttm": self.reference_rttm,
                 "hypothesis_rttm": self.hypothesis_rttm, **self.score.as_dict(),
                 "stranger_seconds": round(spoke, 3), "stranger_named_seconds": round(named, 3),
-                "breakdown": breakdown(self.matrix), "who_for_whom": self.matrix}
+                "breakdown": breakdown(self.matrix), "turn_phases": self.phases.as_dict(),
+                "who_for_whom": self.matrix}
 
 
 @dataclass
@@ -102,7 +107,11 @@ class EncoderRun:
         return {"status": self.status, **total([f.score for f in self.folds]).as_dict(),
                 "stranger_seconds": round(sum(s for _, s in named), 3),
                 "stranger_named_seconds": round(sum(n for n, _ in named), 3),
-                "breakdown": {k: round(sum(b[k] for b in sums), 3) for k in BREAKDOWN}}
+                "breakdown": {k: round(sum(b[k] for b in sums), 3) for k in BREAKDOWN},
+                "turn_phases": self.phases().as_dict()}
+
+    def phases(self) -> Phases:
+        return Phases(*(sum(column) for column in zip(*(astuple(f.phases) for f in self.folds), strict=True)))
 
 
 def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequence[Path]], strangers: list[str],
@@ -131,7 +140,8 @@ def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequ
             result = score(conversation.uri, reference, hyp, conversation.seconds, a.collar)
             run.folds.append(Fold(encoder, stranger, account, conversation.seconds, len(conversation.turns),
                                   conversation.reused, result, str(ref_path), str(hyp_path),
-                                  sorted({s.speaker for s in hyp}), who_for_whom(reference, hyp)))
+                                  sorted({s.speaker for s in hyp}), who_for_whom(reference, hyp),
+                                  phases(conversation.turns, hyp)))
             print(row(encoder, stranger, result, stranger_named(run.folds[-1].matrix)), file=sys.stderr, flush=True)
     finally:
         system.stop()
@@ -168,6 +178,12 @@ def table(runs: Sequence[EncoderRun]) -> str:
         lines += [row(run.encoder, f.stranger, f.score, n) for f, n in zip(run.folds, named, strict=True)]
         lines.append(row(run.encoder, "all", total([f.score for f in run.folds]),
                          (sum(n for n, _ in named), sum(s for _, s in named))))
+    for run in runs:
+        if run.folds:
+            p = run.phases()
+            head, rest = 100 * p.head_wrong / max(p.head, 1e-9), 100 * p.rest_wrong / max(p.rest, 1e-9)
+            lines.append(f"{run.encoder}: wrong label on {head:.0f}% of the speech in the first {HEAD_SECONDS:g} s "
+                         f"of a turn, {rest:.0f}% after")
     return "\n".join(lines)
 
 

@@ -123,6 +123,10 @@ def test_score_and_who_for_whom_on_hand_made_segments():
     assert scoring.breakdown(scoring.who_for_whom(reference, hypothesis)) == {
         "enrolled_right": 0.5, "enrolled_other": 1.0, "enrolled_unknown": 0.0, "enrolled_none": 0.5,
         "stranger_unknown": 0.0, "stranger_named": 1.0, "stranger_none": 1.0}
+    # Wrong names in a turn's first 2 s and after (no decision is not a wrong name).
+    turn = conv.Turn("alice", "alice", "a.wav", 0.0, 0.0, 5.0, ((0.0, 3.0), (4.0, 5.0)))
+    got = scoring.phases([turn], [Segment("bob", 0, 2.5), Segment("alice", 2.5, 3), Segment(conv.UNKNOWN, 4, 4.5)])
+    assert got.as_dict() == {"head_wrong": 2.0, "head": 2.0, "rest_wrong": 1.0, "rest": 2.0}
     # The collar forgives a quarter second either side of every reference boundary.
     late = scoring.score("u", [Segment("alice", 0, 2)], [Segment("alice", 0.2, 2)], seconds=2, collar=0.25)
     assert late.ier == 0 and late.speech == pytest.approx(1.5)  # 2 s less 0.25 s either side of 0 and 2
@@ -192,3 +196,6 @@ def test_one_fold_end_to_end_through_a_real_ge2e_system(speakers_dir: Path, tmp_
     # Who was taken for whom covers the reference speech, unscored collars included.
     assert math.isclose(fold["stranger_seconds"], sum(fold["who_for_whom"][conv.UNKNOWN].values()), abs_tol=0.01)
     assert sum(fold["breakdown"].values()) == pytest.approx(reference.get_timeline().duration(), abs=0.01)
+    phases = fold["turn_phases"]
+    assert phases["head"] + phases["rest"] == pytest.approx(reference.get_timeline().duration(), abs=0.01)
+    assert 0 <= phases["head_wrong"] <= phases["head"] and 0 <= phases["rest_wrong"] <= phases["rest"]
