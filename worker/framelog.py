@@ -29,18 +29,23 @@ class FrameLog:
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # Joined as text: pathlib's joining was a quarter of an append's CPU.
+        self._prefix = os.path.join(self.directory, "")
 
     def path(self, account: str) -> Path:
+        return Path(self._file(account))
+
+    def _file(self, account: str) -> str:
         # Callers validate too; checked here again because it names a file.
         if not is_valid_account(account):
             raise ValueError(f"not an account code: {account[:40]!r}")
-        return self.directory / f"{account}.txt"
+        return f"{self._prefix}{account}.txt"
 
     def append(self, account: str, line: str, *, once: bool = False) -> bool:
         """Append line; with once, only if no line with its timestamp is in the
         log's tail. Returns whether the line was written."""
         data = line.encode()
-        fd = os.open(self.path(account), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self._file(account), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, and by the kernel if we die
             tail, start = _tail(fd)
