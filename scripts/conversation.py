@@ -25,7 +25,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
@@ -73,7 +72,7 @@ class Fold:
     account: str
     seconds: float
     turns: int
-    reused: int
+    restarts: int
     score: Score
     reference_rttm: str
     hypothesis_rttm: str
@@ -84,7 +83,7 @@ class Fold:
     def as_dict(self) -> dict:
         named, spoke = stranger_named(self.matrix)
         return {"encoder": self.encoder, "stranger": self.stranger, "account": self.account,
-                "seconds": round(self.seconds, 3), "turns": self.turns, "reused_turns": self.reused,
+                "seconds": round(self.seconds, 3), "turns": self.turns, "restarts": self.restarts,
                 "labels": self.labels, "reference_rttm": self.reference_rttm,
                 "hypothesis_rttm": self.hypothesis_rttm, **self.score.as_dict(),
                 "stranger_seconds": round(spoke, 3), "stranger_named_seconds": round(named, 3),
@@ -128,7 +127,7 @@ def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequ
     try:
         for stranger in strangers:
             fold = list(speakers).index(stranger)
-            account = f"conv-{encoder}-{fold}-{int(time.time())}"  # a fresh account: no one enrolled yet
+            account = f"conv-{encoder}-{fold}"  # the system and its store are fresh: no one enrolled yet
             conversation = build(stranger, speakers, options, vad, fold, uri=f"{encoder}-{stranger}")
             enroll(system, account, conversation.enrolled)
             replies = stream(system.ws_url, account, conversation.samples)
@@ -139,7 +138,7 @@ def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequ
             hyp_path.write_text(rttm(conversation.uri, hyp))
             result = score(conversation.uri, reference, hyp, conversation.seconds, a.collar)
             run.folds.append(Fold(encoder, stranger, account, conversation.seconds, len(conversation.turns),
-                                  conversation.reused, result, str(ref_path), str(hyp_path),
+                                  conversation.restarts, result, str(ref_path), str(hyp_path),
                                   sorted({s.speaker for s in hyp}), who_for_whom(reference, hyp),
                                   phases(conversation.turns, hyp)))
             print(row(encoder, stranger, result, stranger_named(run.folds[-1].matrix)), file=sys.stderr, flush=True)

@@ -39,7 +39,6 @@ NOISE_DBFS = -60.0        # the pauses' noise: a quiet line, not digital silence
 REFERENCE_VAD = VadParams(threshold=0.5, min_silence_ms=100)
 
 
-
 @dataclass(frozen=True, slots=True)
 class BuildOptions:
     enroll_files: int = 2
@@ -68,7 +67,7 @@ class Conversation:
     enrolled: dict[str, list[Path]]       # name -> enrollment files
     samples: np.ndarray                   # int16, RATE
     turns: tuple[Turn, ...]
-    reused: int = 0                       # turns that had to reuse a speaker's audio
+    restarts: int = 0                     # times a speaker's held-out audio ran out and started over
 
     @property
     def seconds(self) -> float:
@@ -153,12 +152,12 @@ def noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
 class Pieces:
     """One speaker's held-out audio, handed out turn by turn from where the
     last turn stopped; a file's rest shorter than a turn's minimum is skipped,
-    and when every file is used up it starts over (counted as reused)."""
+    and when every file is used up it starts over (counted in restarts)."""
 
     def __init__(self, files: Sequence[Path], shortest: float) -> None:
         self.audio = [(f, read_audio(f)) for f in files]
         self.shortest = int(shortest * RATE)
-        self.file, self.offset, self.reused = 0, 0, 0
+        self.file, self.offset, self.restarts = 0, 0, 0
         if all(len(a) < self.shortest for _, a in self.audio):
             raise ConversationError(f"{files[0].parent}: every held-out file is shorter than a turn "
                                     f"({shortest:g} s)")
@@ -167,7 +166,7 @@ class Pieces:
         while len(self.audio[self.file][1]) - self.offset < self.shortest:
             self.file, self.offset = self.file + 1, 0
             if self.file == len(self.audio):
-                self.file, self.reused = 0, self.reused + 1
+                self.file, self.restarts = 0, self.restarts + 1
         path, audio = self.audio[self.file]
         start = self.offset
         piece = audio[start:start + int(seconds * RATE)]
@@ -207,7 +206,7 @@ def build(stranger: str, speakers: Mapping[str, Sequence[Path]], options: BuildO
     frame = int(FRAME_SECONDS * RATE)  # whole frames only: the stream's last frame is not cut
     samples = np.concatenate([samples, noise((-len(samples) % frame) / RATE, rng)])
     return Conversation(uri or f"conversation-{stranger}", stranger, enrolled, samples, tuple(turns),
-                        sum(p.reused for p in pieces.values()))
+                        sum(p.restarts for p in pieces.values()))
 
 
 def rttm(uri: str, segments: Sequence[timeline.Segment]) -> str:
