@@ -178,7 +178,7 @@ def test_raw_silero_gives_the_workers_probabilities(model, speech):
     probabilities agree; only the decision on them differs."""
     rec = load(speech("sample1.wav"), seconds=3)
     [raw] = detectors.silero_probs(model, [rec.samples], rec.rate)
-    engine, stream_probs = VadEngine(model, VadParams()), []
+    engine, stream_probs = VadEngine(model, VadParams()), list[float]()
     stream, step = VadStream(rec.rate), rec.rate // 10
     for i in range(0, len(rec.samples), step):
         stream_probs.extend(engine.process(stream, rec.samples[i:i + step]).chunk_probs)

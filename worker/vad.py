@@ -48,14 +48,15 @@ class VadParams:
     The defaults are docs/vad.md's measurements (scripts/vad_noise.py: frame
     F1 against an energy reference on real speech with white and babble noise
     at 20/10/5 dB, 8 and 16 kHz): threshold 0.3 with no minimum silence beyond
-    the hysteresis band scores at least raw silero in all 14 conditions (two
-    saturated babble ones tie within 0.02 points) and +5.8 / +3.4 F1 points
-    over it at 8 kHz 5 dB white / babble, where silero's 0.5 with 100 ms of
-    silence gave +2.5 / +0.8; first voiced frames after speech onsets on clean
-    audio come earlier (8 kHz 54 -> 32 ms, 16 kHz 26 -> 14 ms). Padding and a
-    minimum speech lowered F1 in every sweep: the pauses scored as
-    non-speech are mostly 0.3-0.6 s, so a hangover eats them, and a minimum
-    speech delays onsets.
+    the hysteresis band scores at least raw silero's F1 in 12 of the 14
+    conditions and ties it in the other two (16 kHz babble at 10 and 5 dB,
+    where everything answers speech: -0.02 points at worst), +5.8 / +3.4
+    points over it at 8 kHz 5 dB white / babble, where silero's 0.5 with
+    100 ms of silence gave +2.5 / +0.8; first voiced frames after speech
+    onsets on clean audio come earlier (8 kHz 54 -> 32 ms, 16 kHz 26 -> 14 ms).
+    Padding and a minimum speech lowered F1 on clean audio and in most noisy
+    conditions: the pauses scored as non-speech are mostly 0.3-0.6 s, so a
+    hangover answers speech into them, and a minimum speech delays onsets.
     """
     threshold: float = 0.3
     min_silence_ms: int = 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+import vadbench
 from worker.config import parse_args as worker_args
 from worker.vad import SileroOnnx, VadEngine, VadParams
 
@@ -209,7 +210,8 @@ def as_json(results: Results) -> dict:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/vad_noise.py", description=__doc__)
+    p = argparse.ArgumentParser(prog="scripts/vad_noise.py", description=vadbench.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA, help="the shared data directory (speech/ and speakers/)")
     p.add_argument("--files", default="en_example.wav,sample1.wav,sample2.wav,sample3.wav",
                    help="comma-separated files of <data>/speech")
