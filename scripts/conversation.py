@@ -206,27 +206,31 @@ def pair(text: str) -> tuple[float, float]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/conversation.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("folder", nargs="?", type=Path, default=SPEAKERS, help="speaker folders of WAVs (16 kHz mono)")
-    p.add_argument("--encoders", default="ge2e", help="comma-separated, of: " + ", ".join(ENCODERS))
+    p = argparse.ArgumentParser(prog="scripts/conversation.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", nargs="?", type=Path, default=SPEAKERS,
+                   help="a folder of <speaker>/*.wav, 16 kHz mono (default: %(default)s)")
+    p.add_argument("--encoders", default="ge2e",
+                   help=f"comma-separated, of: {', '.join(ENCODERS)} (default: %(default)s)")
     p.add_argument("--ecapa-source", help="ECAPA's hub id or local directory (the workers' --ecapa-source)")
-    p.add_argument("--strangers", help="comma-separated speaker names to run as the stranger (default: each)")
-    p.add_argument("--enroll-files", type=int, default=2, help="first files (by name) of a speaker to enroll from")
-    p.add_argument("--turns-each", type=int, default=3, help="turns per participant in a conversation")
+    p.add_argument("--strangers", help="comma-separated speaker names to run as the stranger (default: each speaker)")
+    p.add_argument("--enroll-files", type=int, default=2,
+                   help="first files (by name) of a speaker to enroll from (default: %(default)s)")
+    p.add_argument("--turns-each", type=int, default=3,
+                   help="turns per participant in a conversation (default: %(default)s)")
     p.add_argument("--turn-seconds", type=pair, default=TURN_SECONDS, metavar="MIN,MAX",
-                   help="length of a turn, drawn uniformly")
+                   help="length of a turn, drawn uniformly (default: 3,6)")
     p.add_argument("--pause-seconds", type=pair, default=PAUSE_SECONDS, metavar="MIN,MAX",
-                   help=f"noise ({NOISE_DBFS:g} dBFS) between turns, drawn uniformly")
+                   help=f"noise ({NOISE_DBFS:g} dBFS) between turns, drawn uniformly (default: 0.5,1.5)")
     p.add_argument("--reference", choices=("speech", "turns"), default="speech",
-                   help="reference segments: where silero hears speech in each turn, or whole turns")
+                   help="reference segments: where silero hears speech in each turn, or whole turns "
+                        "(default: %(default)s)")
     p.add_argument("--collar", type=float, default=COLLAR,
                    help="seconds either side of each reference boundary not scored (md-eval's -c; pyannote's "
-                        "collar is twice this)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="workers of the system measured")
+                        "collar is twice this) (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="draws turns, lengths and pauses (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="workers of the system measured (default: %(default)s)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench-results" / "conversation",
-                   help="RTTM files: <out-dir>/<encoder>/<stranger>.{ref,hyp}.rttm")
+                   help="RTTM files: <out-dir>/<encoder>/<stranger>.{ref,hyp}.rttm (default: %(default)s)")
     p.add_argument("--json-out", type=Path, help="write every fold's figures here as JSON")
     a = p.parse_args(argv)
     a.encoders = [e.strip() for e in a.encoders.split(",") if e.strip()]
