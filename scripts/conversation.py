@@ -186,10 +186,18 @@ def table(runs: Sequence[EncoderRun]) -> str:
     return "\n".join(lines)
 
 
+# What the measured processes run: a change here that is not committed yet
+# makes the figures those of the commit plus that change.
+SERVED = ("balancer", "worker", "voicestream")
+
+
 def commit() -> str:
+    """The checkout's commit, "+modified" when the served code differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        return head + ("+modified" if git("status", "--porcelain", "--untracked-files=no", "--", *SERVED) else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
