@@ -2,6 +2,8 @@
 (voicestream/batch.py), one reply per frame, in order."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import Blueprint, Response, request
 
 from voicestream.accounts import invalid_account_message, is_valid_account
@@ -18,7 +20,20 @@ from .replies import error, json_response
 bp = Blueprint("frames", __name__)
 
 
-def read_frame(config: WorkerConfig, meta: dict, wav: bytes) -> Frame | str:
+@dataclass(frozen=True, slots=True)
+class FrameLimits:
+    """What a frame may be: read from the config once per batch, not per frame."""
+    max_seconds: float
+    rates: tuple[int, ...] | None
+    subtypes: frozenset[str] | None
+
+    @classmethod
+    def of(cls, config: WorkerConfig) -> FrameLimits:
+        return cls(config.max_frame_seconds, config.accepted_rates or None,
+                   frozenset(config.accepted_formats) or None)
+
+
+def read_frame(limits: FrameLimits, meta: dict, wav: bytes) -> Frame | str:
     """The frame, or what is wrong with it."""
     account, seq, stamp = meta.get("account", ""), meta.get("seq"), meta.get("stamp")
     if not is_valid_account(account):
@@ -27,9 +42,8 @@ def read_frame(config: WorkerConfig, meta: dict, wav: bytes) -> Frame | str:
         return "seq must be a non-negative integer"
     try:
         frame_stamp = check_stamp(stamp) if stamp is not None else None
-        audio = decode_wav(wav, max_seconds=config.max_frame_seconds,
-                           accepted_rates=config.accepted_rates or None,
-                           accepted_subtypes=frozenset(config.accepted_formats) or None)
+        audio = decode_wav(wav, max_seconds=limits.max_seconds, accepted_rates=limits.rates,
+                           accepted_subtypes=limits.subtypes)
     except (ValueError, AudioError) as exc:
         return str(exc)
     return Frame(account, audio, str(meta.get("stream", "")), seq, frame_stamp)
@@ -50,8 +64,9 @@ def frames_batch() -> Response:
     metrics.batch_frames.observe(len(parts))
     replies: list[FrameReply] = []
     good: list[tuple[int, Frame]] = []
+    limits = FrameLimits.of(worker.config)
     for meta, wav in parts:
-        frame = read_frame(worker.config, meta, wav)
+        frame = read_frame(limits, meta, wav)
         if isinstance(frame, str):
             metrics.invalid.inc()
             replies.append({"error": frame, "status": 400})
