@@ -23,6 +23,7 @@ from cluster import REPO
 from conversations import ConversationError, scoring
 from conversations import build as conv
 from conversations.build import BuildOptions
+from conversations.system import worker_args
 from timeline import Segment
 
 DATA = REPO / "data"
@@ -152,7 +153,6 @@ def test_bad_input_is_named(voices: Path, vad: conv.VadEngine, tmp_path: Path):
         cli.parse_args(["--encoders", "ge2e,xvector"])
     assert cli.main([str(voices), "--strangers", "carol"]) == 2
     # ECAPA's source reaches the workers; GE2E needs none.
-    from conversations.system import worker_args
     assert worker_args("ecapa", tmp_path, "/models/ecapa")[-2:] == ["--ecapa-source", "/models/ecapa"]
     assert "--ecapa-source" not in worker_args("ge2e", tmp_path, "/models/ecapa")
     # An encoder the workers cannot load is a row of its own; the others are still measured.
