@@ -20,6 +20,7 @@ TABLES = {
                     "speech_seconds", "created", "updated"},
     "activity": {"id", "time", "event", "worker", "account", "fields"},
     "frames": {"id", "account", "stream", "seq", "stamp", "voice", "worker", "ms", "speaker", "score", "host"},
+    "account_settings": {"account", "encoder", "threshold", "updated"},
 }
 
 

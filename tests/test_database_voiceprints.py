@@ -176,6 +176,32 @@ def test_roster_drops_its_cache_when_another_worker_enrolls(store, pg_url):
     eventually(lambda: roster.enrolled("acme", GE2E) is not None, "the roster sees another worker's enrollment")
 
 
+def test_an_account_threshold_per_encoder_kind(store):
+    assert store.threshold("acme", "ge2e") is None
+    v0 = store.data_version()
+    saved = store.set_threshold("acme", "ge2e", 0.8)
+    assert store.data_version() != v0  # this worker's Roster drops its cache at once
+    assert store.threshold("acme", "ge2e") == saved and saved.threshold == 0.8
+    assert store.set_threshold("acme", "ge2e", 0.75).threshold == 0.75  # replaced
+    assert store.threshold("acme", "ecapa") is None and store.threshold("other", "ge2e") is None
+    store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 3.0)
+    assert store.delete_all("acme") == 1 and store.threshold("acme", "ge2e").threshold == 0.75  # speakers only
+    assert store.delete_threshold("acme", "ge2e") and not store.delete_threshold("acme", "ge2e")
+    assert store.threshold("acme", "ge2e") is None
+
+
+def test_another_workers_threshold_reaches_the_roster(store, pg_url):
+    roster = Roster(store)
+    store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 3.0)
+    assert roster.enrolled("acme", GE2E).threshold is None
+    with Database(pg_url, name="test-b").open() as other_database:
+        other = PostgresVoiceprintStore(other_database)
+        other.set_threshold("acme", "ge2e", 0.9)
+        eventually(lambda: roster.enrolled("acme", GE2E).threshold == 0.9, "the roster sees B's threshold")
+        other.delete_threshold("acme", "ge2e")
+        eventually(lambda: roster.enrolled("acme", GE2E).threshold is None, "the roster sees B's deletion")
+
+
 def test_an_outage_answers_unavailable_and_recovers(own_pg):
     with Database(own_pg.url, name="test-outage").open() as database:
         store = PostgresVoiceprintStore(database)

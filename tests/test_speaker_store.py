@@ -11,7 +11,7 @@ import pytest
 
 from worker.speakers.scoring import UNKNOWN, Enrolled, Roster, decide
 from worker.speakers.store import EncoderId, EncoderMismatch, VoiceprintStore
-from worker.speakers.tracker import SpeechWindow
+from worker.speakers.tracker import MIN_WINDOW_SECONDS, SpeechWindow
 
 GE2E = EncoderId("ge2e", "39373b86598f", 4)
 OTHER = EncoderId("ecapa", "aaaaaaaaaaaa", 4)
@@ -135,8 +135,9 @@ def test_window_decides_every_hop_once_it_holds_enough_speech():
         due.append(d)
         if d:
             w.decided("x", 0.9)
-    # First decision at 1.5 s of speech, then one per 0.5 s.
-    assert [i + 1 for i, d in enumerate(due) if d] == [15, 20, 25, 30]
+    # First decision at MIN_WINDOW_SECONDS (2 s) of speech, then one per 0.5 s.
+    assert MIN_WINDOW_SECONDS == 2.0
+    assert [i + 1 for i, d in enumerate(due) if d] == [20, 25, 30]
     assert len(w.samples) == 32000  # never more than the window
 
 
@@ -161,3 +162,56 @@ def test_decision_picks_the_best_speaker_above_threshold_else_unknown():
     between = unit(1, 1, 1, 0)
     d = decide(enrolled, between, threshold=0.7)
     assert d.speaker == UNKNOWN and d.score == pytest.approx(1 / np.sqrt(3), abs=1e-6)
+
+
+def test_an_account_threshold_is_per_encoder_kind_and_moves_the_data_version(tmp_path):
+    store = VoiceprintStore(tmp_path / "vp.db")
+    other = VoiceprintStore(tmp_path / "vp.db")  # another worker on the same file
+    assert store.threshold("acme", "ge2e") is None
+    before = other.data_version()
+    saved = store.set_threshold("acme", "ge2e", 0.8)
+    assert other.data_version() != before  # every Roster drops its cache
+    assert other.threshold("acme", "ge2e") == saved and saved.threshold == 0.8
+    assert other.threshold("acme", "ecapa") is None and other.threshold("other", "ge2e") is None
+    assert store.set_threshold("acme", "ge2e", 0.75).threshold == 0.75  # replaced, not added
+    store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 4.0)
+    assert store.delete_all("acme") == 1 and store.threshold("acme", "ge2e") is not None  # speakers only
+    assert store.delete_threshold("acme", "ge2e") and not store.delete_threshold("acme", "ge2e")
+    assert store.threshold("acme", "ge2e") is None
+
+
+def test_a_store_of_schema_version_1_gains_the_settings_table(tmp_path):
+    path = tmp_path / "vp.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE voiceprints (account TEXT NOT NULL, name TEXT NOT NULL, encoder TEXT NOT NULL, "
+                       "model TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, embedding_sum BLOB NOT NULL, "
+                       "samples INTEGER NOT NULL, speech_seconds REAL NOT NULL, created TEXT NOT NULL, "
+                       "updated TEXT NOT NULL, PRIMARY KEY (account, name)) WITHOUT ROWID; PRAGMA user_version = 1;")
+    conn.close()
+    store = VoiceprintStore(path)
+    assert store.set_threshold("acme", "ge2e", 0.72).threshold == 0.72
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_the_roster_carries_the_account_threshold_and_follows_its_changes(tmp_path):
+    store = VoiceprintStore(tmp_path / "vp.db")
+    roster = Roster(store)
+    store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 4.0)
+    first = roster.enrolled("acme", GE2E)
+    assert first is not None and first.threshold is None
+    VoiceprintStore(tmp_path / "vp.db").set_threshold("acme", "ge2e", 0.95)  # another worker
+    assert roster.enrolled("acme", GE2E).threshold == 0.95
+    VoiceprintStore(tmp_path / "vp.db").set_threshold("acme", "ecapa", 0.3)
+    assert roster.enrolled("acme", GE2E).threshold == 0.95  # the other kind's is not this encoder's
+    store.delete_threshold("acme", "ge2e")
+    assert roster.enrolled("acme", GE2E).threshold is None
+
+
+def test_the_account_threshold_overrides_the_workers_in_the_decision():
+    matrix = np.stack([unit(1, 0, 0, 0), unit(0, 1, 0, 0)])
+    near_alice = unit(1, 0.5, 0, 0)  # 0.894 to alice
+    assert decide(Enrolled(("alice", "bob"), matrix), near_alice, threshold=0.7).speaker == "alice"
+    strict = Enrolled(("alice", "bob"), matrix, threshold=0.95)
+    assert decide(strict, near_alice, threshold=0.7).speaker == UNKNOWN
+    lenient = Enrolled(("alice", "bob"), matrix, threshold=0.5)
+    assert decide(lenient, near_alice, threshold=0.99).speaker == "alice"

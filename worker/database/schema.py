@@ -66,6 +66,17 @@ CREATE INDEX frames_account_stamp ON frames (account, stamp);
 -- tail --follow reads one account's newest rows by id.
 CREATE INDEX frames_account_id ON frames (account, id);
 """),
+    (2, """
+-- An account's own decision threshold per encoder kind (GE2E and ECAPA scores
+-- live on different scales).
+CREATE TABLE account_settings (
+    account   text             NOT NULL,
+    encoder   text             NOT NULL,
+    threshold double precision NOT NULL,
+    updated   text             NOT NULL,
+    PRIMARY KEY (account, encoder)
+);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,6 +1,7 @@
 """PostgresVoiceprintStore: worker/speakers/store.py's VoiceprintStore on
 PostgreSQL, for workers on several hosts. Same methods, same semantics, same
-Voiceprint/EncoderId/EncoderMismatch; while the database is down every method
+Voiceprint/EncoderId/EncoderMismatch/AccountThreshold (an account's own
+threshold is read with its voiceprints, so it NOTIFYs like them); while the database is down every method
 raises DatabaseUnavailable (the speaker API answers 503).
 
 Only embeddings and their metadata are stored, never audio.
@@ -26,7 +27,16 @@ import numpy as np
 import psycopg
 from psycopg import Notify
 
-from ..speakers.store import STORED_COLUMNS, EncoderId, Voiceprint, add_sample, blob_vector, vector_blob
+from ..speakers.store import (
+    STORED_COLUMNS,
+    AccountThreshold,
+    EncoderId,
+    Voiceprint,
+    add_sample,
+    blob_vector,
+    now_text,
+    vector_blob,
+)
 from .connection import Database
 from .notify import VOICEPRINTS_CHANNEL
 
@@ -47,6 +57,12 @@ WITH saved AS (
         encoder = excluded.encoder, model = excluded.model, dim = excluded.dim, vector = excluded.vector,
         embedding_sum = excluded.embedding_sum, samples = excluded.samples,
         speech_seconds = excluded.speech_seconds, updated = excluded.updated
+    RETURNING account)
+SELECT pg_notify(%s, account) FROM saved"""
+SET_THRESHOLD = """
+WITH saved AS (
+    INSERT INTO account_settings (account, encoder, threshold, updated) VALUES (%s, %s, %s, %s)
+    ON CONFLICT (account, encoder) DO UPDATE SET threshold = excluded.threshold, updated = excluded.updated
     RETURNING account)
 SELECT pg_notify(%s, account) FROM saved"""
 
@@ -143,11 +159,27 @@ class PostgresVoiceprintStore:
     def delete_all(self, account: str) -> int:
         return self._delete("account = %s", (account,))
 
-    def _delete(self, where: str, params: tuple[str, ...]) -> int:
+    def threshold(self, account: str, encoder: str) -> AccountThreshold | None:
+        with self.database.connection() as conn:
+            row = conn.execute("SELECT threshold, updated FROM account_settings WHERE account = %s AND encoder = %s",
+                               (account, encoder)).fetchone()
+        return None if row is None else AccountThreshold(account, encoder, float(row[0]), row[1])
+
+    def set_threshold(self, account: str, encoder: str, threshold: float) -> AccountThreshold:
+        saved = AccountThreshold(account, encoder, float(threshold), now_text())
+        with self.database.connection() as conn, self._write(conn) as write:
+            conn.execute(SET_THRESHOLD, (account, encoder, saved.threshold, saved.updated, VOICEPRINTS_CHANNEL))
+            write.notified = True
+        return saved
+
+    def delete_threshold(self, account: str, encoder: str) -> bool:
+        return self._delete("account = %s AND encoder = %s", (account, encoder), "account_settings") > 0
+
+    def _delete(self, where: str, params: tuple[str, ...], table: str = "voiceprints") -> int:
         # One statement: the rows go and, if any went, the other workers hear of it.
         with self.database.connection() as conn, self._write(conn) as write:
             row = conn.execute(
-                f"WITH gone AS (DELETE FROM voiceprints WHERE {where} RETURNING 1) "
+                f"WITH gone AS (DELETE FROM {table} WHERE {where} RETURNING 1) "
                 "SELECT n, CASE WHEN n > 0 THEN pg_notify(%s, %s) END FROM (SELECT count(*) AS n FROM gone) c",
                 (*params, VOICEPRINTS_CHANNEL, params[0])).fetchone()
             count = int(row[0]) if row is not None else 0

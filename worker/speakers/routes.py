@@ -8,6 +8,9 @@ SpeakerService from current_app (worker/context.py). The balancer routes
     DELETE /accounts/<code>/speakers/<name>   delete one
     DELETE /accounts/<code>/speakers          delete all of the account's
     POST   /accounts/<code>/verify            score a WAV against every enrolled speaker
+    GET    /accounts/<code>/settings          the account's decision threshold (its own or the worker's)
+    PUT    /accounts/<code>/settings          {"threshold": x}: the account's own, for this encoder
+    DELETE /accounts/<code>/settings          back to the worker's threshold
     POST   /embed                             WAV -> embedding, encoder, level in dB
     POST   /compare                           two voiceprints -> cosine score
 """
@@ -157,6 +160,27 @@ def verify(code: str) -> ResponseReturnValue:
     check_account(code)
     speakers().require_encoder()
     return jsonify(speakers().verify(code, wav_from_request()))
+
+
+@bp.get("/accounts/<code>/settings")
+def get_settings(code: str) -> ResponseReturnValue:
+    check_account(code)
+    return jsonify(speakers().settings(code))
+
+
+@bp.put("/accounts/<code>/settings")
+def put_settings(code: str) -> ResponseReturnValue:
+    check_account(code)
+    body = request.get_json(force=True, silent=True)  # whatever the Content-Type says
+    if body is None:
+        raise SpeakerError(400, "body must be JSON: {\"threshold\": <number from -1 to 1>}")
+    return jsonify(speakers().set_settings(code, body))
+
+
+@bp.delete("/accounts/<code>/settings")
+def delete_settings(code: str) -> ResponseReturnValue:
+    check_account(code)
+    return jsonify(speakers().delete_settings(code))
 
 
 @bp.post("/embed")

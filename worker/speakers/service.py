@@ -22,8 +22,14 @@ from ..metrics import EnrollmentMetrics
 from ..vad import VadEngine, voiced_samples
 from .engine import EncoderUnavailable, SpeakerEngine
 from .scoring import UNKNOWN, Enrolled, decide
-from .store import EncoderId, EncoderMismatch, Voiceprints, now_text
-from .tracker import MIN_WINDOW_SECONDS
+from .store import AccountThreshold, EncoderId, EncoderMismatch, Voiceprints, now_text
+
+# The least speech /verify and /embed take: GE2E's partial utterance is 1.6 s,
+# and 1 s windows had 19% EER against 4.7% for 1.5 s (scripts/calibrate.py on
+# ../shared/data/speakers). Streaming waits longer (tracker.MIN_WINDOW_SECONDS).
+MIN_SPEECH_SECONDS = 1.5
+# A threshold is a cosine score.
+THRESHOLD_RANGE = (-1.0, 1.0)
 
 
 class ActivityWriter(Protocol):
@@ -144,18 +150,22 @@ class SpeakerService:
             raise SpeakerError(404, f"account {account} has no enrolled speakers: "
                                     f"POST a WAV to /accounts/{account}/speakers/<name> first")
         started = time.perf_counter()
-        samples, seconds = self._speech(audio, MIN_WINDOW_SECONDS, "verification")
+        samples, seconds = self._speech(audio, MIN_SPEECH_SECONDS, "verification")
         embedding = self._embed(samples)
-        enrolled = Enrolled(tuple(v.name for v in usable), np.stack([v.vector for v in usable]))
+        own = self._store().threshold(account, encoder.name)
+        enrolled = Enrolled(tuple(v.name for v in usable), np.stack([v.vector for v in usable]),
+                            own.threshold if own is not None else None)
+        threshold = enrolled.threshold if enrolled.threshold is not None else self.threshold
         decision = decide(enrolled, embedding, self.threshold)
         ms = (time.perf_counter() - started) * 1000
         (self.metrics.verified_unknown if decision.speaker == UNKNOWN else self.metrics.verified_known).inc()
         scores = {n: round(s, 4) for n, s in sorted(decision.scores.items(), key=lambda kv: -kv[1])}
         self._log("verify", account, decision=decision.speaker, best=decision.best, score=round(decision.score, 4),
-                  scores=scores, threshold=self.threshold, speech_seconds=round(seconds, 2), ms=round(ms, 1))
+                  scores=scores, threshold=threshold, speech_seconds=round(seconds, 2), ms=round(ms, 1))
         reply = {"account": account, "decision": decision.speaker, "best": decision.best,
                  "score": round(decision.score, 4), "match": decision.speaker != UNKNOWN,
-                 "threshold": self.threshold, "scores": scores, "encoder": encoder.name, "model": encoder.model,
+                 "threshold": threshold, "threshold_source": "worker" if own is None else "account",
+                 "scores": scores, "encoder": encoder.name, "model": encoder.model,
                  "speech_seconds": round(seconds, 2), "ms": round(ms, 1)}
         if other:
             reply["skipped"] = [{**o, "reason": "made by another encoder"} for o in other]
@@ -163,7 +173,7 @@ class SpeakerService:
 
     def embed(self, audio: Audio) -> dict:
         encoder = self.require_encoder()
-        samples, seconds = self._speech(audio, MIN_WINDOW_SECONDS, "an embedding")
+        samples, seconds = self._speech(audio, MIN_SPEECH_SECONDS, "an embedding")
         embedding = self._embed(samples)
         return {"encoder": encoder.name, "model": encoder.model, "dim": encoder.dim,
                 "embedding": [round(float(v), 7) for v in embedding],
@@ -190,6 +200,32 @@ class SpeakerService:
         count = self._store().delete_all(account)
         self._log("delete_all", account, count=count)
         return {"account": account, "deleted_count": count}
+
+    def settings(self, account: str) -> dict:
+        """The threshold the account's decisions use with this worker's encoder."""
+        encoder = self.require_encoder()
+        return self._settings(account, encoder.name, self._store().threshold(account, encoder.name))
+
+    def set_settings(self, account: str, body: object) -> dict:
+        threshold = parse_settings(body)
+        encoder = self.require_encoder()
+        saved = self._store().set_threshold(account, encoder.name, threshold)
+        self._log("settings", account, encoder=encoder.name, threshold=threshold)
+        return self._settings(account, encoder.name, saved)
+
+    def delete_settings(self, account: str) -> dict:
+        """Back to the worker's threshold (also when the account had none of its own)."""
+        encoder = self.require_encoder()
+        deleted = self._store().delete_threshold(account, encoder.name)
+        if deleted:
+            self._log("settings", account, encoder=encoder.name, threshold=None)
+        return {**self._settings(account, encoder.name, None), "deleted": deleted}
+
+    def _settings(self, account: str, encoder: str, own: AccountThreshold | None) -> dict:
+        return {"account": account, "encoder": encoder,
+                "threshold": own.threshold if own is not None else self.threshold,
+                "threshold_source": "account" if own is not None else "worker",
+                "worker_threshold": self.threshold, "updated": own.updated if own is not None else None}
 
     def _log(self, event: str, account: str, **fields) -> None:
         if self.activity is not None:
@@ -222,6 +258,26 @@ def parse_voiceprint(value: object, label: str) -> tuple[EncoderId, np.ndarray]:
     if dim != len(vector):
         raise SpeakerError(400, f"'{label}.dim' is {dim} but its vector has {len(vector)} values")
     return EncoderId(encoder, model, len(vector)), array
+
+
+def parse_settings(body: object) -> float:
+    """The threshold of a PUT /accounts/<code>/settings body: {"threshold": number}."""
+    if not isinstance(body, dict):
+        raise SpeakerError(400, "send JSON {\"threshold\": <number from -1 to 1>}: the cosine score a speaker must "
+                                "reach in this account's decisions (DELETE the settings to use the worker's)")
+    unknown = sorted(set(body) - {"threshold"})
+    if unknown:
+        raise SpeakerError(400, f"unknown settings: {', '.join(map(repr, unknown))}; the only setting is 'threshold'")
+    if "threshold" not in body:
+        raise SpeakerError(400, "'threshold' is missing: a number from -1 to 1 "
+                                "(DELETE the settings to use the worker's threshold)")
+    value = body["threshold"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise SpeakerError(400, f"'threshold' must be a number from -1 to 1, not {json.dumps(value)[:40]}")
+    low, high = THRESHOLD_RANGE
+    if not low <= value <= high:  # also NaN and huge integers, without converting them
+        raise SpeakerError(400, f"'threshold' must be from {low:g} to {high:g} (a cosine score), not {value}")
+    return float(value)
 
 
 def compare(body: object) -> dict:

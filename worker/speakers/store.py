@@ -6,6 +6,10 @@ biometric data, and the embedding is all verification needs.
 A voiceprint combines every sample enrolled for a speaker: it keeps the sum of
 the samples' unit embeddings (so later samples can be added) and its
 normalized direction, the vector that is scored.
+
+An account may also set its own decision threshold per encoder kind
+(account_settings): a GE2E score and an ECAPA score live on different scales,
+so a threshold set while one encoder served means nothing to the other.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS voiceprints (
     account        TEXT    NOT NULL,
@@ -35,6 +39,13 @@ CREATE TABLE IF NOT EXISTS voiceprints (
     created        TEXT    NOT NULL,
     updated        TEXT    NOT NULL,
     PRIMARY KEY (account, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS account_settings (
+    account   TEXT NOT NULL,
+    encoder   TEXT NOT NULL,  -- encoder kind the threshold is for: ecapa | ge2e
+    threshold REAL NOT NULL,  -- cosine score a speaker must reach, instead of the worker's
+    updated   TEXT NOT NULL,
+    PRIMARY KEY (account, encoder)
 ) WITHOUT ROWID;
 """
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -72,6 +83,15 @@ class Voiceprint:
         if with_vector:
             meta["vector"] = [round(float(v), 7) for v in self.vector]
         return meta
+
+
+@dataclass(frozen=True)
+class AccountThreshold:
+    """An account's own decision threshold for one encoder kind."""
+    account: str
+    encoder: str
+    threshold: float
+    updated: str
 
 
 def check_same_encoder(voiceprint_encoder: EncoderId, encoder: EncoderId, what: str) -> None:
@@ -146,6 +166,14 @@ class Voiceprints(Protocol):
     def delete(self, account: str, name: str) -> bool: ...
 
     def delete_all(self, account: str) -> int: ...
+
+    def threshold(self, account: str, encoder: str) -> AccountThreshold | None:
+        """The account's own threshold for encoder kind `encoder`, if it set one."""
+        ...
+
+    def set_threshold(self, account: str, encoder: str, threshold: float) -> AccountThreshold: ...
+
+    def delete_threshold(self, account: str, encoder: str) -> bool: ...
 
     def data_version(self) -> int:
         """Moves whenever voiceprints changed anywhere: cached ones are stale."""
@@ -256,6 +284,24 @@ class VoiceprintStore:
 
     def delete_all(self, account: str) -> int:
         return self._conn().execute("DELETE FROM voiceprints WHERE account = ?", (account,)).rowcount
+
+    def threshold(self, account: str, encoder: str) -> AccountThreshold | None:
+        row = self._conn().execute("SELECT threshold, updated FROM account_settings WHERE account = ? AND encoder = ?",
+                                   (account, encoder)).fetchone()
+        return None if row is None else AccountThreshold(account, encoder, row[0], row[1])
+
+    def set_threshold(self, account: str, encoder: str, threshold: float) -> AccountThreshold:
+        # A commit: data_version moves, so every Roster (this process's and
+        # other workers') drops its cached decisions' inputs.
+        saved = AccountThreshold(account, encoder, float(threshold), now_text())
+        self._conn().execute("INSERT OR REPLACE INTO account_settings (account, encoder, threshold, updated) "
+                             "VALUES (?, ?, ?, ?)", (account, encoder, saved.threshold, saved.updated))
+        return saved
+
+    def delete_threshold(self, account: str, encoder: str) -> bool:
+        cur = self._conn().execute("DELETE FROM account_settings WHERE account = ? AND encoder = ?",
+                                   (account, encoder))
+        return cur.rowcount > 0
 
     @staticmethod
     def _voiceprint(row: tuple) -> Voiceprint:
