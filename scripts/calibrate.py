@@ -1,34 +1,52 @@
 """Calibrate speaker verification on a folder of speaker_x/*.wav recordings.
 
-For every speaker folder the first --enroll-files WAVs (sorted by name) are
-enrolled, the rest are scored: as streaming-sized windows (100 ms frames
-through the worker's VAD and rolling window, one window per hop, exactly as a
-worker streams) and as whole files (their voiced audio, as /verify does).
-Enrollment, VAD, windowing and scoring are the worker's own code.
+Everything runs through the worker's own code: the served ONNX graph
+(worker/speakers/loader.py, exported in a subprocess when missing), the
+worker's VAD, SpeakerService.enroll and .verify (what POST
+/accounts/<code>/speakers/<name> and /verify do), the streaming embeddings a
+worker decides on while a recording streams in 100 ms frames
+(worker.speakers.streaming.stream_embeddings) and scoring.decide.
 
-Printed per encoder and window length (windows that fill it; a "live" row
-adds the shorter windows a worker embeds at the start of each turn, for the
-window it is configured with): trials, EER, the threshold at the EER,
-closed-set identification accuracy (best score is the right speaker), the
-accuracy of the decision at that threshold (right speaker and above it), and
-the encoder's time per window.
+1. Closed set (EER table). Every speaker is enrolled from its first
+   --enroll-files WAVs (sorted by name); the rest are scored as streaming
+   decisions and as whole files. Printed per encoder and window: trials, EER,
+   the threshold at the EER, identification accuracy (best score is the right
+   speaker) and the accuracy of the decision at that threshold. "2 s" rows
+   count only decisions on a full window (from 2 s of speech of a turn on);
+   the "live" row every decision a worker makes with its window.
+
+2. Leave one speaker out (unknown speakers): for each speaker in turn, the
+   other speakers are enrolled (first --enroll-files each) and the stranger is
+   streamed with the others' held-out files. Per fold: how many decisions on
+   enrolled speakers name the right one, how many on the stranger are
+   "unknown", and how many of the stranger's files /verify rejects (and of
+   the held-out files it names right). The worker's threshold, window and
+   first decision (worker.speakers.tracker.MIN_WINDOW_SECONDS) unless told.
+
+3. --methods: the same protocol for the rejection methods of the field, each
+   with its threshold chosen without the fold it is tested on (on the other
+   folds: the threshold that best balances identification and rejection
+   there), so no figure is tuned to the data it reports: the raw cosine, a
+   margin over the second-best speaker, adaptive S-norm against a cohort (the
+   project's espeak-ng voices in data/cohort/ plus the account's other
+   speakers), more speech before the first decision, longer windows.
 
 --write-config FILE merges SPEAKER_ENCODER and SPEAKER_THRESHOLD (the
-threshold at EER for --config-window) into a dotenv file. Workers read both
-from the environment; honcho loads .env next to the Procfile by itself:
+threshold at EER of the live row) into a dotenv file. Workers read both from
+the environment; honcho loads .env next to the Procfile by itself:
 
     .venv/bin/python scripts/calibrate.py --encoders ge2e --write-config .env
 
 Example:
-    .venv/bin/python scripts/calibrate.py ../shared/data/speakers --encoders ge2e,ecapa \\
-        --ecapa-source /models/spkrec-ecapa-voxceleb
+    .venv/bin/python scripts/calibrate.py ../shared/data/speakers --encoders ge2e --methods
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
-import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +55,22 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from percentile import percentile  # noqa: E402
 from worker.audio import Audio, decode_wav, to_16k  # noqa: E402
-from worker.speakers.encoders import Encoder, Unavailable  # noqa: E402
-from worker.speakers.export.torch_encoders import load_encoder  # noqa: E402
-from worker.speakers.scoring import Roster  # noqa: E402
+from worker.speakers.encoders import DEFAULT_THRESHOLDS, Encoder, Unavailable  # noqa: E402
+from worker.speakers.engine import SpeakerEngine  # noqa: E402
+from worker.speakers.loader import load_onnx_encoder  # noqa: E402
+from worker.speakers.scoring import UNKNOWN, Enrolled, Roster, decide  # noqa: E402
+from worker.speakers.service import SpeakerError, SpeakerService  # noqa: E402
 from worker.speakers.store import EncoderId, VoiceprintStore  # noqa: E402
-from worker.speakers.tracker import SpeechWindow  # noqa: E402
-from worker.vad import SileroOnnx, VadEngine, VadParams, VadStream, voiced_samples  # noqa: E402
+from worker.speakers.streaming import stream_embeddings  # noqa: E402
+from worker.speakers.tracker import MIN_WINDOW_SECONDS  # noqa: E402
+from worker.vad import SileroOnnx, VadEngine, VadParams, voiced_samples  # noqa: E402
 
-FRAME_SECONDS = 0.1
 WHOLE = "whole"
+COHORT = REPO / "data" / "cohort"
+# Threshold candidates for choosing one on the other folds, per score scale.
+COSINE_GRID = np.round(np.arange(0.50, 0.90, 0.005), 3)
+SNORM_GRID = np.round(np.arange(-1.0, 8.0, 0.05), 2)
 
 
 @dataclass(frozen=True)
@@ -60,7 +83,6 @@ class Result:
     threshold: float
     ident_accuracy: float
     decision_accuracy: float
-    ms_per_window: float | None
 
 
 def eer(target: np.ndarray, nontarget: np.ndarray) -> tuple[float, float]:
@@ -91,40 +113,73 @@ def read_wav(path: Path) -> Audio:
     return decode_wav(path.read_bytes(), max_seconds=float("inf"))
 
 
-def streaming_windows(vad: VadEngine, audio: Audio, window_seconds: float, hop_seconds: float,
-                      full: bool = False) -> list[np.ndarray]:
-    """The 16 kHz windows a worker would embed while this file streams in
-    100 ms frames (reset disabled: one file is one turn). full: only those
-    that fill window_seconds, not the shorter ones at the start of a turn."""
-    stream = VadStream(audio.sample_rate)
-    window = SpeechWindow.for_rate(audio.sample_rate, window_seconds, hop_seconds, 0.0)
-    frame = int(FRAME_SECONDS * audio.sample_rate)
-    windows = []
-    for start in range(0, len(audio.samples) - frame + 1, frame):
-        samples = audio.samples[start:start + frame]
-        voice = vad.process(stream, samples).voice
-        if window.add(samples, voice) and (not full or len(window.samples) == window.capacity):
-            windows.append(to_16k(Audio(window.samples.copy(), audio.sample_rate)))
-            window.decided("", 0.0)
-    return windows
+# --- the worker's code, run on recordings -------------------------------------
+
+class Lab:
+    """One encoder with the worker's VAD, service and store (a temporary
+    SQLite file): enrollment, /verify and streaming decisions as a worker
+    makes them. Embeddings of a recording are computed once."""
+
+    def __init__(self, encoder: Encoder, vad: VadEngine, store: VoiceprintStore, threshold: float,
+                 min_enroll_seconds: float, hop: float) -> None:
+        self.encoder, self.vad, self.store, self.hop = encoder, vad, store, hop
+        self.encoder_id = EncoderId(encoder.name, encoder.model, encoder.dim)
+        self.service = SpeakerService(SpeakerEngine(encoder.name, lambda: encoder), store, vad, None, threshold,
+                                      min_enroll_seconds)
+        assert self.service.engine is not None and self.service.engine.wait_loaded(60)
+        self.roster = Roster(store)
+        self._streams: dict[tuple[Path, float, float], np.ndarray] = {}
+        self._whole: dict[Path, np.ndarray] = {}
+
+    @property
+    def threshold(self) -> float:
+        return self.service.threshold
+
+    def enroll(self, account: str, speakers: dict[str, list[Path]]) -> Enrolled | None:
+        for name, files in speakers.items():
+            for path in files:
+                try:
+                    self.service.enroll(account, name, read_wav(path))
+                except SpeakerError as exc:
+                    print(f"  skip enrollment {path}: {exc.message}", file=sys.stderr)
+        return self.roster.enrolled(account, self.encoder_id)
+
+    def verify(self, account: str, path: Path) -> dict | None:
+        """What POST /accounts/<account>/verify answers for the file; None
+        when it has too little speech."""
+        try:
+            return self.service.verify(account, read_wav(path))
+        except SpeakerError as exc:
+            print(f"  no /verify of {path}: {exc.message}", file=sys.stderr)
+            return None
+
+    def stream(self, path: Path, window: float, min_seconds: float) -> np.ndarray:
+        """The embeddings a worker decides on while the file streams (one turn)."""
+        key = (path, window, min_seconds)
+        if key not in self._streams:
+            e = stream_embeddings(self.encoder, self.vad, read_wav(path), window, self.hop, min_seconds)
+            self._streams[key] = e.reshape(-1, self.encoder.dim)
+        return self._streams[key]
+
+    def whole(self, path: Path) -> np.ndarray:
+        """The file's voiced audio embedded in one piece, as /verify does."""
+        if path not in self._whole:
+            audio = read_wav(path)
+            voiced = to_16k(Audio(voiced_samples(self.vad, audio), audio.sample_rate))
+            self._whole[path] = self.encoder.embed_batch([voiced])[0]
+        return self._whole[path]
 
 
-def embed_all(encoder: Encoder, windows: list[np.ndarray], batch: int = 16) -> np.ndarray:
-    return np.concatenate([encoder.embed_batch(windows[i:i + batch]) for i in range(0, len(windows), batch)])
+@contextmanager
+def lab(encoder: Encoder, vad: VadEngine, threshold: float, min_enroll_seconds: float, hop: float) -> Iterator[Lab]:
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Lab(encoder, vad, VoiceprintStore(Path(tmp) / "calibration.db"), threshold, min_enroll_seconds, hop)
 
 
-def time_per_window(encoder: Encoder, windows: list[np.ndarray], n: int = 20) -> float:
-    """Median ms of embedding one window alone, as a worker does for one account."""
-    times = []
-    for w in windows[:n]:
-        started = time.perf_counter()
-        encoder.embed_batch([w])
-        times.append((time.perf_counter() - started) * 1000)
-    return percentile(times, 50) or 0.0
+# --- 1. closed set --------------------------------------------------------------
 
-
-def score(encoder: Encoder, names: list[str], matrix: np.ndarray, labels: list[str], embeddings: np.ndarray,
-          window: str, ms: float | None) -> Result:
+def score(encoder: str, names: list[str], matrix: np.ndarray, labels: list[str], embeddings: np.ndarray,
+          window: str) -> Result:
     scores = embeddings @ matrix.T  # (trials, speakers)
     truth = np.array([names.index(label) for label in labels])
     is_target = np.zeros_like(scores, bool)
@@ -133,68 +188,288 @@ def score(encoder: Encoder, names: list[str], matrix: np.ndarray, labels: list[s
     best = scores.argmax(axis=1)
     ident = float((best == truth).mean())
     decided = float(((best == truth) & (scores.max(axis=1) >= threshold)).mean())
-    return Result(encoder.name, window, int(is_target.sum()), int((~is_target).sum()), rate, threshold,
-                  ident, decided, ms)
+    return Result(encoder, window, int(is_target.sum()), int((~is_target).sum()), rate, threshold, ident, decided)
 
 
 def live_label(seconds: float) -> str:
     return f"live {seconds:g} s"
 
 
-def calibrate(encoder: Encoder, vad: VadEngine, speakers: dict[str, list[Path]], enroll_files: int,
-              windows: list[float], live_window: float, hop: float, min_enroll_seconds: float) -> list[Result]:
-    encoder_id = EncoderId(encoder.name, encoder.model, encoder.dim)
-    with tempfile.TemporaryDirectory() as tmp:
-        store = VoiceprintStore(Path(tmp) / "calibration.db")
-        for name, files in speakers.items():
-            for path in files[:enroll_files]:
-                speech = voiced_samples(vad, read_wav(path))
-                rate = read_wav(path).sample_rate
-                if len(speech) / rate < min_enroll_seconds:
-                    print(f"  skip enrollment {path}: {len(speech) / rate:.2f} s of speech", file=sys.stderr)
-                    continue
-                store.enroll("calibration", name, encoder_id, encoder.embed_batch([to_16k(Audio(speech, rate))])[0],
-                             len(speech) / rate)
-        enrolled = Roster(store).enrolled("calibration", encoder_id)
+def closed_set(lab: Lab, speakers: dict[str, list[Path]], enroll_files: int, windows: list[float],
+               live_window: float) -> list[Result]:
+    enrolled = lab.enroll("closed-set", {name: files[:enroll_files] for name, files in speakers.items()})
     if enrolled is None:
-        print(f"{encoder.name}: no speaker had {min_enroll_seconds:g} s of speech in a file to enroll",
-              file=sys.stderr)
+        print(f"{lab.encoder.name}: no speaker had enough speech in a file to enroll", file=sys.stderr)
         return []
     names, matrix = list(enrolled.names), enrolled.matrix
-    tests = [(name, read_wav(path)) for name, files in speakers.items() if name in names
-             for path in files[enroll_files:]]
+    tests = [(name, path) for name, files in speakers.items() if name in names for path in files[enroll_files:]]
+    # Full windows: decisions from window seconds of a turn's speech on. Live:
+    # every decision, from MIN_WINDOW_SECONDS on.
+    runs = [(seconds, seconds, f"{seconds:g} s") for seconds in windows]
+    runs.append((live_window, MIN_WINDOW_SECONDS, live_label(live_window)))
     results = []
-    # Fixed lengths: only windows that fill the length. Live: every window
-    # the worker embeds at that length, including the shorter ones (from
-    # MIN_WINDOW_SECONDS up) at the start of each turn.
-    runs = [(seconds, True, f"{seconds:g} s") for seconds in windows]
-    runs.append((live_window, False, live_label(live_window)))
-    for seconds, full, label in runs:
-        labels, cut = [], []
-        for name, audio in tests:
-            ws = streaming_windows(vad, audio, seconds, hop, full)
-            cut += ws
-            labels += [name] * len(ws)
-        if not cut:
-            continue
-        ms = time_per_window(encoder, cut)
-        results.append(score(encoder, names, matrix, labels, embed_all(encoder, cut), label, ms))
-    voiced = [(name, to_16k(Audio(voiced_samples(vad, audio), audio.sample_rate))) for name, audio in tests]
-    voiced = [(name, w) for name, w in voiced if len(w) > 0]
-    results.append(score(encoder, names, matrix, [n for n, _ in voiced],
-                         embed_all(encoder, [w for _, w in voiced], batch=1), WHOLE, None))
+    for window, first, label in runs:
+        rows = [(name, lab.stream(path, window, first)) for name, path in tests]
+        labels = [name for name, e in rows for _ in range(len(e))]
+        if labels:
+            results.append(score(lab.encoder.name, names, matrix, labels, np.concatenate([e for _, e in rows]),
+                                 label))
+    whole = [(name, lab.whole(path)) for name, path in tests]
+    results.append(score(lab.encoder.name, names, matrix, [n for n, _ in whole], np.stack([e for _, e in whole]),
+                         WHOLE))
     return results
 
 
 def table(results: list[Result]) -> str:
-    head = (f"{'encoder':8} {'window':>7} {'trials tgt/non':>15} {'EER':>7} {'thr@EER':>8} {'ident':>7} "
-            f"{'decide':>7} {'ms/win':>7}")
+    head = f"{'encoder':8} {'window':>7} {'trials tgt/non':>15} {'EER':>7} {'thr@EER':>8} {'ident':>7} {'decide':>7}"
     lines = [head, "-" * len(head)]
     for r in results:
-        ms = f"{r.ms_per_window:7.1f}" if r.ms_per_window is not None else f"{'-':>7}"
         lines.append(f"{r.encoder:8} {r.window:>7} {f'{r.targets}/{r.nontargets}':>15} {r.eer:7.1%} "
-                     f"{r.threshold:8.3f} {r.ident_accuracy:7.1%} {r.decision_accuracy:7.1%} {ms}")
+                     f"{r.threshold:8.3f} {r.ident_accuracy:7.1%} {r.decision_accuracy:7.1%}")
     return "\n".join(lines)
+
+
+# --- 2. leave one speaker out ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: the stranger, the enrolled speakers and what is tested."""
+    stranger: str
+    enrolled: Enrolled
+    held_out: list[tuple[str, Path]]  # (enrolled speaker, file not enrolled from)
+    stranger_files: list[Path]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Counts of one fold (or all). Decisions: one per hop of voiced speech,
+    each held by the voiced frames that follow it."""
+    stranger: str
+    enrolled_decisions: int
+    identified: int
+    stranger_decisions: int
+    unknown: int
+    stranger_files: int
+    rejected_files: int
+    held_out_files: int
+    verified_files: int  # held-out files /verify names right
+    threshold: float | None = None
+
+    def __add__(self, other: Outcome) -> Outcome:
+        return Outcome("all", *(a + b for a, b in zip(self.counts(), other.counts(), strict=True)))
+
+    def counts(self) -> tuple[int, ...]:
+        return (self.enrolled_decisions, self.identified, self.stranger_decisions, self.unknown,
+                self.stranger_files, self.rejected_files, self.held_out_files, self.verified_files)
+
+    @property
+    def identified_share(self) -> float:
+        return self.identified / max(self.enrolled_decisions, 1)
+
+    @property
+    def unknown_share(self) -> float:
+        return self.unknown / max(self.stranger_decisions, 1)
+
+    def balance(self) -> float:
+        return min(self.identified_share, self.unknown_share)
+
+
+def make_folds(lab: Lab, speakers: dict[str, list[Path]], enroll_files: int) -> list[Fold]:
+    folds = []
+    for stranger in speakers:
+        others = {n: files for n, files in speakers.items() if n != stranger}
+        enrolled = lab.enroll(f"loso-{stranger}", {n: files[:enroll_files] for n, files in others.items()})
+        if enrolled is None or len(enrolled.names) < len(others):
+            print(f"fold {stranger}: not every other speaker could be enrolled; fold left out", file=sys.stderr)
+            continue
+        held_out = [(n, p) for n, files in others.items() for p in files[enroll_files:]]
+        folds.append(Fold(stranger, enrolled, held_out, speakers[stranger]))
+    return folds
+
+
+def streamed_fold(lab: Lab, fold: Fold, window: float, first: float, threshold: float) -> Outcome:
+    """The fold with the worker's own decisions and its /verify."""
+    account = f"loso-{fold.stranger}"
+    identified = enrolled_decisions = unknown = stranger_decisions = 0
+    rejected = verified = 0
+    for name, path in fold.held_out:
+        decisions = [decide(fold.enrolled, e, threshold).speaker for e in lab.stream(path, window, first)]
+        enrolled_decisions += len(decisions)
+        identified += decisions.count(name)
+        reply = lab.verify(account, path)
+        verified += reply is not None and reply["decision"] == name
+    for path in fold.stranger_files:
+        decisions = [decide(fold.enrolled, e, threshold).speaker for e in lab.stream(path, window, first)]
+        stranger_decisions += len(decisions)
+        unknown += decisions.count(UNKNOWN)
+        reply = lab.verify(account, path)
+        rejected += reply is not None and reply["decision"] == UNKNOWN
+    return Outcome(fold.stranger, enrolled_decisions, identified, stranger_decisions, unknown,
+                   len(fold.stranger_files), rejected, len(fold.held_out), verified, threshold)
+
+
+def outcome_table(outcomes: list[Outcome]) -> str:
+    head = (f"{'stranger':>10} {'thr':>6} {'enrolled: identified':>24} {'stranger: unknown':>22} "
+            f"{'/verify rejects stranger':>25} {'/verify names held-out':>23}")
+    lines = [head, "-" * len(head)]
+    for o in [*outcomes, sum(outcomes[1:], outcomes[0])]:
+        thr = f"{o.threshold:6.3f}" if o.threshold is not None else f"{'':6}"
+        lines.append(f"{o.stranger:>10} {thr} {f'{o.identified}/{o.enrolled_decisions}':>14} "
+                     f"{o.identified_share:8.1%} {f'{o.unknown}/{o.stranger_decisions}':>13} {o.unknown_share:8.1%} "
+                     f"{f'{o.rejected_files}/{o.stranger_files}':>25} {f'{o.verified_files}/{o.held_out_files}':>23}")
+    return "\n".join(lines)
+
+
+# --- 3. rejection methods -------------------------------------------------------
+
+# A method scores embeddings against a fold's voiceprints: (best speaker's
+# index, its score, whether the other condition holds) per row; a decision
+# names the best speaker when score >= threshold and the condition holds.
+Scored = tuple[np.ndarray, np.ndarray, np.ndarray]
+Method = Callable[[Enrolled, np.ndarray], Scored]
+
+
+def cosine(enrolled: Enrolled, embeddings: np.ndarray) -> Scored:
+    scores = embeddings @ enrolled.matrix.T
+    return scores.argmax(1), scores.max(1), np.ones(len(scores), bool)
+
+
+def with_margin(margin: float) -> Method:
+    """Best cosine, and at least `margin` above the second best: a window
+    between two enrolled voices is nobody's."""
+    def method(enrolled: Enrolled, embeddings: np.ndarray) -> Scored:
+        scores = embeddings @ enrolled.matrix.T
+        top = np.sort(scores, axis=1)
+        gap = top[:, -1] - top[:, -2] if scores.shape[1] > 1 else np.full(len(scores), np.inf)
+        return scores.argmax(1), top[:, -1], gap >= margin
+    return method
+
+
+def snorm(cohort: np.ndarray, top_k: int) -> Method:
+    """Adaptive symmetric normalisation (Matejka et al. 2017): a score minus
+    the mean of the top_k cohort scores of each side, over their spread,
+    averaged over both sides. The cohort of a voiceprint and of an embedding
+    is the given cohort plus the account's other speakers."""
+    def method(enrolled: Enrolled, embeddings: np.ndarray) -> Scored:
+        v = enrolled.matrix
+        raw = embeddings @ v.T
+        normed = np.empty_like(raw)
+        for i in range(len(v)):
+            others = np.delete(np.arange(len(v)), i)
+            side_v = np.sort(np.concatenate((cohort @ v[i], v[others] @ v[i])))[::-1][:top_k]
+            side_e = np.sort(np.concatenate((embeddings @ cohort.T, raw[:, others]), axis=1), axis=1)[:, ::-1]
+            side_e = side_e[:, :top_k]
+            normed[:, i] = 0.5 * ((raw[:, i] - side_v.mean()) / (side_v.std() + 1e-3)
+                                  + (raw[:, i] - side_e.mean(1)) / (side_e.std(1) + 1e-3))
+        return normed.argmax(1), normed.max(1), np.ones(len(raw), bool)
+    return method
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One fold's method outputs: per held-out file (true index) and per stranger file."""
+    held_out: list[tuple[int, Scored, Scored]]  # (speaker index, streaming, whole file)
+    stranger: list[tuple[Scored, Scored]]
+
+
+def fold_scores(lab: Lab, fold: Fold, method: Method, window: float, first: float) -> Scores:
+    names = list(fold.enrolled.names)
+    return Scores([(names.index(n), method(fold.enrolled, lab.stream(p, window, first)),
+                    method(fold.enrolled, lab.whole(p)[None])) for n, p in fold.held_out],
+                  [(method(fold.enrolled, lab.stream(p, window, first)), method(fold.enrolled, lab.whole(p)[None]))
+                   for p in fold.stranger_files])
+
+
+def outcome_at(stranger: str, s: Scores, threshold: float) -> Outcome:
+    def named(scored: Scored) -> np.ndarray:
+        best, value, ok = scored
+        return np.where((value >= threshold) & ok, best, -1)
+    identified = sum(int((named(st) == i).sum()) for i, st, _ in s.held_out)
+    enrolled = sum(len(st[0]) for _, st, _ in s.held_out)
+    unknown = sum(int((named(st) == -1).sum()) for st, _ in s.stranger)
+    decisions = sum(len(st[0]) for st, _ in s.stranger)
+    rejected = sum(int(named(w)[0] == -1) for _, w in s.stranger)
+    verified = sum(int(named(w)[0] == i) for i, _, w in s.held_out)
+    return Outcome(stranger, enrolled, identified, decisions, unknown, len(s.stranger), rejected, len(s.held_out),
+                   verified, threshold)
+
+
+def chosen_elsewhere(scores: dict[str, Scores], grid: np.ndarray) -> list[Outcome]:
+    """Each fold at the threshold that best balances identification and
+    rejection on the other folds (ties: the lower threshold)."""
+    def balance(threshold: float, left_out: str) -> float:
+        others = [outcome_at(s, sc, threshold) for s, sc in scores.items() if s != left_out]
+        return sum(others[1:], others[0]).balance()
+    outcomes = []
+    for stranger in scores:
+        best = max(grid, key=lambda t: (balance(float(t), stranger), -t))
+        outcomes.append(outcome_at(stranger, scores[stranger], float(best)))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str
+    method: Method
+    grid: np.ndarray
+    window: float
+    first: float  # seconds of a turn's speech before its first decision
+
+
+def settings(window: float, cohort: np.ndarray | None) -> list[Setting]:
+    first = min(MIN_WINDOW_SECONDS, window)
+    rows = [Setting(f"cosine, window {window:g} s, first at 1.5 s", cosine, COSINE_GRID, window, 1.5),
+            Setting(f"cosine, window {window:g} s, first at {first:g} s", cosine, COSINE_GRID, window, first)]
+    rows += [Setting(f"  + margin {m:g} over the second best", with_margin(m), COSINE_GRID, window, first)
+             for m in (0.02, 0.05)]
+    if cohort is not None:
+        rows += [Setting(f"  S-norm, top {k} of {len(cohort)} cohort + others", snorm(cohort, k), SNORM_GRID, window,
+                         first) for k in (5, 10)]
+    rows += [Setting(f"cosine, window {w:g} s, first at {f:g} s", cosine, COSINE_GRID, w, f)
+             for w, f in ((3.0, 3.0), (4.0, 2.0), (4.0, 3.0), (4.0, 4.0))]
+    return rows
+
+
+def methods_table(lab: Lab, folds: list[Fold], window: float, cohort: np.ndarray | None) -> str:
+    head = (f"{'method':40} {'thresholds':>12} {'identified':>18} {'unknown':>15} {'/verify rejects':>16} "
+            f"{'/verify names':>14}")
+    lines = [head, "-" * len(head)]
+    for s in settings(window, cohort):
+        scores = {f.stranger: fold_scores(lab, f, s.method, s.window, s.first) for f in folds}
+        outcomes = chosen_elsewhere(scores, s.grid)
+        total = sum(outcomes[1:], outcomes[0])
+        chosen = [o.threshold for o in outcomes if o.threshold is not None]
+        lines.append(f"{s.label:40} {f'{min(chosen):g}-{max(chosen):g}':>12} "
+                     f"{f'{total.identified}/{total.enrolled_decisions}':>10} {total.identified_share:7.1%} "
+                     f"{f'{total.unknown}/{total.stranger_decisions}':>8} {total.unknown_share:6.1%} "
+                     f"{f'{total.rejected_files}/{total.stranger_files}':>16} "
+                     f"{f'{total.verified_files}/{total.held_out_files}':>14}")
+    return "\n".join(lines)
+
+
+def cohort_embeddings(lab: Lab, folder: Path) -> np.ndarray | None:
+    files = sorted(folder.glob("*.wav"))
+    if not files:
+        print(f"no cohort WAVs in {folder} (scripts/make_samples.sh makes them): S-norm left out", file=sys.stderr)
+        return None
+    return np.stack([lab.whole(path) for path in files])
+
+
+def leave_one_out(lab: Lab, speakers: dict[str, list[Path]], enroll_files: int, window: float,
+                  methods: bool, cohort_dir: Path) -> list[Outcome]:
+    folds = make_folds(lab, speakers, enroll_files)
+    if not folds:
+        return []
+    first = min(MIN_WINDOW_SECONDS, window)
+    outcomes = [streamed_fold(lab, f, window, first, lab.threshold) for f in folds]
+    print(f"\nLeave one speaker out ({lab.encoder.name}): {len(speakers) - 1} speakers enrolled, the other one a "
+          f"stranger; threshold {lab.threshold:g}, window {window:g} s, first decision at {first:g} s of speech")
+    print(outcome_table(outcomes))
+    if methods:
+        print(f"\nRejection methods, leave one speaker out ({lab.encoder.name}); each fold at the threshold chosen "
+              f"on the other folds (range shown):")
+        print(methods_table(lab, folds, window, cohort_embeddings(lab, cohort_dir)))
+    return outcomes
 
 
 def write_dotenv(path: Path, values: dict[str, str]) -> None:
@@ -210,19 +485,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of speaker_x/*.wav (default: ../shared/data/speakers)")
     p.add_argument("--encoders", default="ge2e", help="comma-separated: ge2e, ecapa (default: ge2e)")
     p.add_argument("--ecapa-source", default="speechbrain/spkrec-ecapa-voxceleb", help="hub id or local directory")
-    p.add_argument("--model-dir", default="models", help="where hub models are cached")
+    p.add_argument("--model-dir", default=str(REPO / "models"), help="the worker's --model-dir (ONNX graphs)")
     p.add_argument("--enroll-files", type=int, default=2, help="files per speaker to enroll from (default 2)")
-    p.add_argument("--windows", default="1,1.5,2,2.5,3",
-                   help="streaming window lengths in seconds (default 1,1.5,2,2.5,3)")
+    p.add_argument("--windows", default="1.5,2,3",
+                   help="streaming window lengths in seconds for the EER table (default 1.5,2,3)")
     p.add_argument("--hop", type=float, default=0.5, help="new speech between streaming decisions (default 0.5)")
+    p.add_argument("--threshold", type=float,
+                   help="decision threshold of the leave-one-out run (default: the worker's for the encoder)")
     p.add_argument("--min-enroll-seconds", type=float, default=3.0, help="skip enrollment files with less speech")
     p.add_argument("--vad-threshold", type=float, default=0.5)
     p.add_argument("--vad-min-silence-ms", type=int, default=100)
+    p.add_argument("--methods", action="store_true",
+                   help="also measure the rejection methods (margin, S-norm, first decision, window), leave one out")
+    p.add_argument("--cohort", type=Path, default=COHORT, help="cohort WAVs for S-norm (default: data/cohort)")
     p.add_argument("--write-config", type=Path, metavar="FILE",
                    help="merge SPEAKER_ENCODER and SPEAKER_THRESHOLD into this dotenv file (one encoder only)")
     p.add_argument("--config-window", type=float, default=2.0,
-                   help="the worker's --window-seconds: its live row is added to the table and its threshold at "
-                        "EER is what --write-config writes (default 2.0, the worker's default)")
+                   help="the worker's --window-seconds: its live row, the leave-one-out window, and the threshold "
+                        "--write-config writes (default 2.0, the worker's default)")
     a = p.parse_args(argv)
 
     encoders = [e.strip() for e in a.encoders.split(",") if e.strip()]
@@ -233,30 +513,31 @@ def main(argv: list[str] | None = None) -> int:
     short = [name for name, files in speakers.items() if len(files) <= a.enroll_files]
     if short:
         p.error(f"speakers with no file left to test after {a.enroll_files} enrollment files: {', '.join(short)}")
-    if len(speakers) < 2:
-        p.error(f"{a.folder} needs at least two speaker folders with WAVs")
+    if len(speakers) < 3:
+        p.error(f"{a.folder} needs at least three speaker folders with WAVs (two enrolled and a stranger)")
     print(f"{len(speakers)} speakers in {a.folder}: "
           + ", ".join(f"{n} ({len(f)} files)" for n, f in speakers.items())
           + f"; enroll {a.enroll_files} files each, hop {a.hop:g} s", flush=True)
 
     vad = VadEngine(SileroOnnx(), VadParams(a.vad_threshold, a.vad_min_silence_ms))
-    import torch
-    torch.set_num_threads(1)  # as in a worker
     results: list[Result] = []
     for kind in encoders:
-        encoder = load_encoder(kind, a.ecapa_source, a.model_dir)
+        encoder = load_onnx_encoder(kind, a.ecapa_source, a.model_dir)
         if isinstance(encoder, Unavailable):
             print(f"{kind}: unavailable: {encoder.reason}", file=sys.stderr)
             continue
-        encoder.embed_batch([np.zeros(32000, np.float32) + 1e-3])  # warm-up, as the worker's engine does
-        results += calibrate(encoder, vad, speakers, a.enroll_files, windows, a.config_window, a.hop,
-                             a.min_enroll_seconds)
+        threshold = a.threshold if a.threshold is not None else DEFAULT_THRESHOLDS[kind]
+        with lab(encoder, vad, threshold, a.min_enroll_seconds, a.hop) as run:
+            found = closed_set(run, speakers, a.enroll_files, windows, a.config_window)
+            print(table(found), flush=True)
+            results += found
+            leave_one_out(run, speakers, a.enroll_files, a.config_window, a.methods, a.cohort)
     if not results:
         return 1
-    print(table(results))
-    print("EER, thr@EER: equal error rate of target vs non-target scores and the threshold where it falls;\n"
-          "ident: best-scoring speaker is right (closed set); decide: right and >= thr@EER;\n"
-          "ms/win: median encoder time for one window, one torch thread.")
+    print("\nEER, thr@EER: equal error rate of target vs non-target scores and the threshold where it falls;\n"
+          "ident: best-scoring speaker is right (closed set); decide: right and >= thr@EER.\n"
+          "identified: decisions on an enrolled speaker's held-out files that name them; unknown: decisions on\n"
+          "the stranger that are 'unknown' (a decision holds for the voiced frames of the next hop).")
     if a.write_config:
         chosen = next(r for r in results if r.window == live_label(a.config_window))
         write_dotenv(a.write_config, {"SPEAKER_ENCODER": chosen.encoder,

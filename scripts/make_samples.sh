@@ -22,6 +22,10 @@
 # against each other, above the 0.70 threshold, so a voice that is not
 # enrolled is usually mistaken for the nearest one rather than called unknown.
 #
+# data/cohort/<voice>.wav: sixteen other espeak-ng voices (eight accents, two
+# variants each, none of the four above), one sentence each at 16 kHz: the
+# cohort scripts/calibrate.py --methods normalizes scores against (S-norm).
+#
 # Each sample is synthesized speech with a pause between sentences (1 s in
 # streamed samples, so VAD has voice on/off transitions to find; 0.7 s
 # between the turns of the call; 0.5 s in enrollment samples, which only
@@ -147,3 +151,21 @@ make_enrollment sc_female en-gb-scotland+f2 16000 \
     "I live just outside Edinburgh, near the old railway station." \
     "My daughter set up this phone for me last winter." \
     "The weather has been rather wet and windy all week."
+
+# --- cohort (data/cohort/<voice>.wav) -----------------------------------------
+
+mkdir -p "$out_dir/cohort"
+cohort_sentences=(
+    "The train to the city leaves at half past seven every morning."
+    "Please leave a message after the tone and I will call you back."
+    "We ordered two coffees and a sandwich, but only the coffee came."
+    "The meeting moved to Thursday because half the team was away."
+)
+i=0
+for voice in en-gb-x-rp+m1 en-gb-x-rp+f4 en-gb-x-gbclan+m2 en-gb-x-gbclan+f1 en-gb-x-gbcwmd+m4 \
+             en-gb-x-gbcwmd+f5 en-029+m5 en-029+f2 en-us-nyc+m6 en-us-nyc+f4 en-gb-scotland+m7 \
+             en-gb-scotland+f1 en-us+m2 en-us+f5 en-gb+m6 en-gb+f2; do
+    synthesize "$tmp_dir/cohort.wav" "$voice" 16000 300 "${cohort_sentences[$((i % 4))]}"
+    lead_in "$tmp_dir/cohort.wav" "$out_dir/cohort/$voice.wav"
+    i=$((i + 1))
+done
