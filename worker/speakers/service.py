@@ -276,7 +276,8 @@ def parse_settings(body: object) -> float:
         raise SpeakerError(400, f"'threshold' must be a number from -1 to 1, not {json.dumps(value)[:40]}")
     low, high = THRESHOLD_RANGE
     if not low <= value <= high:  # also NaN and huge integers, without converting them
-        raise SpeakerError(400, f"'threshold' must be from {low:g} to {high:g} (a cosine score), not {value}")
+        raise SpeakerError(400, f"'threshold' must be from {low:g} to {high:g} (a cosine score), "
+                                f"not {str(value)[:40]}")
     return float(value)
 
 
