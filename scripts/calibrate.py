@@ -421,7 +421,7 @@ def settings(window: float, cohort: np.ndarray | None) -> list[Setting]:
     rows = [Setting(f"cosine, window {window:g} s, first at 1.5 s", cosine, COSINE_GRID, window, 1.5),
             Setting(f"cosine, window {window:g} s, first at {first:g} s", cosine, COSINE_GRID, window, first)]
     rows += [Setting(f"  + margin {m:g} over the second best", with_margin(m), COSINE_GRID, window, first)
-             for m in (0.02, 0.05)]
+             for m in (0.02, 0.05, 0.08)]
     if cohort is not None:
         rows += [Setting(f"  S-norm, top {k} of {len(cohort)} cohort + others", snorm(cohort, k), SNORM_GRID, window,
                          first) for k in (5, 10)]

@@ -99,10 +99,12 @@ def test_leave_one_speaker_out_with_the_workers_decisions_and_verify(run):
     identified, unknown, rejected, named = map(fraction, total)
     # Every fold's decisions add up; a stranger's every file is streamed and verified.
     assert identified[1] == sum(fraction(f[1])[1] for f in folds) and rejected[1] == 9 + 5 + 5 + 5
-    assert named == (48, 48)  # /verify names every held-out file of an enrolled speaker
     # What the worker's defaults reach (docs/speakers.md#unknown-speakers):
-    # most enrolled decisions right, most stranger decisions unknown.
+    # most enrolled decisions right, most stranger decisions unknown, and
+    # /verify's margin rejects most stranger files (12 of 24 without it) at
+    # the cost of few held-out files (48 of 48 named without it).
     assert identified[0] >= 0.94 * identified[1] and unknown[0] >= 0.8 * unknown[1]
+    assert rejected[0] >= 20 and named[1] == 48 and named[0] >= 44
 
 
 def test_rejection_methods_are_measured_leave_one_out(run):

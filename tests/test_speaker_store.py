@@ -215,3 +215,14 @@ def test_the_account_threshold_overrides_the_workers_in_the_decision():
     assert decide(strict, near_alice, threshold=0.7).speaker == UNKNOWN
     lenient = Enrolled(("alice", "bob"), matrix, threshold=0.5)
     assert decide(lenient, near_alice, threshold=0.99).speaker == "alice"
+
+
+def test_a_margin_names_only_a_speaker_clear_of_the_second_best():
+    enrolled = Enrolled(("alice", "bob"), np.stack([unit(1, 0, 0, 0), unit(0, 1, 0, 0)]))
+    between = unit(1, 0.9, 0, 0)  # 0.743 to alice, 0.669 to bob: 0.074 apart
+    assert decide(enrolled, between, threshold=0.7).speaker == "alice"
+    assert decide(enrolled, between, threshold=0.7, margin=0.07).speaker == "alice"
+    held = decide(enrolled, between, threshold=0.7, margin=0.08)
+    assert held.speaker == UNKNOWN and held.best == "alice"
+    alone = Enrolled(("alice",), unit(1, 0, 0, 0)[None])
+    assert decide(alone, between, threshold=0.7, margin=0.5).speaker == "alice"  # nobody to be clear of

@@ -132,7 +132,9 @@ def test_verify_scores_every_enrolled_speaker(ge2e, voices):
         v = reply.body
         assert set(v["scores"]) == set(voices) and v["best"] == name, v
         assert v["score"] == max(v["scores"].values()) and v["threshold"] == 0.70
-        assert v["decision"] == (name if v["score"] >= 0.70 else "unknown") and v["match"] == (v["decision"] == name)
+        second = sorted(v["scores"].values())[-2]
+        clear = v["score"] >= 0.70 and v["score"] - second >= v["margin"] == 0.08
+        assert v["decision"] == (name if clear else "unknown") and v["match"] == (v["decision"] == name)
         assert v["encoder"] == "ge2e" and v["speech_seconds"] > 1.5
     verifications = [e for e in activity(activity_log(ge2e)) if e["account"] == account and e["event"] == "verify"]
     assert len(verifications) == 3
@@ -222,6 +224,25 @@ def test_streaming_frames_carry_the_speaker(ge2e, voices):
             assert p.speaker == r["speaker"] and p.score == pytest.approx(r["score"], abs=0.0051)
         else:
             assert p.speaker is None
+
+
+def test_streaming_decides_with_the_accounts_own_threshold(ge2e, voices):
+    """Set through the balancer (routed to the account's worker), read by the
+    worker that streams the account; deleted, the worker's applies again."""
+    account, url = "own-threshold", ge2e.url
+    enroll(url, account, "male", first_half(voices["gb_male"]))
+    samples, rate = voices["gb_male"]
+    unseen = samples[len(samples) // 2:]
+    put = call_json(f"{url}/accounts/{account}/settings", {"threshold": 0.99}, method="PUT")
+    assert put.status == 200 and put.body["threshold"] == 0.99 and put.body["threshold_source"] == "account"
+    bad = call_json(f"{url}/accounts/{account}/settings", {"threshold": 2}, method="PUT")
+    assert bad.status == 400 and "from -1 to 1" in bad.body["error"]
+    strict = [r for r in stream(ge2e, account, unseen, rate) if "speaker" in r]
+    assert strict and {r["speaker"] for r in strict} == {"unknown"}
+    assert call(f"{url}/accounts/{account}/settings", "DELETE").body["threshold_source"] == "worker"
+    assert call(f"{url}/accounts/{account}/settings").body["threshold"] == 0.70
+    again = [r for r in stream(ge2e, account, np.concatenate((silence(3.5), unseen)), rate) if "speaker" in r]
+    assert sum(r["speaker"] == "male" for r in again) >= 0.8 * len(again)
 
 
 def embedded_total(system) -> int:

@@ -123,13 +123,39 @@ def speaker_paths() -> Document:
             "post": operation(
                 "verifySpeaker", "speakers", "Who speaks in a WAV",
                 "Scores the WAV's speech (at least 1.5 s) against every voiceprint of the account made by this "
-                "worker's encoder; the decision is the best name at or above the threshold, else 'unknown'.",
+                "worker's encoder; the decision is the best name at or above the threshold (the account's own, "
+                "see /accounts/{account}/settings, else the worker's) and 'margin' above the second best, else "
+                "'unknown'.",
                 {"200": reply("The decision and every score.", ref("schemas", "Verification")),
                  "400": error(BAD_WAV),
                  "404": error("The account has no enrolled speakers (or no such path)."),
                  "409": error("The account has voiceprints only from other encoders."),
                  "413": UPLOAD_TOO_LARGE, "422": NOT_ENOUGH_SPEECH, **PROXY_ERRORS},
                 requestBody=wav_body("The voice to verify")),
+        },
+        "/accounts/{account}/settings": {
+            "parameters": [ACCOUNT_PARAMETER],
+            "get": operation(
+                "getSettings", "speakers", "The account's decision threshold",
+                "The threshold the account's streaming decisions and /verify use with this worker's encoder: its "
+                "own when it set one for this encoder kind, else the worker's (--speaker-threshold).",
+                {"200": reply("The threshold in use.", ref("schemas", "Settings")),
+                 "400": error("An invalid account code or path."), "404": error(NO_SUCH_PATH), **PROXY_ERRORS}),
+            "put": operation(
+                "putSettings", "speakers", "Set the account's own decision threshold",
+                "A speaker is named when the best cosine score reaches this threshold, else 'unknown': higher "
+                "rejects strangers more often and enrolled speakers too. Kept per encoder kind (GE2E and "
+                "ECAPA scores live on different scales); every worker's streaming decisions follow at once.",
+                {"200": reply("The threshold now in use.", ref("schemas", "Settings")),
+                 "400": error("Not JSON, an unknown setting, or 'threshold' missing, not a number or outside "
+                              "-1 to 1; nothing is stored."),
+                 "404": error(NO_SUCH_PATH), "413": UPLOAD_TOO_LARGE, **PROXY_ERRORS},
+                requestBody={"required": True, "content": json_content(ref("schemas", "SettingsRequest"))}),
+            "delete": operation(
+                "deleteSettings", "speakers", "Back to the worker's threshold",
+                "Forgets the account's own threshold for this encoder kind (if it had one).",
+                {"200": reply("The worker's threshold, now in use.", ref("schemas", "SettingsDeleted")),
+                 "400": error("An invalid account code or path."), "404": error(NO_SUCH_PATH), **PROXY_ERRORS}),
         },
     }
 

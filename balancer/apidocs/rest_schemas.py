@@ -52,6 +52,21 @@ VOICEPRINT_INPUT = obj(
     anyOf=[{"required": ["vector"]}, {"required": ["embedding"]}],
     description="A voiceprint (GET /accounts/{account}/speakers/{name}?vector=1) or an embedding (POST /embed).")
 
+THRESHOLD: Schema = {"type": "number", "minimum": -1, "maximum": 1, "example": 0.75,
+                      "description": "Cosine score the best speaker must reach to be named."}
+THRESHOLD_SOURCE: Schema = {"type": "string", "enum": ["account", "worker"],
+                            "description": "account: the account's own (PUT /accounts/{account}/settings); "
+                                           "worker: the worker's --speaker-threshold."}
+SETTINGS_FIELDS: dict[str, Schema] = {
+    "account": ACCOUNT,
+    "encoder": ENCODER,
+    "threshold": {**THRESHOLD, "description": "The threshold in use for this encoder kind."},
+    "threshold_source": THRESHOLD_SOURCE,
+    "worker_threshold": {"type": "number", "description": "The worker's own threshold."},
+    "updated": {**STAMP, "nullable": True, "description": "When the account set its own; null when it has none."},
+}
+SETTINGS = obj(SETTINGS_FIELDS)
+
 REST_SCHEMAS: dict[str, Schema] = {
     "Voiceprint": VOICEPRINT,
     "AccountVoiceprint": obj({"account": ACCOUNT, **VOICEPRINT_FIELDS,
@@ -73,7 +88,11 @@ REST_SCHEMAS: dict[str, Schema] = {
          "best": {"type": "string", "description": "The best-scoring name, even below the threshold."},
          "score": {"type": "number", "description": "The best score (cosine)."},
          "match": {"type": "boolean", "description": "The decision is an enrolled speaker."},
-         "threshold": {"type": "number"},
+         "threshold": {"type": "number", "description": "The threshold the decision used."},
+         "threshold_source": THRESHOLD_SOURCE,
+         "margin": {"type": "number", "minimum": 0,
+                    "description": "How far the best score must be above the second best for a name (with two "
+                                   "or more speakers): GE2E 0.08, measured leave one speaker out."},
          "scores": {"type": "object", "additionalProperties": {"type": "number"},
                     "description": "Every usable voiceprint's score, best first."},
          "encoder": ENCODER, "model": MODEL,
@@ -82,8 +101,12 @@ REST_SCHEMAS: dict[str, Schema] = {
          "skipped": {"type": "array", "description": "Voiceprints made by another encoder: not scored.",
                      "items": obj({"name": SPEAKER_NAME, "encoder": ENCODER, "model": MODEL,
                                    "reason": {"type": "string"}})}},
-        required=["account", "decision", "best", "score", "match", "threshold", "scores", "encoder", "model",
-                  "speech_seconds", "ms"]),
+        required=["account", "decision", "best", "score", "match", "threshold", "threshold_source", "margin", "scores",
+                  "encoder", "model", "speech_seconds", "ms"]),
+    "Settings": SETTINGS,
+    "SettingsDeleted": obj({**SETTINGS_FIELDS, "deleted": {"type": "boolean",
+                                                           "description": "The account had a threshold of its own."}}),
+    "SettingsRequest": obj({"threshold": THRESHOLD}, additionalProperties=False),
     "Embedding": obj({"encoder": ENCODER, "model": MODEL, "dim": DIM, "embedding": VECTOR,
                       "db": {**DB, "description": "Level of the whole WAV, dBFS."},
                       "speech_db": {**DB, "description": "Level of its speech, dBFS."},
