@@ -304,6 +304,10 @@ def streamed_fold(lab: Lab, fold: Fold, window: float, first: float, threshold: 
         unknown += decisions.count(UNKNOWN)
         reply = lab.verify(account, path)
         rejected += reply is not None and reply["decision"] == UNKNOWN
+        if reply is not None and reply["decision"] != UNKNOWN:
+            print(f"  /verify took stranger file {path.parent.name}/{path.name} for {reply['decision']} "
+                  f"(score {reply['score']:.3f}, margin {reply['score'] - sorted(reply['scores'].values())[-2]:.3f})",
+                  file=sys.stderr)
     return Outcome(fold.stranger, enrolled_decisions, identified, stranger_decisions, unknown,
                    len(fold.stranger_files), rejected, len(fold.held_out), verified, threshold)
 
