@@ -47,7 +47,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -497,8 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float,
                    help="decision threshold of the leave-one-out run (default: the worker's for the encoder)")
     p.add_argument("--min-enroll-seconds", type=float, default=3.0, help="skip enrollment files with less speech")
-    p.add_argument("--vad-threshold", type=float, default=0.5)
-    p.add_argument("--vad-min-silence-ms", type=int, default=100)
+    p.add_argument("--vad-threshold", type=float, default=VadParams().threshold,
+                   help=f"the workers' --vad-threshold (default {VadParams().threshold:g}, theirs)")
+    p.add_argument("--vad-min-silence-ms", type=int, default=VadParams().min_silence_ms,
+                   help=f"the workers' --vad-min-silence-ms (default {VadParams().min_silence_ms}, theirs)")
     p.add_argument("--methods", action="store_true",
                    help="also measure the rejection methods (margin, S-norm, first decision, window), leave one out")
     p.add_argument("--cohort", type=Path, default=COHORT, help="cohort WAVs for S-norm (default: data/cohort)")
@@ -523,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{n} ({len(f)} files)" for n, f in speakers.items())
           + f"; enroll {a.enroll_files} files each, hop {a.hop:g} s", flush=True)
 
-    vad = VadEngine(SileroOnnx(), VadParams(a.vad_threshold, a.vad_min_silence_ms))
+    vad = VadEngine(SileroOnnx(), replace(VadParams(), threshold=a.vad_threshold, min_silence_ms=a.vad_min_silence_ms))
     results: list[Result] = []
     for kind in encoders:
         encoder = load_onnx_encoder(kind, a.ecapa_source, a.model_dir)
