@@ -11,7 +11,6 @@ import pytest
 
 from worker.speakers.scoring import UNKNOWN, Enrolled, Roster, decide
 from worker.speakers.store import EncoderId, EncoderMismatch, VoiceprintStore
-from worker.speakers.tracker import MIN_WINDOW_SECONDS, SpeechWindow
 
 GE2E = EncoderId("ge2e", "39373b86598f", 4)
 OTHER = EncoderId("ecapa", "aaaaaaaaaaaa", 4)
@@ -125,32 +124,6 @@ def test_concurrent_enrollments_from_several_processes(tmp_path):
 
 def frame(value: float = 0.1, n: int = 1600) -> np.ndarray:
     return np.full(n, value, np.float32)
-
-
-def test_window_decides_every_hop_once_it_holds_enough_speech():
-    w = SpeechWindow.for_rate(16000, window_seconds=2.0, hop_seconds=0.5, reset_seconds=3.0)
-    due = []
-    for _ in range(30):
-        d = w.add(frame(), voice=1)
-        due.append(d)
-        if d:
-            w.decided("x", 0.9)
-    # First decision at MIN_WINDOW_SECONDS (2 s) of speech, then one per 0.5 s.
-    assert MIN_WINDOW_SECONDS == 2.0
-    assert [i + 1 for i, d in enumerate(due) if d] == [20, 25, 30]
-    assert len(w.samples) == 32000  # never more than the window
-
-
-def test_unvoiced_frames_do_not_fill_the_window_and_a_long_silence_resets_it():
-    w = SpeechWindow.for_rate(16000, window_seconds=2.0, hop_seconds=0.5, reset_seconds=3.0)
-    for _ in range(15):
-        w.add(frame(), voice=1)
-    w.decided("alice", 0.8)
-    for _ in range(29):
-        assert not w.add(frame(0.0), voice=0)
-    assert w.speaker == "alice" and len(w.samples) == 24000  # 2.9 s of silence: same turn
-    w.add(frame(0.0), voice=0)
-    assert w.speaker is None and len(w.samples) == 0  # 3 s: a new turn starts clean
 
 
 def test_decision_picks_the_best_speaker_above_threshold_else_unknown():

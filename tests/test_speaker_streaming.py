@@ -21,6 +21,7 @@ from worker.speakers.streaming import (
     stream_embeddings,
     stream_for,
 )
+from worker.speakers.tracker import MIN_WINDOW_SECONDS
 from worker.vad import SileroOnnx, VadEngine, VadParams, VadStream
 
 
@@ -111,3 +112,29 @@ def test_a_window_stream_keeps_the_last_window_at_16_khz():
     due = [stream.add(np.full(800, 0.1, np.float32), 1) for _ in range(30)]
     sizes = [len(d) for d in due if d is not None]
     assert sizes[0] >= 1.5 * 16000 and max(sizes) == 2 * 16000
+
+
+def frame(level: float = 0.1) -> np.ndarray:
+    return np.full(1600, level, np.float32)
+
+
+def test_a_window_decides_every_hop_once_it_holds_enough_speech():
+    stream = stream_for("ecapa", 16000, 2.0, 0.5, 3.0, MIN_WINDOW_SECONDS)
+    due = [stream.add(frame(), voice=1) is not None for _ in range(30)]
+    # First decision at MIN_WINDOW_SECONDS (2 s) of speech, then one per 0.5 s.
+    assert MIN_WINDOW_SECONDS == 2.0
+    assert [i + 1 for i, d in enumerate(due) if d] == [20, 25, 30]
+    assert isinstance(stream, WindowStream) and len(stream.samples) == 32000  # never more than the window
+
+
+def test_unvoiced_frames_do_not_fill_the_window_and_a_long_silence_resets_it():
+    stream = stream_for("ecapa", 16000, 2.0, 0.5, 3.0, MIN_WINDOW_SECONDS)
+    assert isinstance(stream, WindowStream)
+    for _ in range(15):
+        stream.add(frame(), voice=1)
+    stream.decided("alice", 0.8)
+    for _ in range(29):
+        assert stream.add(frame(0.0), voice=0) is None
+    assert stream.speaker == "alice" and len(stream.samples) == 24000  # 2.9 s of silence: same turn
+    stream.add(frame(0.0), voice=0)
+    assert stream.speaker is None and len(stream.samples) == 0  # 3 s: a new turn starts clean

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,48 +38,6 @@ log = logging.getLogger("worker.speakers")
 MIN_WINDOW_SECONDS = 2.0
 NO_SPEAKER: tuple[None, None, float] = (None, None, 0.0)
 UNREADABLE_LOG_SECONDS = 10.0
-
-
-@dataclass
-class SpeechWindow:
-    """One account's rolling window of voiced audio (kept in Account.speech)."""
-    sample_rate: int
-    capacity: int       # samples kept: window_seconds
-    hop: int            # new voiced samples between decisions
-    min_samples: int    # samples needed for a first decision
-    reset_after: int    # unvoiced samples that drop the window; 0: never
-    samples: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
-    since_decision: int = 0
-    silence: int = 0
-    speaker: str | None = None
-    score: float | None = None
-
-    @classmethod
-    def for_rate(cls, rate: int, window_seconds: float, hop_seconds: float, reset_seconds: float) -> SpeechWindow:
-        return cls(rate, int(window_seconds * rate), max(1, int(hop_seconds * rate)),
-                   int(min(MIN_WINDOW_SECONDS, window_seconds) * rate), max(0, int(reset_seconds * rate)))
-
-    def add(self, samples: np.ndarray, voice: int) -> bool:
-        """Take one frame; True when the window is due for a decision."""
-        if not voice:
-            self.silence += len(samples)
-            if self.reset_after and self.silence >= self.reset_after:
-                self.clear()
-            return False
-        self.silence = 0
-        self.samples = np.concatenate((self.samples, samples))[-self.capacity:]
-        self.since_decision += len(samples)
-        return self.since_decision >= self.hop and len(self.samples) >= self.min_samples
-
-    def decided(self, speaker: str, score: float) -> None:
-        self.speaker, self.score, self.since_decision = speaker, score, 0
-
-    def clear(self) -> None:
-        """A long silence ends a turn: the next speaker starts from a clean
-        window, and the old decision does not stick to them."""
-        self.samples = np.empty(0, np.float32)
-        self.since_decision = 0
-        self.speaker = self.score = None
 
 
 @dataclass(frozen=True, slots=True)
