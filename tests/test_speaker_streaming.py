@@ -138,3 +138,14 @@ def test_unvoiced_frames_do_not_fill_the_window_and_a_long_silence_resets_it():
     assert stream.speaker == "alice" and len(stream.samples) == 24000  # 2.9 s of silence: same turn
     stream.add(frame(0.0), voice=0)
     assert stream.speaker is None and len(stream.samples) == 0  # 3 s: a new turn starts clean
+
+
+def test_the_first_decision_waits_for_the_configured_speech():
+    from worker.config import parse_args
+    assert parse_args([]).first_decision_seconds == MIN_WINDOW_SECONDS
+    first = parse_args(["--first-decision-seconds", "3"]).first_decision_seconds
+    stream = stream_for("ecapa", 16000, 4.0, 0.5, 3.0, first)
+    due = [stream.add(frame(), voice=1) is not None for _ in range(40)]
+    assert [i + 1 for i, d in enumerate(due) if d] == [30, 35, 40]
+    with pytest.raises(SystemExit):
+        parse_args(["--first-decision-seconds", "-1"])

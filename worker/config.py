@@ -28,6 +28,13 @@ def milliseconds(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a duration in seconds is 0 or more, got {text!r}")
+    return value
+
+
 def database_url(text: str) -> str:
     """Empty (embedded) or a checked postgresql:// URL. The check loads
     psycopg only when a URL is given: embedded workers never import it."""
@@ -92,6 +99,10 @@ class WorkerConfig:
                                    "voiced audio scored per streaming decision", parse=float, group="speakers")
     hop_seconds: float = option(0.5, "--hop-seconds", "SPEAKER_HOP_SECONDS",
                                 "new speech between streaming decisions", parse=float, group="speakers")
+    first_decision_seconds: float = option(
+        2.0, "--first-decision-seconds", "SPEAKER_FIRST_DECISION_SECONDS",
+        "speech a turn needs before its first speaker decision (at most --window-seconds)", parse=seconds,
+        group="speakers")
     speaker_reset_seconds: float = option(
         3.0, "--speaker-reset-seconds", "SPEAKER_RESET_SECONDS",
         "silence after which an account's window and decision are dropped (0: never)", parse=float,

@@ -89,5 +89,5 @@ def create_speakers(config: WorkerConfig, vad: VadEngine,
         store, activity = VoiceprintStore(config.store_path), ActivityLog(config.activity_log, config.port)
     service = SpeakerService(engine, store, vad, activity, threshold, config.min_enroll_seconds)
     tracker = SpeakerTracker(engine, Roster(store), threshold, config.window_seconds, config.hop_seconds,
-                             config.speaker_reset_seconds)
+                             config.speaker_reset_seconds, config.first_decision_seconds)
     return service, tracker

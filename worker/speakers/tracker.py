@@ -29,7 +29,8 @@ from .streaming import SpeakerStream, stream_for
 
 log = logging.getLogger("worker.speakers")
 
-# Speech a turn needs before its first decision (capped by --window-seconds):
+# Speech a turn needs before its first decision (--first-decision-seconds,
+# capped by --window-seconds):
 # decisions on less are the noisiest. Leave one speaker out on
 # ../shared/data/speakers (GE2E, 2 s window, scripts/calibrate.py --methods),
 # 1.5 s -> 2 s: at thresholds chosen on the other folds, enrolled speakers
@@ -51,13 +52,15 @@ class SpeakerTracker:
     """worker/pipeline.py's SpeakerTracker; called under the account's lock."""
 
     def __init__(self, engine: SpeakerEngine, roster: Roster, threshold: float,
-                 window_seconds: float, hop_seconds: float, reset_seconds: float) -> None:
+                 window_seconds: float, hop_seconds: float, reset_seconds: float,
+                 first_decision_seconds: float = MIN_WINDOW_SECONDS) -> None:
         self.engine = engine
         self.roster = roster
         self.threshold = threshold
         self.window_seconds = window_seconds
         self.hop_seconds = hop_seconds
         self.reset_seconds = reset_seconds
+        self.first_decision_seconds = first_decision_seconds
         self._quiet_until = 0.0
         self.metrics = SpeakerMetrics()  # registered by create_app
 
@@ -122,7 +125,7 @@ class SpeakerTracker:
         stream = account.speech
         if stream is None or stream.sample_rate != audio.sample_rate:
             stream = account.speech = stream_for(encoder.name, audio.sample_rate, self.window_seconds,
-                                                 self.hop_seconds, self.reset_seconds, MIN_WINDOW_SECONDS,
+                                                 self.hop_seconds, self.reset_seconds, self.first_decision_seconds,
                                                  getattr(encoder, "basis", None))
         due = stream.add(audio.samples, voice)
         if due is None:
