@@ -460,11 +460,11 @@ def cohort_embeddings(lab: Lab, folder: Path) -> np.ndarray | None:
 
 
 def leave_one_out(lab: Lab, speakers: dict[str, list[Path]], enroll_files: int, window: float,
-                  methods: bool, cohort_dir: Path) -> list[Outcome]:
+                  methods: bool, cohort_dir: Path, first_decision: float = MIN_WINDOW_SECONDS) -> list[Outcome]:
     folds = make_folds(lab, speakers, enroll_files)
     if not folds:
         return []
-    first = min(MIN_WINDOW_SECONDS, window)
+    first = min(first_decision, window)
     outcomes = [streamed_fold(lab, f, window, first, lab.threshold) for f in folds]
     print(f"\nLeave one speaker out ({lab.encoder.name}): {len(speakers) - 1} speakers enrolled, the other one a "
           f"stranger; threshold {lab.threshold:g}, window {window:g} s, first decision at {first:g} s of speech")
@@ -501,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"the workers' --vad-threshold (default {VadParams().threshold:g}, theirs)")
     p.add_argument("--vad-min-silence-ms", type=int, default=VadParams().min_silence_ms,
                    help=f"the workers' --vad-min-silence-ms (default {VadParams().min_silence_ms}, theirs)")
+    p.add_argument("--first-decision-seconds", type=float, default=MIN_WINDOW_SECONDS,
+                   help=f"the workers' --first-decision-seconds for the leave-one-out run (default "
+                        f"{MIN_WINDOW_SECONDS:g}, theirs)")
     p.add_argument("--methods", action="store_true",
                    help="also measure the rejection methods (margin, S-norm, first decision, window), leave one out")
     p.add_argument("--cohort", type=Path, default=COHORT, help="cohort WAVs for S-norm (default: data/cohort)")
@@ -537,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             found = closed_set(run, speakers, a.enroll_files, windows, a.config_window)
             print(table(found), flush=True)
             results += found
-            leave_one_out(run, speakers, a.enroll_files, a.config_window, a.methods, a.cohort)
+            leave_one_out(run, speakers, a.enroll_files, a.config_window, a.methods, a.cohort,
+                          a.first_decision_seconds)
     if not results:
         return 1
     print("\nEER, thr@EER: equal error rate of target vs non-target scores and the threshold where it falls;\n"
