@@ -246,7 +246,11 @@ def test_a_speaker_enrolled_through_one_host_is_recognised_through_the_other(clu
     # database's notification can correct.
     account = next(f"mh-{i}" for i in range(100) if cluster.owner(f"mh-{i}") is b)
     enroll, _ = read_wav(sorted((speakers_dir / "speaker_1").glob("*.wav"))[0])
-    held_out, rate = read_wav(sorted((speakers_dir / "speaker_1").glob("*.wav"))[-1])
+    # A held-out file whose first 4 s score 0.79-0.83 against that enrollment
+    # (GE2E, threshold 0.70): this test is about the enrollment crossing hosts;
+    # docs/speakers.md measures accuracy (several of speaker_1's files score
+    # within 0.03 of the threshold).
+    held_out, rate = read_wav(speakers_dir / "speaker_1" / "07.wav")
     frames = split_frames(held_out[:int(4 * rate)], rate)[:40]
     post_batch(a.worker_url, account, frames[:1])
 
