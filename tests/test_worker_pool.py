@@ -89,3 +89,14 @@ def test_the_pool_keeps_what_each_worker_says_of_its_database():
         for _, server in servers:
             await server.close()
     asyncio.run(go())
+
+
+def test_an_accounts_order_is_the_ranking_of_the_healthy_workers_whatever_leaves_the_ring():
+    urls = tuple(f"http://127.0.0.1:{7001 + i}" for i in range(5))
+    pool = WorkerPool(urls)
+    accounts = [f"acct-{i}" for i in range(50)]
+    for healthy in (urls, urls[1:], urls[::2], urls[:1], ()):
+        for worker in urls:
+            pool.mark(worker, worker in healthy)
+        for account in accounts:  # the second time from the kept order
+            assert pool.ranked(account) == pool.ranked(account) == rank_workers(account, healthy)
