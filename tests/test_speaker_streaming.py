@@ -149,3 +149,11 @@ def test_the_first_decision_waits_for_the_configured_speech():
     assert [i + 1 for i, d in enumerate(due) if d] == [30, 35, 40]
     with pytest.raises(SystemExit):
         parse_args(["--first-decision-seconds", "-1"])
+
+
+def test_a_hop_shorter_than_a_frame_decides_once_per_frame_and_keeps_little():
+    stream = stream_for("ge2e", 16000, 2.0, 0.01, 0.0, 1.6, np.ones((40, 201), np.float32))
+    assert isinstance(stream, Ge2eStream) and stream.step == 1
+    due = [stream.add(frame(), 1) for _ in range(100)]
+    assert all(d is not None for d in due[16:]) and all(d is None for d in due[:16])
+    assert len(stream.mel) <= GE2E_PARTIAL_FRAMES + 10  # not 10 s of mel frames

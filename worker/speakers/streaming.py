@@ -186,7 +186,12 @@ class Ge2eStream(_Turn):
         # its 1.6 s: once it exists, so does the partial's energy.
         if self.frames < start + GE2E_PARTIAL_FRAMES:
             return None
-        self.next_partial += self.step
+        # One decision per frame at most: with a hop shorter than a frame
+        # (10 mel frames), the partials a frame completed before the last
+        # are skipped rather than left to pile up.
+        while self.frames >= start + self.step + GE2E_PARTIAL_FRAMES:
+            start += self.step
+        self.next_partial = start + self.step
         self.due_end = start + GE2E_PARTIAL_FRAMES
         i = start - self.first_frame
         mel = self.mel[i:i + GE2E_PARTIAL_FRAMES] * partial_gain(self.energy[i:i + GE2E_PARTIAL_FRAMES])
