@@ -147,8 +147,10 @@ def test_the_first_decision_waits_for_the_configured_speech():
     stream = stream_for("ecapa", 16000, 4.0, 0.5, 3.0, first)
     due = [stream.add(frame(), voice=1) is not None for _ in range(40)]
     assert [i + 1 for i, d in enumerate(due) if d] == [30, 35, 40]
-    with pytest.raises(SystemExit):
-        parse_args(["--first-decision-seconds", "-1"])
+    for flag in ("--first-decision-seconds", "--speaker-reset-seconds"):
+        for value in ("-1", "nan"):
+            with pytest.raises(SystemExit):
+                parse_args([flag, value])
 
 
 def test_a_hop_shorter_than_a_frame_decides_once_per_frame_and_keeps_little():
@@ -157,3 +159,12 @@ def test_a_hop_shorter_than_a_frame_decides_once_per_frame_and_keeps_little():
     due = [stream.add(frame(), 1) for _ in range(100)]
     assert all(d is not None for d in due[16:]) and all(d is None for d in due[:16])
     assert len(stream.mel) <= GE2E_PARTIAL_FRAMES + 10  # not 10 s of mel frames
+
+
+@pytest.mark.parametrize("flag", ["--window-seconds", "--hop-seconds"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_window_or_hop_must_be_a_positive_duration(flag, value, capsys):
+    from worker.config import parse_args
+    with pytest.raises(SystemExit):
+        parse_args([flag, value])
+    assert "a duration in seconds above 0" in capsys.readouterr().err

@@ -35,6 +35,13 @@ def seconds(text: str) -> float:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a duration in seconds above 0, got {text!r}")
+    return value
+
+
 def database_url(text: str) -> str:
     """Empty (embedded) or a checked postgresql:// URL. The check loads
     psycopg only when a URL is given: embedded workers never import it."""
@@ -96,16 +103,18 @@ class WorkerConfig:
     min_enroll_seconds: float = option(3.0, "--min-enroll-seconds", "MIN_ENROLL_SECONDS",
                                        "least speech an enrollment needs", parse=float, group="speakers")
     window_seconds: float = option(2.0, "--window-seconds", "SPEAKER_WINDOW_SECONDS",
-                                   "voiced audio scored per streaming decision", parse=float, group="speakers")
+                                   "voiced audio scored per streaming decision", parse=positive_seconds,
+                                   group="speakers")
     hop_seconds: float = option(0.5, "--hop-seconds", "SPEAKER_HOP_SECONDS",
-                                "new speech between streaming decisions", parse=float, group="speakers")
+                                "new speech between streaming decisions", parse=positive_seconds,
+                                group="speakers")
     first_decision_seconds: float = option(
         2.0, "--first-decision-seconds", "SPEAKER_FIRST_DECISION_SECONDS",
         "speech a turn needs before its first speaker decision (at most --window-seconds)", parse=seconds,
         group="speakers")
     speaker_reset_seconds: float = option(
         3.0, "--speaker-reset-seconds", "SPEAKER_RESET_SECONDS",
-        "silence after which an account's window and decision are dropped (0: never)", parse=float,
+        "silence after which an account's window and decision are dropped (0: never)", parse=seconds,
         group="speakers")
     speaker_threshold: float | None = option(
         None, "--speaker-threshold", "SPEAKER_THRESHOLD", "score a speaker must pass", parse=optional(float),
