@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from voicestream.accounts import MAX_ACCOUNT_LENGTH
-from voicestream.options import option, parse_config
+from voicestream.options import COUNT, PORT, POSITIVE_SECONDS, SECONDS, option, parse_config
 
 DEFAULT_WORKERS = ("http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003")
 
@@ -38,34 +38,34 @@ def gap_ms(text: str) -> float:
 @dataclass(frozen=True)
 class BalancerConfig:
     host: str = option("0.0.0.0", "--host", "BALANCER_HOST", "listen address", group="network")
-    port: int = option(6001, "--port", "BALANCER_PORT", "listen port", parse=int, group="network")
+    port: int = option(6001, "--port", "BALANCER_PORT", "listen port", parse=PORT, group="network")
     workers: tuple[str, ...] = option(
         DEFAULT_WORKERS, "--workers", "WORKERS",
         "comma-separated worker URLs; every balancer replica must list the same URLs",
         parse=worker_urls, shown_default="http://127.0.0.1:7001,...:7002,...:7003", group="network")
     max_message_bytes: int = option(
         1 << 20, "--max-message-bytes", "MAX_MESSAGE_BYTES",
-        "largest WebSocket message or HTTP ingest body; over it: an error reply / 413", parse=int, group="limits")
+        "largest WebSocket message or HTTP ingest body; over it: an error reply / 413", parse=COUNT, group="limits")
     max_upload_bytes: int = option(
         16 << 20, "--max-upload-bytes", "MAX_UPLOAD_BYTES",
         "largest REST body (/accounts/..., /embed, /compare): enrollment uploads are larger than frames",
-        parse=int, group="limits")
+        parse=COUNT, group="limits")
     max_connections: int = option(
         1000, "--max-connections", "MAX_CONNECTIONS",
-        "open WebSockets plus HTTP requests in progress (/health excluded); more get 429", parse=int,
+        "open WebSockets plus HTTP requests in progress (/health excluded); more get 429", parse=COUNT,
         group="limits")
     max_account_length: int = option(MAX_ACCOUNT_LENGTH, "--max-account-length", "MAX_ACCOUNT_LENGTH",
                                      f"longest ACCOUNTCODE, at most {MAX_ACCOUNT_LENGTH}", parse=account_length,
                                      group="limits")
     max_frame_seconds: float = option(1.0, "--max-frame-seconds", "MAX_FRAME_SECONDS",
-                                      "longest frame in an HTTP ingest request", parse=float, group="limits")
+                                      "longest frame in an HTTP ingest request", parse=POSITIVE_SECONDS, group="limits")
     forward_timeout: float = option(5.0, "--forward-timeout", "FORWARD_TIMEOUT",
-                                    "seconds to wait for a worker before trying the next", parse=float,
+                                    "seconds to wait for a worker before trying the next", parse=POSITIVE_SECONDS,
                                     group="workers")
     max_inflight_per_worker: int = option(
         1, "--max-inflight-per-worker", "MAX_INFLIGHT_PER_WORKER",
         "requests open to one worker at once; frames arriving meanwhile are sent together in the next",
-        parse=int, group="workers")
+        parse=COUNT, group="workers")
     # 20 ms: VAD, 2 workers, 200 streams: 0.39-0.41 ms of CPU per frame against 0.54-0.60 without
     # (10 ms: 0.41-0.51), p99 +0-10 ms; 400 streams: 0.30 (10 ms: 0.34, 30 ms: 0.31). docs/performance.md
     batch_gap_ms: float = option(
@@ -73,16 +73,16 @@ class BalancerConfig:
         "after a request that carried several frames, the next to that worker starts this much later at the "
         "earliest, so more frames share it; 0: none", parse=gap_ms, group="workers")
     health_interval: float = option(1.0, "--health-interval", "HEALTH_INTERVAL",
-                                    "seconds between worker health checks", parse=float, group="workers")
+                                    "seconds between worker health checks", parse=POSITIVE_SECONDS, group="workers")
     health_timeout: float = option(
         2.0, "--health-timeout", "HEALTH_TIMEOUT",
         "seconds a worker's /health may take; two timeouts in a row take it out of the ring "
-        "(a refused connection or another answer at once)", parse=float, group="workers")
+        "(a refused connection or another answer at once)", parse=POSITIVE_SECONDS, group="workers")
     token: str = option("", "--token", "AUTH_TOKEN",
                         "when set, every client must send it as 'Authorization: Bearer <token>' or ?token=",
                         group="security")
     shutdown_timeout: float = option(10.0, "--shutdown-timeout", "SHUTDOWN_TIMEOUT",
-                                     "seconds to finish in-flight frames on SIGTERM", parse=float, group="general")
+                                     "seconds to finish in-flight frames on SIGTERM", parse=SECONDS, group="general")
 
 
 def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> BalancerConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,34 @@ def optional(item: Callable[[str], T]) -> Callable[[str], T | None]:
         return item(text) if text.strip() else None
     parse.__name__ = getattr(item, "__name__", "value")
     return parse
+
+
+def at_least(low: float, kind: Callable[[str], Any] = float, high: float = math.inf,
+             *, above: bool = False) -> Callable[[str], Any]:
+    """A parse for a finite number of kind from low (or above it) up to high:
+    a zero, negative or NaN timeout, limit or interval would hang, spin or
+    refuse everything, so it stops the process at start with the value named."""
+    if high < math.inf:
+        bound = f"above {low:g} and at most {high:g}" if above else f"from {low:g} to {high:g}"
+    else:
+        bound = f"above {low:g}" if above else f"{low:g} or more"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
+        if not math.isfinite(value) or not (low < value if above else low <= value) or value > high:
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
+        return value
+    parse.__name__ = getattr(kind, "__name__", "number")
+    return parse
+
+
+PORT = at_least(0, int, 65535)  # 0: any free port
+COUNT = at_least(1, int)  # sizes, limits and thread counts
+SECONDS = at_least(0)  # a wait that may be none
+POSITIVE_SECONDS = at_least(0, above=True)  # timeouts, intervals, durations
 
 
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:

@@ -5,7 +5,17 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from voicestream.options import comma_list, option, optional, parse_config
+from voicestream.options import (
+    COUNT,
+    PORT,
+    POSITIVE_SECONDS,
+    SECONDS,
+    at_least,
+    comma_list,
+    option,
+    optional,
+    parse_config,
+)
 
 ENCODERS = ("ecapa", "ge2e", "none")
 
@@ -55,9 +65,9 @@ def database_url(text: str) -> str:
 class WorkerConfig:
     host: str = option("127.0.0.1", "--host", "WORKER_HOST",
                        "listen address (only the balancer faces clients)", group="network")
-    port: int = option(7001, "--port", "WORKER_PORT", "listen port", parse=int, group="network")
+    port: int = option(7001, "--port", "WORKER_PORT", "listen port", parse=PORT, group="network")
     threads: int = option(32, "--threads", "WORKER_THREADS", "request threads of the one worker process",
-                          parse=int, group="network")
+                          parse=COUNT, group="network")
     log_dir: str = option("logs", "--log-dir", "LOG_DIR", "per-account frame logs", group="frames")
     # VAD defaults: VadParams' (worker/vad.py says why; docs/vad.md has the measurements).
     vad_threshold: float = option(0.3, "--vad-threshold", "VAD_THRESHOLD",
@@ -72,13 +82,14 @@ class WorkerConfig:
                                     "speech turns voice on only once it has lasted this long (answers that much "
                                     "later)", parse=milliseconds, group="frames")
     max_frame_seconds: float = option(1.0, "--max-frame-seconds", "MAX_FRAME_SECONDS",
-                                      "longest frame on /frames/batch", parse=float, group="limits")
+                                      "longest frame on /frames/batch", parse=POSITIVE_SECONDS, group="limits")
     max_body_bytes: int = option(1 << 20, "--max-body-bytes", "MAX_BODY_BYTES", "largest frame request body",
-                                 parse=int, group="limits")
+                                 parse=COUNT, group="limits")
     max_upload_bytes: int = option(16 << 20, "--max-upload-bytes", "MAX_UPLOAD_BYTES",
-                                   "largest enroll / verify / embed body", parse=int, group="limits")
+                                   "largest enroll / verify / embed body", parse=COUNT, group="limits")
     max_upload_seconds: float = option(120.0, "--max-upload-seconds", "MAX_UPLOAD_SECONDS",
-                                       "longest WAV for enroll / verify / embed", parse=float, group="limits")
+                                       "longest WAV for enroll / verify / embed", parse=POSITIVE_SECONDS,
+                                       group="limits")
     accepted_rates: tuple[int, ...] = option(
         (), "--accepted-rates", "ACCEPTED_RATES",
         "comma-separated sample rates accepted; rates other than 8000 and 16000 are resampled to 16000",
@@ -89,7 +100,7 @@ class WorkerConfig:
         "comma-separated WAV sample formats (soundfile subtypes; e.g. add ULAW,ALAW)",
         parse=comma_list(upper), shown_default="PCM_U8,PCM_16,PCM_24,PCM_32,FLOAT,DOUBLE", group="limits")
     graceful_timeout: float = option(10.0, "--graceful-timeout", "GRACEFUL_TIMEOUT",
-                                     "seconds to finish in-flight frames on SIGTERM", parse=float, group="network")
+                                     "seconds to finish in-flight frames on SIGTERM", parse=SECONDS, group="network")
     encoder: str = option("ecapa", "--encoder", "SPEAKER_ENCODER",
                           "speaker encoder: ecapa, ge2e or none (VAD only)", choices=ENCODERS, group="speakers")
     ecapa_source: str = option("speechbrain/spkrec-ecapa-voxceleb", "--ecapa-source", "ECAPA_SOURCE",
@@ -101,7 +112,7 @@ class WorkerConfig:
     activity_log: str = option("logs/activity.log", "--activity-log", "ACTIVITY_LOG",
                                "enrollments, deletions and verifications (JSON lines)", group="speakers")
     min_enroll_seconds: float = option(3.0, "--min-enroll-seconds", "MIN_ENROLL_SECONDS",
-                                       "least speech an enrollment needs", parse=float, group="speakers")
+                                       "least speech an enrollment needs", parse=SECONDS, group="speakers")
     window_seconds: float = option(2.0, "--window-seconds", "SPEAKER_WINDOW_SECONDS",
                                    "voiced audio scored per streaming decision", parse=positive_seconds,
                                    group="speakers")
@@ -117,7 +128,8 @@ class WorkerConfig:
         "silence after which an account's window and decision are dropped (0: never)", parse=seconds,
         group="speakers")
     speaker_threshold: float | None = option(
-        None, "--speaker-threshold", "SPEAKER_THRESHOLD", "score a speaker must pass", parse=optional(float),
+        None, "--speaker-threshold", "SPEAKER_THRESHOLD", "score a speaker must pass (a cosine, -1 to 1)",
+        parse=optional(at_least(-1, high=1)),
         shown_default="per encoder: GE2E 0.70, ECAPA 0.25", group="speakers")
     database: str = option(
         "", "--database", "DATABASE_URL",
@@ -129,10 +141,10 @@ class WorkerConfig:
                             group="database")
     spool_max_rows: int = option(2_000_000, "--spool-max-rows", "SPOOL_MAX_ROWS",
                                  "most frame results the spool holds; past it new ones are dropped and counted",
-                                 parse=int, group="database")
+                                 parse=COUNT, group="database")
     database_timeout: float = option(0.5, "--database-timeout", "DATABASE_TIMEOUT",
                                      "seconds a frame batch waits for the database before its results are spooled",
-                                     parse=float, group="database")
+                                     parse=POSITIVE_SECONDS, group="database")
     # Not an option: how long an account's streaming state outlives its last frame.
     account_idle_seconds: float = 300.0
 
