@@ -2,6 +2,7 @@
 used by the integration tests, scripts/faults.py and scripts/bench.py."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,6 +15,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -197,3 +201,28 @@ def make_system(root: Path, n_workers: int = 3, worker_args: list[str] | None = 
     """A system on free ports under root, not started yet (System.start)."""
     return System(root=root, worker_ports=[free_port() for _ in range(n_workers)], balancer_port=free_port(),
                   worker_args=list(worker_args or []), balancer_args=list(balancer_args or []), env=dict(env or {}))
+
+
+def stream_frames(url: str, account: str, samples: np.ndarray, rate: int, frame_seconds: float = 0.1,
+                  timeout: float = 60.0) -> list[dict]:
+    """samples as frames over one WebSocket to a balancer at url (ws://...),
+    each sent once the previous one is answered (as fast as replies come); the
+    replies in order, errors included: the caller decides what one means."""
+    return asyncio.run(_stream_frames(url, account, samples, rate, frame_seconds, timeout))
+
+
+async def _stream_frames(url: str, account: str, samples: np.ndarray, rate: int, frame_seconds: float,
+                         timeout: float) -> list[dict]:
+    # Here, not at the top: scripts import this module before they put the
+    # project on sys.path (it is REPO that tells them where it is).
+    from voicestream.wav import encode_wav
+
+    n = int(frame_seconds * rate)
+    replies = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        for start in range(0, len(samples) - n + 1, n):
+            await ws.send_str(f"ACCOUNTCODE={account}")
+            await ws.send_bytes(encode_wav(samples[start:start + n], rate))
+            replies.append(await ws.receive_json(timeout=timeout))
+        await ws.send_str("CLOSE")
+    return replies

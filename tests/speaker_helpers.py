@@ -3,7 +3,6 @@ balancer's WebSocket, waiting for encoders to load, the GE2E graph the tests
 share, and running code where the export tools look uninstalled."""
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -13,12 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import soundfile as sf
 
-from cluster import REPO, System, make_system, wait_until
-from voicestream.wav import encode_wav
+from cluster import REPO, System, make_system, stream_frames, wait_until
 
 # The workers' default --model-dir (they run in the checkout): the GE2E graph
 # is exported there on first use (about 30 s) and shared by every speaker test.
@@ -98,19 +95,9 @@ def ge2e_system(root: Path, n_workers: int = 3, worker_args: Sequence[str] = (),
 def stream(system: System, account: str, samples: np.ndarray, rate: int, frame_seconds: float = 0.1) -> list[dict]:
     """Send samples as frames over the balancer's WebSocket, one at a time,
     each answered before the next (fast pace); the replies in order."""
-    return asyncio.run(_stream(system.ws_url, account, samples, rate, frame_seconds))
-
-
-async def _stream(url: str, account: str, samples: np.ndarray, rate: int, frame_seconds: float) -> list[dict]:
-    n = int(frame_seconds * rate)
-    replies = []
-    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-        for start in range(0, len(samples) - n + 1, n):
-            await ws.send_str(f"ACCOUNTCODE={account}")
-            await ws.send_bytes(encode_wav(samples[start:start + n], rate))
-            reply = await ws.receive_json(timeout=60)
-            assert "error" not in reply, reply
-            replies.append(reply)
+    replies = stream_frames(system.ws_url, account, samples, rate, frame_seconds)
+    for reply in replies:
+        assert "error" not in reply, reply
     return replies
 
 

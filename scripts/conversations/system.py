@@ -3,19 +3,17 @@ enrollment over REST, the conversation streamed over the WebSocket, and the
 hypothesis read back from the account's frame log with scripts/timeline.py."""
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 
 import timeline
-from cluster import System, make_system, wait_until
-from voicestream.wav import FRAME_SECONDS, encode_wav
+from cluster import System, make_system, stream_frames, wait_until
+from voicestream.wav import FRAME_SECONDS
 
 from . import ConversationError, EncoderUnavailable
 from .build import RATE
@@ -80,21 +78,10 @@ def enroll(system: System, account: str, enrolled: Mapping[str, Sequence[Path]])
 def stream(url: str, account: str, samples: np.ndarray) -> list[dict]:
     """Every 100 ms frame over one WebSocket, each sent once the previous one
     is answered; the replies in order."""
-    return asyncio.run(_stream(url, account, samples))
-
-
-async def _stream(url: str, account: str, samples: np.ndarray) -> list[dict]:
-    n = int(FRAME_SECONDS * RATE)
-    replies = []
-    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-        for start in range(0, len(samples) - n + 1, n):
-            await ws.send_str(f"ACCOUNTCODE={account}")
-            await ws.send_bytes(encode_wav(samples[start:start + n], RATE))
-            reply = await ws.receive_json(timeout=REPLY_TIMEOUT)
-            if "error" in reply:
-                raise ConversationError(f"frame {start // n} of {account} was refused: {reply['error']}")
-            replies.append(reply)
-        await ws.send_str("CLOSE")
+    replies = stream_frames(url, account, samples, RATE, FRAME_SECONDS, REPLY_TIMEOUT)
+    for i, reply in enumerate(replies):
+        if "error" in reply:
+            raise ConversationError(f"frame {i} of {account} was refused: {reply['error']}")
     return replies
 
 
