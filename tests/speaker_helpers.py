@@ -11,11 +11,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
+from flask import Flask
 
 from cluster import REPO, System, make_system, stream_frames, wait_until
+from worker.app import create_app
+from worker.config import WorkerConfig
+from worker.context import EXTENSION, Worker
 
 # The workers' default --model-dir (they run in the checkout): the GE2E graph
 # is exported there on first use (about 30 s) and shared by every speaker test.
@@ -130,3 +135,25 @@ def uninstalled(*packages: str) -> str:
         "        return super().find_spec(name, path, target)\n"
         "sys.meta_path[:] = [Hiding if f is importlib.machinery.PathFinder else f for f in sys.meta_path]\n"
     )
+
+
+DISABLED = ("speaker verification is disabled on this worker (--encoder none); "
+            "start the workers with --encoder ecapa or --encoder ge2e")
+
+
+def worker_config(root: Path, encoder: str, **settings: Any) -> WorkerConfig:
+    """An in-process worker's settings with its files under root."""
+    return WorkerConfig(encoder=encoder, model_dir=str(MODELS), log_dir=str(root / "logs"),
+                        store_path=str(root / "voiceprints.db"), activity_log=str(root / "activity.log"), **settings)
+
+
+def ready_app(config: WorkerConfig) -> Flask:
+    """The worker's Flask app once its speaker encoder has loaded (the GE2E
+    graph exported first if need be, once for all the speaker tests)."""
+    if config.encoder == "ge2e":
+        ge2e_graph()
+    app = create_app(config)
+    worker: Worker = app.extensions[EXTENSION]
+    engine = worker.speakers.engine
+    assert engine is not None and engine.wait_loaded(300) and engine.ready, engine.status()
+    return app

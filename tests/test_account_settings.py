@@ -14,36 +14,22 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cluster import REPO
-from speaker_helpers import MODELS, ge2e_graph, read_wav
+from speaker_helpers import DISABLED, read_wav, ready_app, worker_config
 from voicestream.wav import encode_wav
 from worker.app import create_app
-from worker.config import WorkerConfig
-from worker.context import EXTENSION, Worker
 
 DATA = REPO / "data"
-DISABLED = ("speaker verification is disabled on this worker (--encoder none); "
-            "start the workers with --encoder ecapa or --encoder ge2e")
-
-
-def config(root: Path, encoder: str) -> WorkerConfig:
-    return WorkerConfig(encoder=encoder, model_dir=str(MODELS), log_dir=str(root / "logs"),
-                        store_path=str(root / "voiceprints.db"), activity_log=str(root / "activity.log"))
 
 
 @pytest.fixture
 def disabled(tmp_path: Path) -> Iterator[FlaskClient]:
-    with create_app(config(tmp_path, "none")).test_client() as client:
+    with create_app(worker_config(tmp_path, "none")).test_client() as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def ge2e_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    ge2e_graph()
-    app = create_app(config(tmp_path_factory.mktemp("settings-app"), "ge2e"))
-    worker: Worker = app.extensions[EXTENSION]
-    engine = worker.speakers.engine
-    assert engine is not None and engine.wait_loaded(300) and engine.ready, engine.status()
-    return app
+    return ready_app(worker_config(tmp_path_factory.mktemp("settings-app"), "ge2e"))
 
 
 @pytest.fixture

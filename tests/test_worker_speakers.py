@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cluster import REPO
-from speaker_helpers import MODELS, ge2e_graph, multipart, read_wav, silence
+from speaker_helpers import DISABLED, multipart, read_wav, ready_app, silence, worker_config
 from voicestream.wav import encode_wav
 from worker.app import create_app
 from worker.config import WorkerConfig
@@ -22,14 +22,10 @@ from worker.speakers.store import EncoderId, VoiceprintStore
 DATA = REPO / "data"
 MAX_UPLOAD_SECONDS = 30
 MAX_UPLOAD_BYTES = 4 << 20
-DISABLED = ("speaker verification is disabled on this worker (--encoder none); "
-            "start the workers with --encoder ecapa or --encoder ge2e")
 
 
 def config(root: Path, encoder: str) -> WorkerConfig:
-    return WorkerConfig(encoder=encoder, model_dir=str(MODELS), log_dir=str(root / "logs"),
-                        store_path=str(root / "voiceprints.db"), activity_log=str(root / "activity.log"),
-                        max_upload_seconds=MAX_UPLOAD_SECONDS, max_upload_bytes=MAX_UPLOAD_BYTES)
+    return worker_config(root, encoder, max_upload_seconds=MAX_UPLOAD_SECONDS, max_upload_bytes=MAX_UPLOAD_BYTES)
 
 
 @pytest.fixture
@@ -40,12 +36,7 @@ def disabled(tmp_path: Path) -> Iterator[FlaskClient]:
 
 @pytest.fixture(scope="module")
 def ge2e_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    ge2e_graph()  # exported once for all the speaker tests
-    app = create_app(config(tmp_path_factory.mktemp("ge2e-app"), "ge2e"))
-    worker: Worker = app.extensions[EXTENSION]
-    engine = worker.speakers.engine
-    assert engine is not None and engine.wait_loaded(300) and engine.ready, engine.status()
-    return app
+    return ready_app(config(tmp_path_factory.mktemp("ge2e-app"), "ge2e"))
 
 
 @pytest.fixture
