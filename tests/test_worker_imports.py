@@ -1,6 +1,6 @@
 """A worker process never imports torch: every serving module imports and
 runs with the export tools uninstalled, and none names them, not even inside
-a function. Only worker/speakers/export/ may."""
+a function. Only worker/export/ may."""
 from __future__ import annotations
 
 import ast
@@ -14,7 +14,7 @@ import worker
 from cluster import REPO
 from speaker_helpers import EXPORT_TOOLS, uninstalled
 
-EXPORT_PACKAGE = "worker.speakers.export"
+EXPORT_PACKAGE = "worker.export"
 
 
 def serving_modules() -> list[str]:

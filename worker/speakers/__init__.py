@@ -13,7 +13,7 @@ onnxruntime. The modules here are what a worker runs:
 - service.py, routes.py: the REST API
 
 export/ holds everything that imports torch (the torch encoders and the
-export, ``python -m worker.speakers.export``); no module above imports it.
+export, ``python -m worker.export``); no module above imports it.
 The encoder loads in the speaker engine's thread, after the worker already
 serves frames.
 """
