@@ -13,10 +13,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from worker.database.connection import Database, DatabaseUnavailable
-from worker.database.voiceprints import PostgresVoiceprintStore
 from worker.speakers.scoring import Roster
-from worker.speakers.store import EncoderId, EncoderMismatch
+from worker.storage.postgres.connection import Database
+from worker.storage.postgres.voiceprints import PostgresVoiceprintStore
+from worker.storage.protocol import StorageUnavailable
+from worker.storage.voiceprints import EncoderId, EncoderMismatch
 
 pytest_plugins = ["pg"]  # pg_server, pg_url, own_pg
 pytestmark = pytest.mark.integration  # a PostgreSQL server process
@@ -208,13 +209,13 @@ def test_an_outage_answers_unavailable_and_recovers(own_pg):
         store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 3.0)
         own_pg.server.stop("immediate")
         # The first call finds the dead connection (or the LISTEN thread did).
-        with pytest.raises(DatabaseUnavailable, match="database is unavailable"):
+        with pytest.raises(StorageUnavailable, match="database is unavailable"):
             store.list("acme")
         eventually(lambda: not database.up, "the database marked down")
         for call in (lambda: store.enroll("acme", "alice", GE2E, unit(1, 0, 0, 0), 3.0),
                      lambda: store.get("acme", "alice"), lambda: store.delete("acme", "alice"),
                      lambda: store.delete_all("acme")):
-            with pytest.raises(DatabaseUnavailable, match="database is unavailable"):
+            with pytest.raises(StorageUnavailable, match="database is unavailable"):
                 call()
         version = store.data_version()
         own_pg.server.start()

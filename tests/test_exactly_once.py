@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from voicestream.logline import format_line
 from voicestream.stamps import parse_stamp as parse_frame_time
-from worker.framelog import FrameLog
+from worker.storage.framelog import FrameLog
 
 T0 = datetime(2023, 1, 20, 13, 44, 44, 123435)
 

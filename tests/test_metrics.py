@@ -297,11 +297,11 @@ def unreachable_database(tmp_path: Path) -> Iterator[Flask]:
     app = create_app(worker_config(tmp_path, database=url, spool_dir=str(tmp_path / "spool"), spool_max_rows=3,
                                    database_timeout=0.5))
     worker: Worker = app.extensions[EXTENSION]
-    assert worker.shared is not None
+    assert worker.storage.health()["mode"] == "postgresql"
     try:
         yield app
     finally:
-        worker.shared.close()
+        worker.storage.close()
 
 
 def test_a_worker_with_its_database_down_shows_the_spool(unreachable_database: Flask):

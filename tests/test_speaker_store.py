@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from worker.speakers.scoring import UNKNOWN, Enrolled, Roster, decide
-from worker.speakers.store import EncoderId, EncoderMismatch, VoiceprintStore
+from worker.storage.sqlite import SqliteVoiceprintStore as VoiceprintStore
+from worker.storage.voiceprints import EncoderId, EncoderMismatch
 
 GE2E = EncoderId("ge2e", "39373b86598f", 4)
 OTHER = EncoderId("ecapa", "aaaaaaaaaaaa", 4)

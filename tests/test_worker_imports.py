@@ -48,7 +48,7 @@ def imported_names(path: Path) -> set[str]:
 def test_the_serving_modules_are_all_there() -> None:
     modules = serving_modules()
     assert {"worker.app", "worker.context", "worker.vad", "worker.routes.frames", "worker.speakers.graphs",
-            "worker.speakers.loader", "worker.speakers.engine", "worker.speakers.routes"} <= set(modules)
+            "worker.speakers.loader", "worker.speakers.engine", "worker.routes.speakers"} <= set(modules)
     assert not [m for m in modules if m.startswith(EXPORT_PACKAGE)]
 
 

@@ -17,7 +17,8 @@ from voicestream.wav import encode_wav
 from worker.app import create_app
 from worker.config import WorkerConfig
 from worker.context import EXTENSION, Worker
-from worker.speakers.store import EncoderId, VoiceprintStore
+from worker.storage.sqlite import SqliteVoiceprintStore
+from worker.storage.voiceprints import EncoderId
 
 DATA = REPO / "data"
 MAX_UPLOAD_SECONDS = 30
@@ -176,7 +177,7 @@ def test_a_voiceprint_of_another_encoder_is_never_scored(ge2e_app: Flask, ge2e: 
     account = "mixed"
     worker: Worker = ge2e_app.extensions[EXTENSION]
     # As if an ECAPA worker had enrolled eve in the shared store.
-    VoiceprintStore(worker.config.store_path).enroll(
+    SqliteVoiceprintStore(worker.config.store_path).enroll(
         account, "eve", EncoderId("ecapa", "0123456789ab", 192), np.ones(192, np.float32), 4.0)
     refused = ge2e.post(f"/accounts/{account}/speakers/eve", data=half(voices["us_female"]))
     assert refused.status_code == 409 and "made by encoder ecapa" in error_of(refused)

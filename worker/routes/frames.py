@@ -13,8 +13,8 @@ from voicestream.stamps import check_stamp
 
 from ..audio import AudioError, decode_wav
 from ..config import WorkerConfig
-from ..context import current_worker
 from ..pipeline import Frame
+from . import current_worker
 from .replies import error, json_response
 
 bp = Blueprint("frames", __name__)
