@@ -159,8 +159,8 @@ def test_both_documents_share_the_frame_reply_of_voicestream_replies():
     from voicestream.replies import FrameReply
     rest = openapi()["components"]["schemas"]["FrameReply"]["properties"]
     ws = asyncapi()["components"]["schemas"]["FrameReply"]["properties"]
-    # Every field a client can receive; "status" travels only from a worker to the balancer.
-    assert set(rest) == set(ws) == set(FrameReply.__annotations__) - {"status", "error"}
+    # Every field a client can receive; "error" makes a reply the documents' FrameError instead.
+    assert set(rest) == set(ws) == set(FrameReply.__annotations__) - {"error"}
 
 
 # --- the routes ---

@@ -53,8 +53,8 @@ def nullable(schema: Schema, dialect: Dialect) -> Schema:
 
 
 def frame_reply(dialect: Dialect) -> Schema:
-    """voicestream/replies.py FrameReply as a client receives it (no 'status':
-    that one travels only from a worker to the balancer)."""
+    """voicestream/replies.py FrameReply as a client receives it (an error
+    reply is FRAME_ERROR)."""
     return {
         "type": "object",
         "required": ["account", "seq", "time", "voice", "prob", "db", "worker", "ms"],
