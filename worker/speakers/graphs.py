@@ -76,8 +76,8 @@ class Graph:
     session: onnxruntime.InferenceSession
     model: str
     dim: int
-    info: dict = field(default_factory=dict)  # shown on /health
-    metadata: dict = field(default_factory=dict)  # what the export wrote into the graph
+    info: dict[str, object] = field(default_factory=dict)  # shown on /health
+    metadata: dict[str, str] = field(default_factory=dict)  # what the export wrote into the graph
     name = ""
 
     def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
