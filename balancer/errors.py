@@ -1,18 +1,18 @@
 """Every error the balancer answers is JSON with an "error" field."""
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
+
+from voicestream.replies import FrameReply
 
 
 def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def error_reply(message: str, account: str | None = None, seq: int | None = None) -> dict[str, Any]:
+def error_reply(message: str, account: str | None = None, seq: int | None = None) -> FrameReply:
     """A WebSocket reply for a packet that was not forwarded."""
-    reply: dict[str, Any] = {"error": message}
+    reply: FrameReply = {"error": message}
     if account is not None:
         reply["account"] = account
     if seq is not None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from voicestream.batch import FrameMeta
+from voicestream.replies import FrameReply
 from voicestream.stamps import stamp_text
 
 from .keys import CLOCK, CONFIG, LINKS, POOL, TRAFFIC
@@ -32,7 +32,7 @@ NO_WORKER_PREFIX = "no worker available"
 NO_WORKER = f"{NO_WORKER_PREFIX}: every worker is down, try again shortly"
 
 
-async def forward(app: web.Application, packet: Packet, stream: str, seq: int) -> dict[str, Any]:
+async def forward(app: web.Application, packet: Packet, stream: str, seq: int) -> FrameReply:
     """The reply for a client's frame, stamped now; counted while in flight."""
     traffic, metrics = app[TRAFFIC], app[METRICS]
     traffic.frames_in_flight += 1
@@ -47,9 +47,9 @@ async def forward(app: web.Application, packet: Packet, stream: str, seq: int) -
 
 
 async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: Packet, stream: str,
-                        seq: int, stamp: int, timeout: float, metrics: BalancerMetrics = UNCOUNTED) -> dict[str, Any]:
+                        seq: int, stamp: int, timeout: float, metrics: BalancerMetrics = UNCOUNTED) -> FrameReply:
     """The reply for this frame: the worker's, or an error naming the problem."""
-    reply: dict[str, Any] = {"account": packet.account, "seq": seq}
+    reply: FrameReply = {"account": packet.account, "seq": seq}
     meta = FrameMeta(packet.account, stream, seq, stamp)
     problems: list[str] = []
     maybe_processed = False  # a failed attempt may have reached its worker

@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import cast
 
 import aiohttp
 
-from voicestream.batch import CONTENT_TYPE, MAX_FRAMES, PATH, FrameMeta, encode_batch
+from voicestream.batch import CONTENT_TYPE, MAX_FRAMES, PATH, FrameMeta, decode_replies, encode_batch
+from voicestream.replies import FrameReply
 
 # Statuses that say "not here, not now": the frame was not processed, so
 # another worker may take it. A 500 is a bug that would fail everywhere.
 # Whatever the body: a proxy in front of a worker answers its own HTML page.
 RETRY_STATUSES = frozenset({502, 503, 504})
 
-Outcome = tuple[int, dict[str, Any]]  # HTTP status for this frame, the worker's JSON for it
+Outcome = tuple[int, FrameReply]  # HTTP status for this frame, the worker's reply to it
 Waiting = tuple[FrameMeta, bytes, asyncio.Future[Outcome]]
 
 
@@ -130,9 +131,6 @@ class WorkerLink:
             return [(status, {})] * len(batch)
         answer = json.loads(raw)  # ValueError: the caller reports an unreadable reply
         if status != 200:  # the whole request was refused (e.g. 413 for a body over the worker's limit)
-            return [(status, answer if isinstance(answer, dict) else {})] * len(batch)
-        replies = answer.get("replies") if isinstance(answer, dict) else None
-        if not isinstance(replies, list) or len(replies) != len(batch) or \
-                not all(isinstance(reply, dict) for reply in replies):
-            raise ValueError(f"worker gave no reply list for a batch of {len(batch)}")
-        return [(reply.pop("status", 200), reply) for reply in replies]
+            refused = cast(FrameReply, answer) if isinstance(answer, dict) else FrameReply()
+            return [(status, refused)] * len(batch)
+        return decode_replies(answer, len(batch))  # BatchError, a ValueError: unreadable too

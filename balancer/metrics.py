@@ -13,7 +13,7 @@ never a label: one series per account would grow without end.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+
+from voicestream.replies import FrameReply
 
 from .config import BalancerConfig
 from .routing import rank_workers
@@ -95,7 +97,7 @@ class BalancerMetrics:
                                 "Frames answered by a worker other than the account's first choice among all "
                                 "configured workers (it was out of the ring or failed the frame).", registry=r)
 
-    def worker_answered(self, status: int, answer: Mapping[str, Any]) -> None:
+    def worker_answered(self, status: int, answer: FrameReply) -> None:
         """Counts a frame a worker answered with status (not a retry status)."""
         if status == 200:
             outcome = "duplicate" if answer.get("duplicate") else "ok"

@@ -70,7 +70,7 @@ def parse_header(text: str, max_account_length: int = 64) -> Header:
 def check_account(account: object, max_length: int = 64) -> str:
     if not is_valid_account(account, max_length):
         raise PacketError(invalid_account_message(account, max_length))
-    return account  # type: ignore[return-value]
+    return account
 
 
 def parse_text_message(text: str, max_account_length: int = 64) -> Header | Packet | None:

@@ -10,10 +10,11 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from voicestream.replies import FrameReply
 
 from .errors import error_reply
 from .forward import forward
@@ -41,13 +42,13 @@ class Connection:
         return self.seq
 
 
-async def handle_message(app: web.Application, conn: Connection, msg: aiohttp.WSMessage) -> list[dict[str, Any]]:
+async def handle_message(app: web.Application, conn: Connection, msg: aiohttp.WSMessage) -> list[FrameReply]:
     """The replies to one WebSocket message: none for a text part that waits
     for its binary part, one otherwise (two when it also orphans a text part)."""
     config, invalid = app[CONFIG], app[METRICS].rejected["invalid"]
     if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
         return []
-    replies: list[dict[str, Any]] = []
+    replies: list[FrameReply] = []
     binary = msg.type == aiohttp.WSMsgType.BINARY
     if conn.header is not None and not binary:
         invalid.inc()

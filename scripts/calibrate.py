@@ -61,9 +61,10 @@ from worker.speakers.engine import SpeakerEngine  # noqa: E402
 from worker.speakers.loader import load_onnx_encoder  # noqa: E402
 from worker.speakers.scoring import UNKNOWN, Enrolled, Roster, decide  # noqa: E402
 from worker.speakers.service import SpeakerError, SpeakerService  # noqa: E402
-from worker.speakers.store import EncoderId, VoiceprintStore  # noqa: E402
 from worker.speakers.streaming import stream_embeddings  # noqa: E402
 from worker.speakers.tracker import MIN_WINDOW_SECONDS  # noqa: E402
+from worker.storage.sqlite import SqliteVoiceprintStore  # noqa: E402
+from worker.storage.voiceprints import EncoderId  # noqa: E402
 from worker.vad import SileroOnnx, VadEngine, VadParams, voiced_samples  # noqa: E402
 
 WHOLE = "whole"
@@ -120,7 +121,7 @@ class Lab:
     SQLite file): enrollment, /verify and streaming decisions as a worker
     makes them. Embeddings of a recording are computed once."""
 
-    def __init__(self, encoder: Encoder, vad: VadEngine, store: VoiceprintStore, threshold: float,
+    def __init__(self, encoder: Encoder, vad: VadEngine, store: SqliteVoiceprintStore, threshold: float,
                  min_enroll_seconds: float, hop: float) -> None:
         self.encoder, self.vad, self.store, self.hop = encoder, vad, store, hop
         self.encoder_id = EncoderId(encoder.name, encoder.model, encoder.dim)
@@ -173,7 +174,7 @@ class Lab:
 @contextmanager
 def lab(encoder: Encoder, vad: VadEngine, threshold: float, min_enroll_seconds: float, hop: float) -> Iterator[Lab]:
     with tempfile.TemporaryDirectory() as tmp:
-        yield Lab(encoder, vad, VoiceprintStore(Path(tmp) / "calibration.db"), threshold, min_enroll_seconds, hop)
+        yield Lab(encoder, vad, SqliteVoiceprintStore(Path(tmp) / "calibration.db"), threshold, min_enroll_seconds, hop)
 
 
 # --- 1. closed set --------------------------------------------------------------

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from percentile import percentile  # noqa: E402
 from worker.audio import decode_wav, to_16k  # noqa: E402
+from worker.export.torch_encoders import load_encoder  # noqa: E402
 from worker.speakers.encoders import Encoder, Unavailable  # noqa: E402
-from worker.speakers.export.torch_encoders import load_encoder  # noqa: E402
 from worker.speakers.loader import load_onnx_encoder  # noqa: E402
 
 

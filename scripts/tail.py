@@ -33,9 +33,9 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from voicestream.accounts import invalid_account_message, is_valid_account  # noqa: E402
-from worker.database.frames import row_line  # noqa: E402
-from worker.database.notify import FRAMES_CHANNEL  # noqa: E402
-from worker.database.url import DatabaseUrlError, check_url, redact  # noqa: E402
+from worker.storage.postgres.frames import row_line  # noqa: E402
+from worker.storage.postgres.notify import FRAMES_CHANNEL  # noqa: E402
+from worker.storage.postgres.url import DatabaseUrlError, check_url, redact  # noqa: E402
 
 # A row's id is taken when its INSERT runs and becomes visible at commit; a
 # worker's insert is one statement under a statement timeout (--database-

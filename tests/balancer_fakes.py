@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from balancer.app import create_app
 from balancer.config import BalancerConfig
 from cluster import free_port
-from voicestream.batch import CONTENT_TYPE, PATH, decode_batch
+from voicestream.batch import CONTENT_TYPE, PATH, InvalidFrame, decode_batch, encode_replies
 
 
 @dataclass(eq=False)
@@ -37,7 +37,7 @@ class FakeWorker:
     refuse: str | None = None
     rest_status: int = 200
     gate: asyncio.Event = field(default_factory=asyncio.Event)
-    frames: list[dict[str, Any]] = field(default_factory=list)  # batch metas received, in order
+    frames: list[dict[str, Any]] = field(default_factory=list)  # batch metas received, in order, as sent
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)  # REST: method, path?query, body
     headers: list[dict[str, str]] = field(default_factory=list)  # REST: each request's headers
     server: TestServer | None = None
@@ -74,15 +74,22 @@ class FakeWorker:
         if self.frames_error is not None:
             status, content_type, text = self.frames_error
             return web.Response(status=status, content_type=content_type, text=text)
+        statuses: list[int] = []
         replies: list[dict[str, Any]] = []
-        for meta, wav in decode_batch(body):
-            self.frames.append(meta)
+        for part in decode_batch(body):
+            assert not isinstance(part, InvalidFrame), part  # the balancer sends only frames it checked
+            meta, wav = part
+            self.frames.append({"account": meta.account, "stream": meta.stream, "seq": meta.seq, "stamp": meta.stamp,
+                                "size": len(wav)})
             if self.refuse is not None:
-                replies.append({"error": self.refuse, "status": 400})
+                statuses.append(400)
+                replies.append({"error": self.refuse})
             else:
+                statuses.append(200)
+                # "bytes" is no reply field: it shows the tests which frame a reply answers.
                 replies.append({"voice": 0, "prob": 0.0, "db": -90.0, "worker": self.port, "ms": 0.1,
                                 "bytes": len(wav)})
-        return web.json_response({"replies": replies})
+        return web.Response(text=encode_replies(statuses, replies), content_type="application/json")
 
     async def _rest(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -1,6 +1,7 @@
 """Helpers for the speaker tests: REST calls, streaming frames through the
 balancer's WebSocket, waiting for encoders to load, the GE2E graph the tests
-share, and running code where the export tools look uninstalled."""
+share, running code where the export tools look uninstalled, and in-process
+workers (their fixtures: speaker_apps.py)."""
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ from worker.context import EXTENSION, Worker
 # The workers' default --model-dir (they run in the checkout): the GE2E graph
 # is exported there on first use (about 30 s) and shared by every speaker test.
 MODELS = REPO / "models"
+DATA = REPO / "data"
 # What a runtime-only install lacks (pyproject.toml's "export" extra).
 EXPORT_TOOLS = ("torch", "torchaudio", "speechbrain", "resemblyzer")
 
@@ -157,3 +159,19 @@ def ready_app(config: WorkerConfig) -> Flask:
     engine = worker.speakers.engine
     assert engine is not None and engine.wait_loaded(300) and engine.ready, engine.status()
     return app
+
+
+# The fixtures' workers take uploads of up to this much (lower than the
+# defaults, so a test of the limits stays small).
+MAX_UPLOAD_SECONDS = 30
+MAX_UPLOAD_BYTES = 4 << 20
+
+
+def api_config(root: Path, encoder: str) -> WorkerConfig:
+    return worker_config(root, encoder, max_upload_seconds=MAX_UPLOAD_SECONDS, max_upload_bytes=MAX_UPLOAD_BYTES)
+
+
+def error_of(reply: Any) -> str:
+    """The error message of a Flask test client's reply, which must be JSON."""
+    assert reply.is_json, reply.data[:200]
+    return reply.get_json()["error"]

@@ -4,43 +4,14 @@ and /verify deciding with it. Streaming with it through a running system:
 tests/test_speakers_api.py."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
-from cluster import REPO
-from speaker_helpers import DISABLED, read_wav, ready_app, worker_config
+from speaker_helpers import DATA, DISABLED, error_of, read_wav
 from voicestream.wav import encode_wav
-from worker.app import create_app
 
-DATA = REPO / "data"
-
-
-@pytest.fixture
-def disabled(tmp_path: Path) -> Iterator[FlaskClient]:
-    with create_app(worker_config(tmp_path, "none")).test_client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def ge2e_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    return ready_app(worker_config(tmp_path_factory.mktemp("settings-app"), "ge2e"))
-
-
-@pytest.fixture
-def ge2e(ge2e_app: Flask) -> Iterator[FlaskClient]:
-    with ge2e_app.test_client() as client:
-        yield client
-
-
-def error_of(reply: Any) -> str:
-    assert reply.is_json, reply.data[:200]
-    return reply.get_json()["error"]
+pytest_plugins = ["speaker_apps"]  # disabled, ge2e (an in-process worker each)
 
 
 def test_settings_need_an_encoder_and_a_valid_account(disabled: FlaskClient) -> None:

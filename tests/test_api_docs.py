@@ -31,7 +31,7 @@ from balancer.config import BalancerConfig
 from balancer_fakes import balancer, closed_port_url, fake_workers
 from cluster import Process, free_port, http_ok, wait_until
 from voicestream.wav import encode_wav
-from worker.speakers.routes import bp as speaker_routes
+from worker.routes.speakers import bp as speaker_routes
 
 FRAME = encode_wav([0, 100, -100, 0] * 400, 16000)  # 0.1 s
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -125,7 +125,7 @@ def test_every_operation_documents_its_errors_as_json_with_an_error_field():
 
 def test_the_parameters_are_the_codes_own_patterns():
     from voicestream.accounts import ACCOUNT_PATTERN
-    from worker.speakers.routes import SPEAKER_NAME
+    from worker.routes.speakers import SPEAKER_NAME
     params = {p["name"]: p["schema"] for item in openapi()["paths"].values() for p in item.get("parameters", [])}
     assert params["account"]["pattern"] == f"^{ACCOUNT_PATTERN.pattern}$"
     assert params["name"]["pattern"] == f"^{SPEAKER_NAME.pattern}$"
@@ -159,8 +159,8 @@ def test_both_documents_share_the_frame_reply_of_voicestream_replies():
     from voicestream.replies import FrameReply
     rest = openapi()["components"]["schemas"]["FrameReply"]["properties"]
     ws = asyncapi()["components"]["schemas"]["FrameReply"]["properties"]
-    # Every field a client can receive; "status" travels only from a worker to the balancer.
-    assert set(rest) == set(ws) == set(FrameReply.__annotations__) - {"status", "error"}
+    # Every field a client can receive; "error" makes a reply the documents' FrameError instead.
+    assert set(rest) == set(ws) == set(FrameReply.__annotations__) - {"error"}
 
 
 # --- the routes ---

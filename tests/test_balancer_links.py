@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from balancer.links import WorkerLink
-from voicestream.batch import PATH, FrameMeta, decode_batch
+from voicestream.batch import PATH, FrameMeta, InvalidFrame, decode_batch, encode_replies
 
 GAP = 1.0  # seconds; long next to one local request, so the frames sent during it are known
 
@@ -28,10 +28,11 @@ class BatchRecorder:
 
     async def frames(self, request: web.Request) -> web.Response:
         arrived = asyncio.get_running_loop().time()
-        metas = [meta for meta, _ in decode_batch(await request.read())]
-        self.batches.append((arrived, [meta["seq"] for meta in metas]))
+        metas = [part[0] for part in decode_batch(await request.read()) if not isinstance(part, InvalidFrame)]
+        self.batches.append((arrived, [meta.seq for meta in metas]))
         await self.gate.wait()
-        return web.json_response({"replies": [{"voice": 0, "seq_seen": m["seq"]} for m in metas]})
+        replies = [{"voice": 0, "seq_seen": m.seq} for m in metas]
+        return web.Response(text=encode_replies([200] * len(metas), replies), content_type="application/json")
 
 
 @asynccontextmanager

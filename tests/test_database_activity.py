@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from cluster import free_port
-from worker.database.activity import ActivityRows
-from worker.database.connection import Database
+from worker.storage.postgres.activity import ActivityRows
+from worker.storage.postgres.connection import Database
 
 pytest_plugins = ["pg"]  # pg_server, pg_url
 pytestmark = pytest.mark.integration  # a PostgreSQL server process

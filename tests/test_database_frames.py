@@ -15,10 +15,11 @@ from psycopg import sql
 
 from voicestream.logline import format_line
 from voicestream.stamps import stamp_time
-from worker.database.connection import Database
-from worker.database.frames import FrameRow, FrameRows, row_line
-from worker.database.notify import FRAMES_CHANNEL
-from worker.database.spool import Spool
+from worker.storage.postgres.connection import Database
+from worker.storage.postgres.frames import FrameRows, row_line
+from worker.storage.postgres.notify import FRAMES_CHANNEL
+from worker.storage.postgres.spool import Spool
+from worker.storage.rows import FrameRow
 
 pytest_plugins = ["pg"]  # pg_server, pg_url, own_pg
 pytestmark = pytest.mark.integration  # a PostgreSQL server process

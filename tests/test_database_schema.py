@@ -8,8 +8,8 @@ import threading
 import psycopg
 import pytest
 
-from worker.database.connection import Database
-from worker.database.schema import SCHEMA_VERSION, migrate
+from worker.storage.postgres.connection import Database
+from worker.storage.postgres.schema import SCHEMA_VERSION, migrate
 
 pytest_plugins = ["pg"]  # pg_server, pg_url
 pytestmark = pytest.mark.integration  # a PostgreSQL server process

@@ -9,11 +9,11 @@ import psycopg
 import pytest
 
 from cluster import free_port
-from worker.database.frames import FrameRow
-from worker.database.shared import SharedDatabase, host_name, spool_path
-from worker.database.spool import SpoolInUse
-from worker.database.url import DatabaseUrlError
-from worker.speakers.store import EncoderId
+from worker.storage.postgres.shared import SharedDatabase, host_name, spool_path
+from worker.storage.postgres.spool import SpoolInUse
+from worker.storage.postgres.url import DatabaseUrlError
+from worker.storage.rows import FrameRow
+from worker.storage.voiceprints import EncoderId
 
 pytest_plugins = ["pg"]  # pg_server, pg_url
 pytestmark = pytest.mark.integration  # a PostgreSQL server process

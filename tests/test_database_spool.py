@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from cluster import free_port
-from worker.database.connection import Database
-from worker.database.frames import FrameRow, FrameRows
-from worker.database.spool import Spool, SpoolInUse
+from worker.storage.postgres.connection import Database
+from worker.storage.postgres.frames import FrameRows
+from worker.storage.postgres.spool import Spool, SpoolInUse
+from worker.storage.rows import FrameRow
 
 
 def row(seq: int, stream: str = "s1", account: str = "acme") -> tuple:

@@ -8,10 +8,11 @@ import argparse
 import pytest
 
 from cluster import free_port
-from worker.database.connection import Database, DatabaseUnavailable
-from worker.database.frames import FrameRow, FrameRows
-from worker.database.spool import Spool
-from worker.database.url import DatabaseUrlError, check_url, parse_database_url, redact
+from worker.storage.postgres.connection import Database, DatabaseUnavailable
+from worker.storage.postgres.frames import FrameRows
+from worker.storage.postgres.spool import Spool
+from worker.storage.postgres.url import DatabaseUrlError, check_url, parse_database_url, redact
+from worker.storage.rows import FrameRow
 
 
 @pytest.mark.parametrize(("url", "named"), [

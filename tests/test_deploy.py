@@ -507,7 +507,7 @@ def test_build_stage_installs_the_export_tools_and_makes_the_graphs() -> None:
     build = STAGES[0]
     assert [".[export]"] in pip_installs(build)
     runs = " ".join(build.args("RUN"))
-    assert "python -m worker.speakers.export --encoder ge2e --model-dir /models" in runs
+    assert "python -m worker.export --encoder ge2e --model-dir /models" in runs
     assert "--encoder ecapa" in runs and "ECAPA_SOURCE" in " ".join(build.args("ARG"))
 
 

@@ -7,8 +7,8 @@ import multiprocessing
 from datetime import datetime, timedelta
 
 from voicestream.logline import format_line
-from voicestream.stamps import parse_stamp as parse_frame_time
-from worker.framelog import FrameLog
+from voicestream.stamps import check_stamp, stamp_time
+from worker.storage.framelog import FrameLog
 
 T0 = datetime(2023, 1, 20, 13, 44, 44, 123435)
 
@@ -69,10 +69,10 @@ def test_racing_processes_log_each_frame_once(tmp_path):
 
 
 def test_frame_time_header():
-    assert parse_frame_time("1674222284123435") == datetime(2023, 1, 20, 13, 44, 44, 123435)
+    assert stamp_time(check_stamp("1674222284123435")) == datetime(2023, 1, 20, 13, 44, 44, 123435)
     for bad in ("", "-1", "1.5", "１２", "9" * 18, "12a"):
         try:
-            parse_frame_time(bad)
+            check_stamp(bad)
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} was accepted")

@@ -5,7 +5,7 @@ import threading
 from datetime import datetime
 
 from voicestream.logline import format_line, parse_line
-from worker.framelog import FrameLog
+from worker.storage.framelog import FrameLog
 
 
 def is_line(text: str) -> bool:

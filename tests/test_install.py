@@ -154,5 +154,5 @@ def test_speaker_calls_name_the_command_that_makes_the_graph(runtime: Path, tmp_
         worker.terminate()
     assert speakers is not None and speakers["speakers"]["state"] == "unavailable"
     assert status == 503
-    assert "python -m worker.speakers.export --encoder ge2e" in reply["error"], reply
+    assert "python -m worker.export --encoder ge2e" in reply["error"], reply
     assert str(tmp_path / "models" / "onnx") in reply["error"], reply

@@ -27,7 +27,7 @@ from balancer.routing import rank_workers
 from balancer_fakes import FakeWorker, balancer, closed_port_url, fake_workers
 from cluster import REPO, free_port
 from speaker_helpers import MODELS, ge2e_graph
-from voicestream.batch import CONTENT_TYPE, PATH, FrameMeta, encode_batch
+from voicestream.batch import CONTENT_TYPE, PATH, FrameMeta, decode_replies, encode_batch, encode_replies
 from voicestream.wav import encode_wav, split_frames
 from worker.app import create_app
 from worker.config import WorkerConfig
@@ -87,7 +87,8 @@ class RepeatingWorker(FakeWorker):
             return response
         assert isinstance(response.body, bytes)
         answer = json.loads(response.body)
-        return web.json_response({"replies": [{**reply, "duplicate": True} for reply in answer["replies"]]})
+        replies = [{**reply, "duplicate": True} for reply in answer["replies"]]
+        return web.Response(text=encode_replies(answer["statuses"], replies), content_type="application/json")
 
 
 @asynccontextmanager
@@ -235,10 +236,12 @@ def worker_config(root: Path, **options: Any) -> WorkerConfig:
                            **options})
 
 
-def post_frames(client: FlaskClient, frames: list[tuple[FrameMeta, bytes]], status: int = 200) -> list[dict]:
+def post_frames(client: FlaskClient, frames: list[tuple[FrameMeta, bytes]],
+                status: int = 200) -> list[tuple[int, dict]]:
+    """Each frame's (status, reply); none for a batch refused whole."""
     reply = client.post(PATH, data=encode_batch(frames), content_type=CONTENT_TYPE)
     assert reply.status_code == status, reply.get_json()
-    return reply.get_json().get("replies", [])
+    return decode_replies(reply.get_json(), len(frames)) if status == 200 else []
 
 
 def worker_scrape(client: FlaskClient) -> Samples:
@@ -259,10 +262,10 @@ def test_a_worker_counts_frames_batches_and_model_calls(tmp_path: Path):
     audio = speech("us_female_16k.wav", seconds=0.5)
     batch = [(FrameMeta(ACCOUNT, "s1", i + 1, STAMP + i), wav) for i, wav in enumerate(audio)]
     with app.test_client() as client:
-        replies = post_frames(client, [*batch, (FrameMeta(ACCOUNT, "s1", 9, STAMP + 9), b"not a WAV")])
-        assert [r.get("status", 200) for r in replies] == [200] * 5 + [400]
-        again = post_frames(client, batch[-1:])  # a retry of the last frame
-        assert again[0]["duplicate"] is True
+        answered = post_frames(client, [*batch, (FrameMeta(ACCOUNT, "s1", 9, STAMP + 9), b"not a WAV")])
+        assert [status for status, _ in answered] == [200] * 5 + [400]
+        [(_, again)] = post_frames(client, batch[-1:])  # a retry of the last frame
+        assert again["duplicate"] is True
         assert client.post(PATH, data=b"not a batch", content_type=CONTENT_TYPE).status_code == 400
         worker.draining.set()
         post_frames(client, batch[:1], 503)
@@ -297,19 +300,19 @@ def unreachable_database(tmp_path: Path) -> Iterator[Flask]:
     app = create_app(worker_config(tmp_path, database=url, spool_dir=str(tmp_path / "spool"), spool_max_rows=3,
                                    database_timeout=0.5))
     worker: Worker = app.extensions[EXTENSION]
-    assert worker.shared is not None
+    assert worker.storage.health()["mode"] == "postgresql"
     try:
         yield app
     finally:
-        worker.shared.close()
+        worker.storage.close()
 
 
 def test_a_worker_with_its_database_down_shows_the_spool(unreachable_database: Flask):
     audio = speech("us_female_16k.wav", seconds=0.5)
     with unreachable_database.test_client() as client:
-        replies = post_frames(client, [(FrameMeta(ACCOUNT, "s1", i + 1, STAMP + i), wav)
-                                       for i, wav in enumerate(audio)])
-        assert all("error" not in r for r in replies)
+        answered = post_frames(client, [(FrameMeta(ACCOUNT, "s1", i + 1, STAMP + i), wav)
+                                        for i, wav in enumerate(audio)])
+        assert all(status == 200 and "error" not in r for status, r in answered)
         samples = worker_scrape(client)
     check_labels(samples, ACCOUNT)
     assert value(samples, "voicestream_worker_database_info", mode="postgresql") == 1
@@ -343,8 +346,9 @@ def test_a_worker_counts_speaker_decisions_enrollments_and_verifications(ge2e_ap
         verified = client.post(f"/accounts/{ACCOUNT}/verify", data=enrollment, content_type="audio/wav").get_json()
         replies: list[dict] = []
         for start in range(0, len(streamed), 10):
-            replies += post_frames(client, [(FrameMeta(ACCOUNT, "s1", i + 1, STAMP + i), streamed[i])
-                                            for i in range(start, min(start + 10, len(streamed)))])
+            replies += [reply for _, reply in post_frames(
+                client, [(FrameMeta(ACCOUNT, "s1", i + 1, STAMP + i), streamed[i])
+                         for i in range(start, min(start + 10, len(streamed)))])]
         samples = worker_scrape(client)
     check_labels(samples, ACCOUNT, "alice")
     assert value(samples, "voicestream_worker_enrollments_total") == 1

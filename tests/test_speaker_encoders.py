@@ -8,8 +8,8 @@ import pytest
 from cluster import REPO
 from ecapa_checkpoint import EMBEDDING_DIM, build_tiny_ecapa
 from worker.audio import decode_wav, to_16k
+from worker.export.torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 from worker.speakers.encoders import Unavailable, ecapa_savedir, fingerprint
-from worker.speakers.export.torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 from worker.speakers.ge2e_features import mel_filterbank, mel_spectrogram, normalize_level
 
 DATA = REPO / "data"

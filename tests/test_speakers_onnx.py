@@ -1,5 +1,5 @@
 """Speaker encoders served as ONNX graphs: exported by a real subprocess
-(python -m worker.speakers.export) through the production loading path,
+(python -m worker.export) through the production loading path,
 compared with the torch models on real speech, cached, shared by workers that
 start together, and a worker that serves them without torch in its process.
 
@@ -22,8 +22,8 @@ from ecapa_checkpoint import EMBEDDING_DIM, FULL, build_tiny_ecapa
 from speaker_helpers import call, read_wav, wait_encoders
 from voicestream.wav import encode_wav
 from worker.audio import decode_wav, to_16k
+from worker.export.torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 from worker.speakers.encoders import Unavailable, fingerprint
-from worker.speakers.export.torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 from worker.speakers.ge2e_features import partial_slices
 from worker.speakers.graphs import EcapaGraph, Ge2eGraph, graph_dir
 from worker.speakers.loader import load_onnx_encoder
@@ -169,7 +169,7 @@ def test_an_unreadable_cached_graph_is_exported_again(tiny_ecapa, tmp_path, monk
 def test_concurrent_exports_write_one_graph(tiny_ecapa, tmp_path):
     """Three workers starting at once each run the export: one exports under
     the lock, the others wait and find its file."""
-    command = [sys.executable, "-m", "worker.speakers.export", "--encoder", "ecapa", "--source", str(tiny_ecapa),
+    command = [sys.executable, "-m", "worker.export", "--encoder", "ecapa", "--source", str(tiny_ecapa),
                "--model-dir", str(tmp_path / "models")]
     procs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}) for _ in range(3)]
@@ -217,7 +217,7 @@ def test_a_model_the_export_cannot_handle_is_unavailable_with_the_reason(tmp_pat
     failed = load_onnx_encoder("ecapa", str(source), tmp_path / "models")
     assert isinstance(failed, Unavailable)
     assert "ONNX export failed" in failed.reason and "std_norm" in failed.reason
-    assert "python -m worker.speakers.export --encoder ecapa" in failed.reason
+    assert "python -m worker.export --encoder ecapa" in failed.reason
     assert not list(graph_dir(tmp_path / "models").glob("*.onnx"))
     assert not list(graph_dir(tmp_path / "models").glob(".*.tmp"))
 

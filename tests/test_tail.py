@@ -19,10 +19,11 @@ import pytest
 from cluster import REPO, free_port
 from voicestream.logline import format_line, parse_line
 from voicestream.stamps import stamp_time
-from worker.database.connection import Database
-from worker.database.frames import FrameRow, FrameRows
-from worker.database.notify import FRAMES_CHANNEL
-from worker.database.spool import Spool
+from worker.storage.postgres.connection import Database
+from worker.storage.postgres.frames import FrameRows
+from worker.storage.postgres.notify import FRAMES_CHANNEL
+from worker.storage.postgres.spool import Spool
+from worker.storage.rows import FrameRow
 
 pytest_plugins = ["pg"]  # pg_server, pg_url
 pytestmark = pytest.mark.integration  # a PostgreSQL server process and tail.py

@@ -25,8 +25,8 @@ from voicestream.wav import encode_wav
 from worker.accounts import Accounts
 from worker.audio import decode_wav
 from worker.config import parse_args
-from worker.framelog import FrameLog
 from worker.pipeline import Frame, FramePipeline
+from worker.storage.framelog import FrameLog
 from worker.vad import CHUNK_SAMPLES, SileroOnnx, VadEngine, VadParams, VadStream
 
 RATE = 8000

@@ -9,8 +9,8 @@ import numpy as np
 
 from worker.accounts import MAX_STREAMS_REMEMBERED, Accounts
 from worker.audio import Audio
-from worker.framelog import FrameLog
 from worker.pipeline import Frame, FramePipeline
+from worker.storage.framelog import FrameLog
 from worker.vad import SileroOnnx, VadEngine, VadParams
 
 IDLE_SECONDS = 0.05

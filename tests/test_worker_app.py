@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cluster import REPO
-from voicestream.batch import CONTENT_TYPE, PATH, FrameMeta, encode_batch
+from voicestream.batch import CONTENT_TYPE, PATH, FrameMeta, decode_replies, encode_batch
 from voicestream.logline import parse_line
 from voicestream.stamps import stamp_text
 from voicestream.wav import encode_wav, split_frames
@@ -49,16 +49,18 @@ def speech_frames() -> list[bytes]:
     return split_frames(samples[:2 * rate], rate)
 
 
-def post_batch(client: FlaskClient, frames: list[tuple[dict[str, Any], bytes]]) -> list[dict[str, Any]]:
-    """POST frames given as (meta as sent, wav); the replies, in order."""
+def post_batch(client: FlaskClient, frames: list[tuple[dict[str, Any], bytes]]) -> list[tuple[int, dict[str, Any]]]:
+    """POST frames given as (meta as sent, wav); each frame's (status, reply), in order."""
     header = json.dumps({"frames": [{**meta, "size": len(wav)} for meta, wav in frames]}).encode()
     body = len(header).to_bytes(4, "big") + header + b"".join(wav for _, wav in frames)
     reply = client.post(PATH, data=body, content_type=CONTENT_TYPE)
     assert reply.status_code == 200, reply.get_json()
-    return reply.get_json()["replies"]
+    answer = reply.get_json()
+    assert set(answer) == {"statuses", "replies"}
+    return decode_replies(answer, len(frames))
 
 
-def meta(account: object = "acme", seq: object = 1, stamp: object = STAMP, stream: str = "s1") -> dict[str, Any]:
+def meta(account: object = "acme", seq: object = 1, stamp: object = STAMP, stream: object = "s1") -> dict[str, Any]:
     return {"account": account, "stream": stream, "seq": seq, "stamp": stamp}
 
 
@@ -84,8 +86,9 @@ def test_a_batch_is_answered_frame_by_frame_and_logged_once_per_frame(app: Flask
                                                                       speech_frames: list[bytes]) -> None:
     frames = [(meta("acme", i + 1, STAMP + i), wav) for i, wav in enumerate(speech_frames)]
     frames.insert(3, (meta("other", 1, STAMP + 100), speech_frames[0]))
-    replies = post_batch(client, frames)
-    assert len(replies) == len(frames)
+    answered = post_batch(client, frames)
+    assert [status for status, _ in answered] == [200] * len(frames)
+    replies = [reply for _, reply in answered]
     for reply in replies:
         assert set(reply) == {"voice", "prob", "db", "worker", "ms"} and reply["worker"] == PORT
         assert reply["voice"] in (0, 1) and 0 <= reply["prob"] <= 1 and -100 <= reply["db"] <= 0
@@ -103,8 +106,8 @@ def test_a_retried_frame_is_answered_again_not_redone(app: Flask, client: FlaskC
                                 (meta(seq=2, stamp=STAMP + 1), speech_frames[1])])
     again = post_batch(client, [(meta(seq=2, stamp=STAMP + 1), speech_frames[1]),
                                 (meta(seq=1, stamp=STAMP), speech_frames[0])])
-    assert again[0] == {**first[1], "duplicate": True}
-    assert again[1] == {"error": "frame seq 1 of stream s1 was already processed", "duplicate": True, "status": 409}
+    assert again[0] == (200, {**first[1][1], "duplicate": True})
+    assert again[1] == (409, {"error": "frame seq 1 of stream s1 was already processed", "duplicate": True})
     assert len(log_lines(app, "acme")) == 2
 
 
@@ -130,6 +133,7 @@ def test_each_bad_frame_gets_its_own_400_and_the_others_go_through(app: Flask, c
         (meta(seq=10**18), good, "seq must be a non-negative integer"),
         (meta(stamp="12a"), good, "frame stamp must be microseconds"),
         (meta(stamp=-1), good, "frame stamp must be microseconds"),
+        (meta(stream=7), good, "stream must be a string"),
         (meta(), b"", "empty body"),
         (meta(), b"hello, not a wav", "not a WAV"),
         (meta(), encode_wav(np.zeros(16000 + 800, np.int16), 16000), "audio too long"),
@@ -139,11 +143,12 @@ def test_each_bad_frame_gets_its_own_400_and_the_others_go_through(app: Flask, c
     frames = [(meta(account="fine", seq=1, stamp=STAMP), good)]
     frames += [(m, wav) for m, wav, _ in cases]
     frames += [(meta(account="fine", seq=2, stamp=STAMP + 1), good)]
-    replies = post_batch(client, frames)
-    assert "error" not in replies[0] and "error" not in replies[-1]
-    for (m, _, needle), reply in zip(cases, replies[1:-1], strict=True):
-        assert reply["status"] == 400 and needle in reply["error"], (m, reply)
-        assert set(reply) == {"error", "status"}
+    answered = post_batch(client, frames)
+    assert answered[0][0] == answered[-1][0] == 200
+    assert "error" not in answered[0][1] and "error" not in answered[-1][1]
+    for (m, _, needle), (status, reply) in zip(cases, answered[1:-1], strict=True):
+        assert status == 400 and needle in reply["error"], (m, reply)
+        assert set(reply) == {"error"}
     assert len(log_lines(app, "fine")) == 2 and not log_lines(app, "acme")
 
 

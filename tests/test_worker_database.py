@@ -43,8 +43,8 @@ def client(tmp_path: Path, pg_url: str) -> Iterator[FlaskClient]:
             yield client
     finally:
         worker: Worker = app.extensions[EXTENSION]
-        assert worker.shared is not None
-        worker.shared.close()
+        assert worker.storage.health()["mode"] == "postgresql"
+        worker.storage.close()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_an_unreachable_database_does_not_stop_the_worker(tmp_path: Path, own_pg
     own_pg.server.stop("immediate")
     app = make_app(tmp_path, own_pg.url)
     worker: Worker = app.extensions[EXTENSION]
-    assert worker.shared is not None
+    assert worker.storage.health()["mode"] == "postgresql"
     try:
         with app.test_client() as client:
             replies = post(client, "acme", "conn-1", frames)
@@ -107,7 +107,7 @@ def test_an_unreachable_database_does_not_stop_the_worker(tmp_path: Path, own_pg
                        "the spooled rows to reach PostgreSQL")
         assert len(rows(own_pg.url, "acme")) == len(frames)
     finally:
-        worker.shared.close()
+        worker.storage.close()
 
 
 @pytest.mark.parametrize("url, problem", [

@@ -48,7 +48,7 @@ def test_without_a_graph_speaker_calls_name_the_command_that_makes_it(tmp_path: 
     assert result["body"]["error"] == (
         f"speaker encoder unavailable: no ONNX graph for ge2e in {directory} and this worker cannot make one "
         "(the export tools are not installed: torch, resemblyzer). On a machine with the export tools "
-        "(pip install '.[export]'), run: python -m worker.speakers.export --encoder ge2e --model-dir models, "
+        "(pip install '.[export]'), run: python -m worker.export --encoder ge2e --model-dir models, "
         f"then copy models/onnx/ge2e-*.onnx to {directory}/ on this worker.")
     assert result["loaded"] == []
 
@@ -58,7 +58,7 @@ def test_an_ecapa_worker_without_a_graph_names_its_source_in_the_command(tmp_pat
     assert result["status"] == 503
     error = result["body"]["error"]
     assert "the export tools are not installed: torch, speechbrain" in error
-    assert "python -m worker.speakers.export --encoder ecapa --source speechbrain/spkrec-ecapa-voxceleb" in error
+    assert "python -m worker.export --encoder ecapa --source speechbrain/spkrec-ecapa-voxceleb" in error
 
 
 def test_a_copied_ge2e_graph_is_found_by_its_metadata_and_served(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 validation and refusals, with speakers disabled and with the GE2E graph."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,38 +11,27 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cluster import REPO
-from speaker_helpers import DISABLED, multipart, read_wav, ready_app, silence, worker_config
-from voicestream.wav import encode_wav
-from worker.app import create_app
-from worker.config import WorkerConfig
+from speaker_helpers import (
+    DATA,
+    DISABLED,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_SECONDS,
+    api_config,
+    error_of,
+    multipart,
+    read_wav,
+    ready_app,
+    silence,
+)
+from voicestream.batch import CONTENT_TYPE, PATH, FrameMeta, decode_replies, encode_batch
+from voicestream.wav import encode_wav, split_frames
 from worker.context import EXTENSION, Worker
-from worker.speakers.store import EncoderId, VoiceprintStore
+from worker.storage.sqlite import SqliteVoiceprintStore
+from worker.storage.voiceprints import EncoderId
 
-DATA = REPO / "data"
-MAX_UPLOAD_SECONDS = 30
-MAX_UPLOAD_BYTES = 4 << 20
+pytest_plugins = ["speaker_apps"]  # disabled, ge2e_app, ge2e (an in-process worker each)
 
-
-def config(root: Path, encoder: str) -> WorkerConfig:
-    return worker_config(root, encoder, max_upload_seconds=MAX_UPLOAD_SECONDS, max_upload_bytes=MAX_UPLOAD_BYTES)
-
-
-@pytest.fixture
-def disabled(tmp_path: Path) -> Iterator[FlaskClient]:
-    with create_app(config(tmp_path, "none")).test_client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def ge2e_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    return ready_app(config(tmp_path_factory.mktemp("ge2e-app"), "ge2e"))
-
-
-@pytest.fixture
-def ge2e(ge2e_app: Flask) -> Iterator[FlaskClient]:
-    with ge2e_app.test_client() as client:
-        yield client
+STAMP = 1_674_222_284_123_435  # 2023-01-20 13:44:44.123435
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +42,6 @@ def voices() -> dict[str, tuple[np.ndarray, int]]:
 def half(voice: tuple[np.ndarray, int], second: bool = False) -> bytes:
     samples, rate = voice
     return encode_wav(samples[len(samples) // 2:] if second else samples[:len(samples) // 2], rate)
-
-
-def error_of(reply: Any) -> str:
-    assert reply.is_json, reply.data[:200]
-    return reply.get_json()["error"]
 
 
 # --- any worker ------------------------------------------------------------------
@@ -176,7 +160,7 @@ def test_a_voiceprint_of_another_encoder_is_never_scored(ge2e_app: Flask, ge2e: 
     account = "mixed"
     worker: Worker = ge2e_app.extensions[EXTENSION]
     # As if an ECAPA worker had enrolled eve in the shared store.
-    VoiceprintStore(worker.config.store_path).enroll(
+    SqliteVoiceprintStore(worker.config.store_path).enroll(
         account, "eve", EncoderId("ecapa", "0123456789ab", 192), np.ones(192, np.float32), 4.0)
     refused = ge2e.post(f"/accounts/{account}/speakers/eve", data=half(voices["us_female"]))
     assert refused.status_code == 409 and "made by encoder ecapa" in error_of(refused)
@@ -190,3 +174,39 @@ def test_a_voiceprint_of_another_encoder_is_never_scored(ge2e_app: Flask, ge2e: 
                                     "reason": "made by another encoder"}]
     listed = ge2e.get(f"/accounts/{account}/speakers").get_json()["speakers"]
     assert {(s["name"], s["encoder"]) for s in listed} == {("eve", "ecapa"), ("carol", "ge2e")}
+
+
+def test_an_unreadable_store_costs_frames_their_speaker_and_the_api_a_503(
+        tmp_path: Path, voices: dict[str, tuple[np.ndarray, int]]) -> None:
+    """The SQLite store's errors reach the tracker and the routes as the
+    storage protocol's StorageUnavailable: frames are still answered and
+    logged, without a speaker; the speaker API says the store is unavailable.
+    A worker of its own: its store is broken on purpose."""
+    app = ready_app(api_config(tmp_path, "ge2e"))
+    samples, rate = voices["gb_male"]
+    frames = split_frames(samples[len(samples) // 2:], rate)
+    batches = [frames[i:i + 10] for i in range(0, len(frames), 10)]  # the first decision comes after 3 s
+
+    def post(client: FlaskClient, seq: int, batch: list[bytes]) -> list[tuple[int, dict[str, Any]]]:
+        body = encode_batch([(FrameMeta("broken", "s1", seq + i, STAMP + seq + i), wav)
+                             for i, wav in enumerate(batch)])
+        reply = client.post(PATH, data=body, content_type=CONTENT_TYPE)
+        assert reply.status_code == 200, reply.get_json()
+        return decode_replies(reply.get_json(), len(batch))
+
+    with app.test_client() as client:
+        assert client.post("/accounts/broken/speakers/gb", data=half(voices["gb_male"])).status_code == 201
+        before = [reply for i, batch in enumerate(batches[:5]) for _, reply in post(client, 1 + 10 * i, batch)]
+        assert any(reply.get("speaker") == "gb" for reply in before), before  # decided while readable
+        with sqlite3.connect(tmp_path / "voiceprints.db") as conn:
+            conn.execute("DROP TABLE voiceprints")
+        after = [answered for i, batch in enumerate(batches[5:], 5) for answered in post(client, 1 + 10 * i, batch)]
+        assert [status for status, _ in after] == [200] * len(after)
+        assert all(set(reply) == {"voice", "prob", "db", "worker", "ms"} for _, reply in after), after
+        assert any(reply["voice"] for _, reply in after)  # speech, yet no speaker
+        listed = client.get("/accounts/broken/speakers")
+        assert listed.status_code == 503
+        assert error_of(listed).startswith(f"voiceprint database unavailable, try again shortly: the voiceprint "
+                                           f"store {tmp_path / 'voiceprints.db'} cannot be used (OperationalError: "
+                                           "no such table: voiceprints)")
+    assert len((tmp_path / "logs" / "broken.txt").read_text().splitlines()) == len(frames)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 MAX_ACCOUNT_LENGTH = 64
 ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def is_valid_account(code: object, max_length: int = MAX_ACCOUNT_LENGTH) -> bool:
+def is_valid_account(code: object, max_length: int = MAX_ACCOUNT_LENGTH) -> TypeGuard[str]:
     return isinstance(code, str) and len(code) <= max_length and ACCOUNT_PATTERN.fullmatch(code) is not None
 
 

@@ -1,4 +1,7 @@
-"""The balancer -> worker wire format for several frames in one request.
+"""The balancer -> worker wire format: several frames in one request, and the
+worker's answer, one reply per frame.
+
+The request body:
 
     4 bytes   length N of the header, big-endian
     N bytes   JSON: {"frames": [{"account", "stream", "seq", "stamp", "size"}, ...]}
@@ -6,41 +9,69 @@
 
 One request per frame costs a worker more CPU in HTTP handling than its VAD;
 under load the balancer sends the frames that wait for the same worker together.
-The worker answers {"replies": [...]}: one reply per frame, in order, each
-with its own "status" when it is not 200 (replies.py).
+
+The answer to a batch the worker took (HTTP 200), frame i at index i of both
+lists:
+
+    {"statuses": [200, 400, ...], "replies": [{...}, {...}, ...]}
+
+A frame's status is its own HTTP status: 200, 400 for a frame the worker
+cannot read, 409 for a seq of its stream already passed. It travels beside
+the reply, never inside it: a reply (replies.py) is what the client receives.
+A batch refused whole (400 malformed, 413 too large, 503 draining) gets that
+status and {"error": ...} instead.
 """
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from .accounts import invalid_account_message, is_valid_account
+from .replies import FrameReply
+from .stamps import check_stamp
 
 CONTENT_TYPE = "application/x-voice-frames"
 PATH = "/frames/batch"
 MAX_FRAMES = 256
+MAX_SEQ = 10**18
 
 
 class BatchError(ValueError):
-    pass
+    """A body or an answer that is not this format; the message says how."""
 
 
 @dataclass(frozen=True, slots=True)
 class FrameMeta:
     account: str
     stream: str  # the client connection: with seq, names the frame to the worker
-    seq: int
-    stamp: int  # microseconds since the epoch, UTC (stamps.py)
+    # The balancer always sends both; a frame without them is neither
+    # recognised as a retry (seq) nor logged once across workers (stamp).
+    seq: int | None
+    stamp: int | None  # microseconds since the epoch, UTC (stamps.py)
 
 
-def encode_batch(frames: list[tuple[FrameMeta, bytes]]) -> bytes:
+@dataclass(frozen=True, slots=True)
+class InvalidFrame:
+    """A frame of a batch whose meta was refused: its reply's error (a 400 of
+    that frame alone; the batch's other frames go on)."""
+    error: str
+
+
+BatchFrame = tuple[FrameMeta, bytes]  # a frame's meta and its WAV bytes
+
+
+def encode_batch(frames: Sequence[BatchFrame]) -> bytes:
     header = json.dumps({"frames": [{"account": m.account, "stream": m.stream, "seq": m.seq, "stamp": m.stamp,
                                      "size": len(wav)} for m, wav in frames]}).encode()
     return b"".join([struct.pack(">I", len(header)), header, *(wav for _, wav in frames)])
 
 
-def decode_batch(body: bytes) -> list[tuple[dict[str, Any], bytes]]:
-    """(meta as sent, wav bytes) per frame; metas are checked by the caller."""
+def decode_batch(body: bytes) -> list[BatchFrame | InvalidFrame]:
+    """Each frame's meta, checked, with its WAV bytes (which the worker
+    decodes); or, for a frame whose meta is wrong, what is wrong with it.
+    BatchError for a body that is not a batch at all."""
     if len(body) < 4:
         raise BatchError("batch body too short")
     (n,) = struct.unpack(">I", body[:4])
@@ -51,13 +82,47 @@ def decode_batch(body: bytes) -> list[tuple[dict[str, Any], bytes]]:
         raise BatchError("batch header is not JSON with a 'frames' list") from None
     if not isinstance(metas, list) or not 0 < len(metas) <= MAX_FRAMES:
         raise BatchError(f"a batch holds 1-{MAX_FRAMES} frames")
-    frames, offset = [], 4 + n
+    frames: list[BatchFrame | InvalidFrame] = []
+    offset = 4 + n
     for meta in metas:
         size = meta.get("size") if isinstance(meta, dict) else None
         if type(size) is not int or size < 0 or offset + size > len(body):
             raise BatchError("batch frame sizes do not match the body")
-        frames.append((meta, body[offset:offset + size]))
+        checked = check_meta(meta)
+        frames.append(checked if isinstance(checked, InvalidFrame) else (checked, body[offset:offset + size]))
         offset += size
     if offset != len(body):
         raise BatchError("batch body is longer than its frames")
     return frames
+
+
+def check_meta(meta: dict[str, object]) -> FrameMeta | InvalidFrame:
+    """A frame's meta as sent, checked: the one place the worker validates it."""
+    account, stream, seq, stamp = meta.get("account", ""), meta.get("stream", ""), meta.get("seq"), meta.get("stamp")
+    if not is_valid_account(account):
+        return InvalidFrame(invalid_account_message(account))
+    if seq is not None and not (type(seq) is int and 0 <= seq < MAX_SEQ):
+        return InvalidFrame("seq must be a non-negative integer")
+    try:
+        frame_stamp = check_stamp(stamp) if stamp is not None else None
+    except ValueError as exc:
+        return InvalidFrame(str(exc))
+    if not isinstance(stream, str):
+        return InvalidFrame("stream must be a string")
+    return FrameMeta(account, stream, seq, frame_stamp)
+
+
+def encode_replies(statuses: Sequence[int], replies: Sequence[FrameReply]) -> str:
+    """The worker's answer to a batch it took: status and reply of each frame, in order."""
+    return json.dumps({"statuses": statuses, "replies": replies})
+
+
+def decode_replies(answer: object, frames: int) -> list[tuple[int, FrameReply]]:
+    """(status, reply) of each of a batch's frames from the worker's answer
+    (JSON, parsed); BatchError if it is not one for `frames` frames."""
+    statuses = answer.get("statuses") if isinstance(answer, dict) else None
+    replies = answer.get("replies") if isinstance(answer, dict) else None
+    if not (isinstance(statuses, list) and isinstance(replies, list) and len(statuses) == len(replies) == frames
+            and all(type(status) is int for status in statuses) and all(isinstance(r, dict) for r in replies)):
+        raise BatchError(f"worker gave no status and reply lists for a batch of {frames}")
+    return list(zip(statuses, replies, strict=True))

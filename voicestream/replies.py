@@ -1,8 +1,10 @@
-"""The reply to one frame: what the worker answers and the client receives.
+"""The reply to one frame: what the worker answers and the client receives,
+the one reply type of both sides.
 
 The worker fills the analysis fields; the balancer adds account, seq and time
 (the frame's stamp as text, which starts its log line). An error reply has
-"error" and no analysis fields.
+"error" and no analysis fields. A frame's HTTP status inside a batch travels
+beside its reply (batch.py), not in it.
 """
 from __future__ import annotations
 
@@ -22,8 +24,3 @@ class FrameReply(TypedDict, total=False):
     score: float | None
     duplicate: bool  # already logged by an earlier attempt: not logged again
     error: str       # what was wrong; no analysis fields then
-    status: int      # worker -> balancer only, inside a batch: this frame's HTTP status
-
-
-ANALYSIS_FIELDS = ("voice", "prob", "db", "worker", "ms")
-SPEAKER_FIELDS = ("speaker", "score")

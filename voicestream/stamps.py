@@ -50,10 +50,5 @@ def check_stamp(value: object) -> int:
     raise ValueError("frame stamp must be microseconds since the epoch (at most 17 digits)")
 
 
-def parse_stamp(value: object) -> datetime:
-    """check_stamp's stamp as the datetime a log line shows."""
-    return stamp_time(check_stamp(value))
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)

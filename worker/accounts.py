@@ -14,10 +14,10 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from voicestream.replies import FrameReply
 
+from .speakers.streaming import SpeakerStream
 from .vad import VadStream
 
 # Streams (client connections) of an account whose last reply is kept for
@@ -32,7 +32,9 @@ class Account:
     # run one at a time, in arrival order, and see each other's state.
     lock: threading.Lock = field(default_factory=threading.Lock)
     vad: VadStream | None = None
-    speech: Any = None  # the speaker tracker's rolling buffer (worker/speakers/tracker.py)
+    # The speaker tracker's state of this account (worker/speakers/tracker.py);
+    # None until the account has voiceprints.
+    speech: SpeakerStream | None = None
     # stream id -> (last seq, its reply): a retried frame is answered, not redone.
     replies: dict[str, tuple[int, FrameReply]] = field(default_factory=dict)
     # Registry's lock: threads that took this account and have not released it.

@@ -1,6 +1,6 @@
 """The worker's Flask application: create_app assembles it (the Flask
-tutorial's application factory). What the routes do is in worker/routes/ and
-worker/speakers/routes.py; what they share is the Worker (worker/context.py).
+tutorial's application factory). What the routes do is in worker/routes/;
+what they share is the Worker (worker/context.py).
 """
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from werkzeug.exceptions import HTTPException
 
 from .config import WorkerConfig
 from .context import EXTENSION, create_worker
-from .routes import frames, health, metrics
+from .routes import frames, health, metrics, speakers
 from .routes.replies import http_error
-from .speakers import routes as speaker_routes
 
 
 def create_app(config: WorkerConfig | None = None) -> Flask:
@@ -23,6 +22,6 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
     app.register_blueprint(frames.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
-    app.register_blueprint(speaker_routes.bp)
+    app.register_blueprint(speakers.bp)
     app.register_error_handler(HTTPException, http_error)
     return app

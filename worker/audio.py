@@ -186,21 +186,6 @@ def _pcm16_audio(data: bytes, pcm: Pcm16, max_seconds: float, rates: tuple[int, 
     return Audio(mono, rate)
 
 
-def samples_to_audio(values: list, sample_rate: int, *, max_seconds: float = 10.0) -> Audio:
-    """Int16 samples from a JSON list (HTTP ingest) to normalized audio."""
-    if not isinstance(values, list) or not values:
-        raise AudioError("'data' must be a non-empty list of int16 samples")
-    if len(values) > max_seconds * sample_rate:
-        raise AudioError(f"audio too long: {len(values) / sample_rate:.2f} s, limit {max_seconds:g} s")
-    if not all(type(v) is int and -32768 <= v <= 32767 for v in values):
-        raise AudioError("'data' must hold only integers in [-32768, 32767]")
-    mono = np.asarray(values, dtype=np.float32) / 32768.0
-    if sample_rate not in NATIVE_RATES:
-        mono = resample(mono, sample_rate, TARGET_RATE)
-        sample_rate = TARGET_RATE
-    return Audio(mono.astype(np.float32, copy=False), sample_rate)
-
-
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     if from_rate == to_rate:
         return samples

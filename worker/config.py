@@ -57,7 +57,7 @@ def database_url(text: str) -> str:
     psycopg only when a URL is given: embedded workers never import it."""
     if not text.strip():
         return ""
-    from .database.url import parse_database_url
+    from .storage.postgres.url import parse_database_url
     return parse_database_url(text)
 
 

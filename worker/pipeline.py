@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 from voicestream.logline import format_line
 from voicestream.replies import FrameReply
@@ -11,23 +10,12 @@ from voicestream.stamps import stamp_micros, stamp_time, utc_now
 
 from .accounts import Account, Accounts
 from .audio import Audio, dbfs
-from .database.rows import FrameRow
-from .framelog import FrameLog
 from .metrics import FrameMetrics
+from .speakers.tracker import NO_SPEAKER, SpeakerTracker
+from .storage.framelog import FrameLog
+from .storage.protocol import FrameRecorder
+from .storage.rows import FrameRow
 from .vad import VadEngine
-
-
-class SpeakerTracker(Protocol):
-    def on_frames(self, frames: list[tuple[Account, Audio, int]]) -> list[tuple[str | None, float | None, float]]:
-        """(speaker, score, encoder ms) per frame (one each of distinct
-        accounts); (None, None, 0.0) when the account has no enrolled speakers
-        or the frame has no voice."""
-
-
-class FrameRecorder(Protocol):
-    def record(self, rows: list[FrameRow]) -> None:
-        """Store the rows durably (worker/database/frames.py: PostgreSQL or
-        this host's spool) before the frames are answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +63,7 @@ class FramePipeline:
     def _process_locked(self, todo: list[tuple[int, Frame, Account]], received: int,
                         replies: list[FrameReply]) -> list[FrameRow]:
         """Fills the replies of todo; the shared-store rows of its new frames."""
-        fresh = []
+        fresh: list[tuple[int, Frame, Account]] = []
         rows: list[FrameRow] = []
         for i, frame, account in todo:
             replayed = account.replayed(frame.stream, frame.seq)
@@ -89,9 +77,10 @@ class FramePipeline:
             self.metrics.vad_seconds.observe(results[0].model_ms / 1000)
         speakers = (self.speakers.on_frames([(account, frame.audio, result.voice)
                                              for (_, frame, account), result in zip(fresh, results, strict=True)])
-                    if self.speakers is not None else [(None, None, 0.0)] * len(fresh))
-        for (i, frame, account), result, (speaker, score, encoder_ms) in zip(fresh, results, speakers, strict=True):
-            model_ms = result.model_ms + encoder_ms
+                    if self.speakers is not None else [NO_SPEAKER] * len(fresh))
+        for (i, frame, account), result, found in zip(fresh, results, speakers, strict=True):
+            speaker, score = found.speaker, found.score
+            model_ms = result.model_ms + found.encoder_ms
             stamp = frame.stamp if frame.stamp is not None else received
             line = format_line(stamp_time(stamp), result.voice, self.port, model_ms, speaker, score)
             # With the balancer's stamp, the line is written once even if the

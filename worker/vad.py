@@ -18,19 +18,29 @@ import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import onnxruntime
 
 from .audio import Audio
 
-if TYPE_CHECKING:
-    from .config import WorkerConfig
-
 CHUNK_SAMPLES = {16000: 512, 8000: 256}
 CONTEXT_SAMPLES = {16000: 64, 8000: 32}
 STATE_SHAPE = (2, 1, 128)
+
+
+class VadOptions(Protocol):
+    """What VadParams.from_config reads: worker/config.py's WorkerConfig,
+    which sits above this module and is not imported by it."""
+    @property
+    def vad_threshold(self) -> float: ...
+    @property
+    def vad_min_silence_ms(self) -> int: ...
+    @property
+    def vad_speech_pad_ms(self) -> int: ...
+    @property
+    def vad_min_speech_ms(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,7 @@ class VadParams:
     min_speech_ms: int = 0
 
     @classmethod
-    def from_config(cls, config: WorkerConfig) -> VadParams:
+    def from_config(cls, config: VadOptions) -> VadParams:
         return cls(config.vad_threshold, config.vad_min_silence_ms, config.vad_speech_pad_ms,
                    config.vad_min_speech_ms)
 
@@ -195,7 +205,7 @@ class VadResult:
 class _Job:
     stream: VadStream
     inputs: np.ndarray
-    probs: list = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
 
 
 class VadEngine:

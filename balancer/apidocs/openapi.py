@@ -2,10 +2,10 @@
 
 Statuses are the ones the code answers: the balancer's own (balancer/root.py,
 ingest.py, proxy.py, middleware.py) and, for the speaker API it proxies, the
-worker's (worker/speakers/routes.py and service.py). Every error body is
-{"error": "..."}. tests/test_api_docs.py keeps the paths and the balancer's
-routes in step; tests/test_schemathesis.py checks the answers of a live system
-against this document.
+worker's (worker/routes/speakers.py and worker/speakers/service.py). Every
+error body is {"error": "..."}. tests/test_api_docs.py keeps the paths and the
+balancer's routes in step; tests/test_schemathesis.py checks the answers of a
+live system against this document.
 """
 from __future__ import annotations
 

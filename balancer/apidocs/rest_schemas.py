@@ -1,6 +1,7 @@
 """Schemas of the REST bodies in the OpenAPI document (OpenAPI 3.0 dialect):
-what worker/speakers/service.py and store.py return, what POST /compare reads
-(service.py parse_voiceprint), and the balancer's / and /health.
+what worker/speakers/service.py and worker/storage/voiceprints.py return,
+what POST /compare reads (service.py parse_voiceprint), and the balancer's /
+and /health.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ Dialect = Literal["openapi", "asyncapi"]
 
 # voicestream/accounts.py ACCOUNT_PATTERN, anchored as JSON Schema wants it.
 ACCOUNT_PATTERN = f"^[A-Za-z0-9_-]{{1,{MAX_ACCOUNT_LENGTH}}}$"
-# worker/speakers/routes.py SPEAKER_NAME; "unknown" (any case) is reserved.
+# worker/routes/speakers.py SPEAKER_NAME; "unknown" (any case) is reserved.
 SPEAKER_NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
 RESERVED_NAME_PATTERN = "^[Uu][Nn][Kk][Nn][Oo][Ww][Nn]$"
 # voicestream/stamps.py TEXT_FORMAT: the frame's log line starts with it.
@@ -53,8 +53,8 @@ def nullable(schema: Schema, dialect: Dialect) -> Schema:
 
 
 def frame_reply(dialect: Dialect) -> Schema:
-    """voicestream/replies.py FrameReply as a client receives it (no 'status':
-    that one travels only from a worker to the balancer)."""
+    """voicestream/replies.py FrameReply as a client receives it (an error
+    reply is FRAME_ERROR)."""
     return {
         "type": "object",
         "required": ["account", "seq", "time", "voice", "prob", "db", "worker", "ms"],

@@ -1,21 +1,19 @@
 """POST /frames/batch: the frames the balancer sends together
-(voicestream/batch.py), one reply per frame, in order."""
+(voicestream/batch.py), one status and one reply per frame, in order."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, request
 
-from voicestream.accounts import invalid_account_message, is_valid_account
-from voicestream.batch import PATH, BatchError, decode_batch
+from voicestream.batch import PATH, BatchError, BatchFrame, InvalidFrame, decode_batch, encode_replies
 from voicestream.replies import FrameReply
-from voicestream.stamps import check_stamp
 
 from ..audio import AudioError, decode_wav
 from ..config import WorkerConfig
-from ..context import current_worker
 from ..pipeline import Frame
-from .replies import error, json_response
+from . import current_worker
+from .replies import error, json_text
 
 bp = Blueprint("frames", __name__)
 
@@ -33,20 +31,17 @@ class FrameLimits:
                    frozenset(config.accepted_formats) or None)
 
 
-def read_frame(limits: FrameLimits, meta: dict, wav: bytes) -> Frame | str:
-    """The frame, or what is wrong with it."""
-    account, seq, stamp = meta.get("account", ""), meta.get("seq"), meta.get("stamp")
-    if not is_valid_account(account):
-        return invalid_account_message(account)
-    if seq is not None and not (type(seq) is int and 0 <= seq < 10**18):
-        return "seq must be a non-negative integer"
+def read_frame(limits: FrameLimits, part: BatchFrame | InvalidFrame) -> Frame | str:
+    """The frame (its meta decode_batch checked, its WAV decoded), or what is wrong with it."""
+    if isinstance(part, InvalidFrame):
+        return part.error
+    meta, wav = part
     try:
-        frame_stamp = check_stamp(stamp) if stamp is not None else None
         audio = decode_wav(wav, max_seconds=limits.max_seconds, accepted_rates=limits.rates,
                            accepted_subtypes=limits.subtypes)
-    except (ValueError, AudioError) as exc:
+    except AudioError as exc:
         return str(exc)
-    return Frame(account, audio, str(meta.get("stream", "")), seq, frame_stamp)
+    return Frame(meta.account, audio, meta.stream, meta.seq, meta.stamp)
 
 
 @bp.post(PATH)
@@ -62,18 +57,22 @@ def frames_batch() -> Response:
         metrics.rejected["malformed"].inc()
         return error(400, str(exc))
     metrics.batch_frames.observe(len(parts))
-    replies: list[FrameReply] = []
-    good: list[tuple[int, Frame]] = []
+    statuses = [200] * len(parts)
+    replies: list[FrameReply] = [{}] * len(parts)  # every slot is filled below
+    good: list[int] = []
+    frames: list[Frame] = []
     limits = FrameLimits.of(worker.config)
-    for meta, wav in parts:
-        frame = read_frame(limits, meta, wav)
+    for i, part in enumerate(parts):
+        frame = read_frame(limits, part)
         if isinstance(frame, str):
             metrics.invalid.inc()
-            replies.append({"error": frame, "status": 400})
+            statuses[i], replies[i] = 400, {"error": frame}
         else:
-            replies.append({})
-            good.append((len(replies) - 1, frame))
-    for (i, _), reply in zip(good, worker.pipeline.process_many([frame for _, frame in good]), strict=True):
-        replies[i] = {**reply, "status": 409} if "error" in reply else reply
+            good.append(i)
+            frames.append(frame)
+    for i, reply in zip(good, worker.pipeline.process_many(frames), strict=True):
+        replies[i] = reply
+        if "error" in reply:  # a seq of its stream already passed
+            statuses[i] = 409
         metrics.answered(reply)
-    return json_response({"replies": replies}, 200)
+    return json_text(encode_replies(statuses, replies), 200)

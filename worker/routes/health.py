@@ -7,7 +7,7 @@ import sys
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from ..context import current_worker
+from . import current_worker
 
 bp = Blueprint("health", __name__)
 

@@ -13,7 +13,6 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from ..context import Worker
-from ..speakers.tracker import SpeakerTracker
 
 # The key of app.extensions that holds the worker's CollectorRegistry.
 EXTENSION = "voice_worker_metrics"
@@ -58,7 +57,7 @@ def worker_registry(worker: Worker) -> CollectorRegistry:
     registry = CollectorRegistry()
     tracker = worker.pipeline.speakers
     owned = (*worker.pipeline.metrics.collectors, *worker.speakers.metrics.collectors,
-             *(tracker.metrics.collectors if isinstance(tracker, SpeakerTracker) else ()))
+             *(tracker.metrics.collectors if tracker is not None else ()))
     for collector in (*owned, WorkerState(worker)):
         registry.register(collector)
     return registry

@@ -26,11 +26,14 @@ from .streaming import WINDOWS, encode
 log = logging.getLogger("worker.speakers")
 
 
+Embedded = tuple[np.ndarray, float]  # encoder outputs, encoder ms of the batch they ran in
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     kind: str  # streaming.WINDOWS or streaming.PARTIALS
     inputs: list[np.ndarray]
-    future: Future
+    future: Future[Embedded]
 
 
 class EncoderUnavailable(RuntimeError):
@@ -61,7 +64,7 @@ class SpeakerEngine:
         """True once loading ended (ready or unavailable)."""
         return self._ready.wait(timeout)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, object]:
         status: dict[str, object] = {"encoder": self.kind, "state": self.state}
         if self.encoder is not None:
             status.update(model=self.encoder.model, dim=self.encoder.dim, windows_embedded=self.windows_embedded,
@@ -75,13 +78,13 @@ class SpeakerEngine:
             return f"speaker encoder {self.kind} is still loading on this worker; retry in a few seconds"
         return f"speaker encoder unavailable: {self.reason}"
 
-    def embed(self, inputs: list[np.ndarray], kind: str = WINDOWS) -> tuple[np.ndarray, float]:
+    def embed(self, inputs: list[np.ndarray], kind: str = WINDOWS) -> Embedded:
         """(encoder outputs, encoder ms of the batch they ran in) for
         recordings or windows (WINDOWS), or GE2E partials (streaming.PARTIALS).
         Raises EncoderUnavailable when there is no encoder."""
         if not self.ready:
             raise EncoderUnavailable(self.unavailable_message())
-        future: Future = Future()
+        future: Future[Embedded] = Future()
         self._jobs.put(Job(kind, inputs, future))
         return future.result()
 

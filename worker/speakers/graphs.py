@@ -3,7 +3,7 @@ and where they are cached.
 
 torch alone costs a process about 480 MB of RSS; onnxruntime is already
 there for silero. The graphs are exported from the torch models by
-``python -m worker.speakers.export`` (loader.py runs it in a subprocess when
+``python -m worker.export`` (loader.py runs it in a subprocess when
 this machine has the export tools and the graph is missing).
 
 - ge2e: the graph is the LSTM; mel frames and partial utterances are cut in
@@ -76,8 +76,8 @@ class Graph:
     session: onnxruntime.InferenceSession
     model: str
     dim: int
-    info: dict = field(default_factory=dict)  # shown on /health
-    metadata: dict = field(default_factory=dict)  # what the export wrote into the graph
+    info: dict[str, object] = field(default_factory=dict)  # shown on /health
+    metadata: dict[str, str] = field(default_factory=dict)  # what the export wrote into the graph
     name = ""
 
     def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
@@ -126,7 +126,7 @@ def open_graph(path: Path, exported: bool = False) -> Graph:
     meta = sess.get_modelmeta().custom_metadata_map
     kind = meta.get("encoder")
     if kind not in GRAPHS or "model" not in meta or "dim" not in meta:
-        raise ValueError(f"{path} is not a speaker encoder graph written by worker.speakers.export")
+        raise ValueError(f"{path} is not a speaker encoder graph written by worker.export")
     info = {"runtime": "onnxruntime", "graph": path.name, "exported_at_start": exported}
     return GRAPHS[kind](sess, meta["model"], int(meta["dim"]), info, dict(meta))
 

@@ -3,7 +3,7 @@
 The graph is found in ``<model-dir>/onnx/``: by the fingerprint of the weights
 when they are on this machine, else by the graph's metadata. When it is not
 there, a machine with the export tools (torch, resemblyzer or SpeechBrain)
-makes it by running ``python -m worker.speakers.export`` in a subprocess:
+makes it by running ``python -m worker.export`` in a subprocess:
 torch lives and dies there, never in the worker. A runtime-only install has no
 export tools; its speaker calls then say which command makes the graph, where.
 """
@@ -25,7 +25,7 @@ log = logging.getLogger("worker.speakers")
 # A hub download of ECAPA (80 MB) plus the export fits easily.
 EXPORT_TIMEOUT_SECONDS = 1800
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # where `python -m worker...` resolves
-EXPORT_MODULE = "worker.speakers.export"
+EXPORT_MODULE = "worker.export"
 # What the export of each encoder imports (pyproject.toml's "export" extra).
 EXPORT_TOOLS = {"ge2e": ("torch", "resemblyzer", "onnx", "onnxscript"),
                 "ecapa": ("torch", "speechbrain", "onnx", "onnxscript")}
@@ -51,7 +51,7 @@ def no_graph_reason(kind: str, source: str, directory: Path, missing: list[str])
 
 
 def run_export(kind: str, source: str, model_dir: Path) -> dict:
-    """python -m worker.speakers.export in a subprocess: its JSON result."""
+    """python -m worker.export in a subprocess: its JSON result."""
     # --opt=value: a source starting with "-" stays a value.
     command = [sys.executable, "-m", EXPORT_MODULE, f"--encoder={kind}", f"--source={source}",
                f"--model-dir={model_dir}"]

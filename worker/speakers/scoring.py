@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .store import EncoderId, Voiceprints
+from ..storage.protocol import VoiceprintStore
+from ..storage.voiceprints import EncoderId
 
 UNKNOWN = "unknown"
 
@@ -53,7 +54,7 @@ def decide(enrolled: Enrolled, embedding: np.ndarray, threshold: float, margin: 
                     {n: float(s) for n, s in zip(enrolled.names, scores, strict=True)})
 
 
-def enrolled_of(store: Voiceprints, account: str, encoder: EncoderId) -> Enrolled | None:
+def enrolled_of(store: VoiceprintStore, account: str, encoder: EncoderId) -> Enrolled | None:
     """The account's voiceprints made by encoder, with its own threshold for
     that encoder kind; None without any."""
     prints = [v for v in store.list(account) if v.encoder == encoder]
@@ -73,7 +74,7 @@ class Roster:
 
     MAX_CACHED_ACCOUNTS = 10_000
 
-    def __init__(self, store: Voiceprints) -> None:
+    def __init__(self, store: VoiceprintStore) -> None:
         self.store = store
         self._cache: dict[str, Enrolled | None] = {}
         self._version: int | None = None

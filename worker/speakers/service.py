@@ -1,6 +1,7 @@
-"""What the speaker REST API does, apart from HTTP: enroll, verify, embed,
-compare, list and delete, each written to the activity log. Errors are
-SpeakerError(status, message).
+"""What the speaker REST API does, apart from HTTP (worker/routes/speakers.py):
+enroll, verify, embed, compare, list and delete, each written to the activity
+log. Errors are SpeakerError(status, message); the store's StorageUnavailable
+passes through.
 
 Enrollment and verification count only speech (the worker's own VAD chooses
 it): silence and noise in a voiceprint would pull it toward every other
@@ -9,20 +10,19 @@ recording made in the same room.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ..audio import Audio, dbfs, to_16k
 from ..metrics import EnrollmentMetrics
+from ..storage.protocol import ActivityWriter, VoiceprintStore
+from ..storage.voiceprints import AccountThreshold, EncoderId, EncoderMismatch
 from ..vad import VadEngine, voiced_samples
 from .engine import EncoderUnavailable, SpeakerEngine
 from .scoring import UNKNOWN, Enrolled, decide
-from .store import AccountThreshold, EncoderId, EncoderMismatch, Voiceprints, now_text
 
 # The least speech /verify and /embed take: GE2E's partial utterance is 1.6 s,
 # and 1 s windows had 19% EER against 4.7% for 1.5 s (scripts/calibrate.py on
@@ -41,34 +41,6 @@ VERIFY_MARGINS = {"ge2e": 0.08}
 THRESHOLD_RANGE = (-1.0, 1.0)
 
 
-class ActivityWriter(Protocol):
-    """Where enrollments, deletions and verifications are recorded:
-    ActivityLog (a file on this host) or worker/database's ActivityRows."""
-
-    def write(self, event: str, account: str, **fields: Any) -> None: ...
-
-
-class ActivityLog:
-    """One JSON object per line for every enrollment, deletion and
-    verification, with scores and times. Shared by all worker processes."""
-
-    def __init__(self, path: str | os.PathLike, port: int) -> None:
-        self.path = Path(path)
-        self.port = port
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, event: str, account: str, **fields) -> None:
-        record = {"time": now_text(), "event": event, "worker": self.port, "account": account, **fields}
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        # One write() on an O_APPEND descriptor: lines of concurrent threads
-        # and processes never interleave.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-
-
 class SpeakerError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -79,7 +51,7 @@ class SpeakerError(Exception):
 @dataclass
 class SpeakerService:
     engine: SpeakerEngine | None  # None: --encoder none
-    store: Voiceprints | None
+    store: VoiceprintStore | None
     vad: VadEngine
     activity: ActivityWriter | None
     threshold: float
@@ -97,9 +69,10 @@ class SpeakerService:
             raise SpeakerError(503, self.engine.unavailable_message())
         return EncoderId(encoder.name, encoder.model, encoder.dim)
 
-    def _store(self) -> Voiceprints:
+    def _store(self) -> VoiceprintStore:
         """The store, once the encoder is ready and the store is reachable
-        (else 503: worker/speakers/routes.py answers StoreUnavailable)."""
+        (else 503: worker/routes/speakers.py answers StorageUnavailable, which
+        every store call may raise)."""
         self.require_encoder()
         assert self.store is not None  # a worker with an encoder has a store
         self.store.check_available()
@@ -123,12 +96,12 @@ class SpeakerService:
 
     # --- API ---
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         if self.engine is None:
             return {"encoder": "none", "state": "disabled"}
         return {**self.engine.status(), "threshold": self.threshold}
 
-    def enroll(self, account: str, name: str, audio: Audio) -> dict:
+    def enroll(self, account: str, name: str, audio: Audio) -> dict[str, Any]:
         encoder = self.require_encoder()
         self._store()  # a 503 for a database that is down says more than a complaint about the WAV
         started = time.perf_counter()
@@ -145,7 +118,7 @@ class SpeakerService:
         return {"account": account, **voiceprint.metadata(), "sample_speech_seconds": round(seconds, 2),
                 "ms": round(ms, 1)}
 
-    def verify(self, account: str, audio: Audio) -> dict:
+    def verify(self, account: str, audio: Audio) -> dict[str, Any]:
         encoder = self.require_encoder()
         prints = self._store().list(account)
         usable = [v for v in prints if v.encoder == encoder]
@@ -182,7 +155,7 @@ class SpeakerService:
             reply["skipped"] = [{**o, "reason": "made by another encoder"} for o in other]
         return reply
 
-    def embed(self, audio: Audio) -> dict:
+    def embed(self, audio: Audio) -> dict[str, Any]:
         encoder = self.require_encoder()
         samples, seconds = self._speech(audio, MIN_SPEECH_SECONDS, "an embedding")
         embedding = self._embed(samples)
@@ -191,40 +164,40 @@ class SpeakerService:
                 "db": dbfs(audio.samples), "speech_db": dbfs(samples),
                 "seconds": round(audio.seconds, 2), "speech_seconds": round(seconds, 2)}
 
-    def list(self, account: str) -> dict:
+    def list(self, account: str) -> dict[str, Any]:
         prints = self._store().list(account)
         return {"account": account, "speakers": [v.metadata() for v in prints]}
 
-    def get(self, account: str, name: str, with_vector: bool) -> dict:
+    def get(self, account: str, name: str, with_vector: bool) -> dict[str, Any]:
         voiceprint = self._store().get(account, name)
         if voiceprint is None:
             raise SpeakerError(404, f"speaker {name!r} is not enrolled in account {account}")
         return {"account": account, **voiceprint.metadata(with_vector)}
 
-    def delete(self, account: str, name: str) -> dict:
+    def delete(self, account: str, name: str) -> dict[str, Any]:
         if not self._store().delete(account, name):
             raise SpeakerError(404, f"speaker {name!r} is not enrolled in account {account}")
         self._log("delete", account, speaker=name)
         return {"account": account, "deleted": [name]}
 
-    def delete_all(self, account: str) -> dict:
+    def delete_all(self, account: str) -> dict[str, Any]:
         count = self._store().delete_all(account)
         self._log("delete_all", account, count=count)
         return {"account": account, "deleted_count": count}
 
-    def settings(self, account: str) -> dict:
+    def settings(self, account: str) -> dict[str, Any]:
         """The threshold the account's decisions use with this worker's encoder."""
         encoder = self.require_encoder()
         return self._settings(account, encoder.name, self._store().threshold(account, encoder.name))
 
-    def set_settings(self, account: str, body: object) -> dict:
+    def set_settings(self, account: str, body: object) -> dict[str, Any]:
         threshold = parse_settings(body)
         encoder = self.require_encoder()
         saved = self._store().set_threshold(account, encoder.name, threshold)
         self._log("settings", account, encoder=encoder.name, threshold=threshold)
         return self._settings(account, encoder.name, saved)
 
-    def delete_settings(self, account: str) -> dict:
+    def delete_settings(self, account: str) -> dict[str, Any]:
         """Back to the worker's threshold (also when the account had none of its own)."""
         encoder = self.require_encoder()
         deleted = self._store().delete_threshold(account, encoder.name)
@@ -232,13 +205,13 @@ class SpeakerService:
             self._log("settings", account, encoder=encoder.name, threshold=None)
         return {**self._settings(account, encoder.name, None), "deleted": deleted}
 
-    def _settings(self, account: str, encoder: str, own: AccountThreshold | None) -> dict:
+    def _settings(self, account: str, encoder: str, own: AccountThreshold | None) -> dict[str, Any]:
         return {"account": account, "encoder": encoder,
                 "threshold": own.threshold if own is not None else self.threshold,
                 "threshold_source": "account" if own is not None else "worker",
                 "worker_threshold": self.threshold, "updated": own.updated if own is not None else None}
 
-    def _log(self, event: str, account: str, **fields) -> None:
+    def _log(self, event: str, account: str, **fields: Any) -> None:
         if self.activity is not None:
             self.activity.write(event, account, **fields)
 
@@ -292,7 +265,7 @@ def parse_settings(body: object) -> float:
     return float(value)
 
 
-def compare(body: object) -> dict:
+def compare(body: object) -> dict[str, Any]:
     """Cosine score of two voiceprints made by the same encoder."""
     if not isinstance(body, dict) or "a" not in body or "b" not in body:
         raise SpeakerError(400, "send JSON {\"a\": <voiceprint>, \"b\": <voiceprint>}, each as returned by "

@@ -174,7 +174,7 @@ class Ge2eStream(_Turn):
     blocks: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))  # samples of the open energy block
     next_partial: int = 0  # stream frame where the next partial starts
     due_end: int = 0       # stream frame where the partial last handed out ends
-    recent: deque = field(default_factory=deque)
+    recent: deque[np.ndarray] = field(default_factory=deque)  # the last partials' embeddings
 
     def add(self, samples: np.ndarray, voice: int) -> np.ndarray | None:
         new = self.voiced_16k(samples, voice)

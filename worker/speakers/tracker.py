@@ -13,18 +13,19 @@ no embedding.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from ..accounts import Account
 from ..audio import Audio
 from ..metrics import SpeakerMetrics
+from ..storage.protocol import StorageUnavailable
+from ..storage.voiceprints import EncoderId
 from .engine import SpeakerEngine
 from .scoring import UNKNOWN, Enrolled, Roster, decide
-from .store import EncoderId, StoreUnavailable
 from .streaming import SpeakerStream, stream_for
 
 log = logging.getLogger("worker.speakers")
@@ -37,8 +38,28 @@ log = logging.getLogger("worker.speakers")
 # identified 91.8% -> 94.0% and stranger decisions unknown 91.9% -> 92.4%
 # (at 0.70: 94.4% -> 96.1% and 87.0% -> 86.1%). 1 s windows had 19% EER.
 MIN_WINDOW_SECONDS = 2.0
-NO_SPEAKER: tuple[None, None, float] = (None, None, 0.0)
 UNREADABLE_LOG_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerResult:
+    """A frame's speaker: the decision in force (speaker and score None when
+    the account has no enrolled speakers, the frame has no voice or no
+    decision was made yet) and the encoder time the frame paid for it."""
+    speaker: str | None
+    score: float | None
+    encoder_ms: float = 0.0
+
+
+NO_SPEAKER = SpeakerResult(None, None)
+
+
+class SpeakerState(Protocol):
+    """An account as the tracker sees it (worker/accounts.py's Account): its
+    code and its speaker stream, kept between frames. The caller holds the
+    account's lock; the account's registry forgets both together."""
+    code: str
+    speech: SpeakerStream | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +70,8 @@ class Due:
 
 
 class SpeakerTracker:
-    """worker/pipeline.py's SpeakerTracker; called under the account's lock."""
+    """Speaker decisions of the frame path (worker/pipeline.py); called under
+    the accounts' locks."""
 
     def __init__(self, engine: SpeakerEngine, roster: Roster, threshold: float,
                  window_seconds: float, hop_seconds: float, reset_seconds: float,
@@ -64,13 +86,14 @@ class SpeakerTracker:
         self._quiet_until = 0.0
         self.metrics = SpeakerMetrics()  # registered by create_app
 
-    def on_frames(self, frames: list[tuple[Account, Audio, int]]) -> list[tuple[str | None, float | None, float]]:
-        """One frame each of distinct accounts, whose locks the caller holds.
-        The inputs due for a decision are embedded together, in one call."""
-        results: list[tuple[str | None, float | None, float]] = [NO_SPEAKER] * len(frames)
+    def on_frames(self, frames: Sequence[tuple[SpeakerState, Audio, int]]) -> list[SpeakerResult]:
+        """The speaker of each frame (one each of distinct accounts, whose
+        locks the caller holds; voice is the frame's VAD decision). The inputs
+        due for a decision are embedded together, in one call."""
+        results = [NO_SPEAKER] * len(frames)
         if not self.engine.ready:
             return results
-        due: list[tuple[int, Account, Due]] = []
+        due: list[tuple[int, SpeakerState, Due]] = []
         for i, (account, audio, voice) in enumerate(frames):
             step = self._add(account, audio, voice)
             if isinstance(step, Due):
@@ -81,8 +104,7 @@ class SpeakerTracker:
             self._decide([(i, d) for i, _, d in due if d.stream.kind == kind], kind, results)
         return results
 
-    def _decide(self, due: list[tuple[int, Due]], kind: str,
-                results: list[tuple[str | None, float | None, float]]) -> None:
+    def _decide(self, due: list[tuple[int, Due]], kind: str, results: list[SpeakerResult]) -> None:
         try:
             outputs, encoder_ms = self.engine.embed([d.input for _, d in due], kind)
         except Exception:
@@ -97,23 +119,23 @@ class SpeakerTracker:
                 decision = decide(d.enrolled, embedding, self.threshold)
                 d.stream.decided(decision.speaker, decision.score)
                 (self.metrics.unknown if decision.speaker == UNKNOWN else self.metrics.known).inc()
-            results[i] = (d.stream.speaker, d.stream.score, encoder_ms)
+            results[i] = SpeakerResult(d.stream.speaker, d.stream.score, encoder_ms)
 
-    def _unreadable(self, account: str, exc: Exception) -> None:
+    def _unreadable(self, account: str, exc: StorageUnavailable) -> None:
         # Once per UNREADABLE_LOG_SECONDS: an outage would otherwise log every frame.
         now = time.monotonic()
         if now >= self._quiet_until:
             self._quiet_until = now + UNREADABLE_LOG_SECONDS
-            log.warning("voiceprints of account %s unreadable (%s: %s); frames go without speakers meanwhile",
-                        account, exc.__class__.__name__, exc)
+            log.warning("voiceprints of account %s unreadable (%s); frames go without speakers meanwhile",
+                        account, exc)
 
-    def _add(self, account: Account, audio: Audio, voice: int) -> tuple[str | None, float | None, float] | Due:
+    def _add(self, account: SpeakerState, audio: Audio, voice: int) -> SpeakerResult | Due:
         """The frame's result, or its voiceprints and window when a decision is due."""
         encoder = self.engine.encoder
         assert encoder is not None  # on_frames checked that the engine is ready
         try:
             enrolled = self.roster.enrolled(account.code, EncoderId(encoder.name, encoder.model, encoder.dim))
-        except (sqlite3.Error, StoreUnavailable) as exc:
+        except StorageUnavailable as exc:
             # The store unreadable (locked past the busy timeout, disk gone,
             # the shared database down): this frame goes without a speaker,
             # not without a reply.
@@ -129,5 +151,5 @@ class SpeakerTracker:
                                                  getattr(encoder, "basis", None))
         due = stream.add(audio.samples, voice)
         if due is None:
-            return (stream.speaker, stream.score, 0.0) if voice else NO_SPEAKER
+            return SpeakerResult(stream.speaker, stream.score) if voice else NO_SPEAKER
         return Due(enrolled, stream, due)

@@ -1,6 +1,6 @@
-"""A frame's row in the shared database: what its log line shows, and its
-key. Separate from frames.py so the frame pipeline can build rows without
-loading psycopg on a worker that has no --database."""
+"""A frame's record: what its log line shows, and its key. Its own module so
+the frame pipeline builds rows without loading psycopg on a worker that has
+no --database (postgres/frames.py stores them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

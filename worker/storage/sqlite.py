@@ -1,28 +1,35 @@
-"""Voiceprint store: one SQLite file (WAL mode) shared by every worker process.
+"""SqliteVoiceprintStore: the embedded voiceprint store, one SQLite file (WAL
+mode) shared by every worker process of a host. The types and the
+arithmetic of a voiceprint are voiceprints.py's, shared with the PostgreSQL
+backend.
 
-Only embeddings and their metadata are stored, never audio: voiceprints are
-biometric data, and the embedding is all verification needs.
-
-A voiceprint combines every sample enrolled for a speaker: it keeps the sum of
-the samples' unit embeddings (so later samples can be added) and its
-normalized direction, the vector that is scored.
-
-An account may also set its own decision threshold per encoder kind
-(account_settings): a GE2E score and an ECAPA score live on different scales,
-so a threshold set while one encoder served means nothing to the other.
+sqlite3's errors (a file locked past the busy timeout, a disk gone, a file
+that is not a store) leave as StorageUnavailable, the protocol's one error:
+frames then go on without speakers, the speaker API answers 503.
 """
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
+
+from .protocol import StorageUnavailable
+from .voiceprints import (
+    STORED_COLUMNS,
+    AccountThreshold,
+    EncoderId,
+    Voiceprint,
+    add_sample,
+    blob_vector,
+    now_text,
+    vector_blob,
+)
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -49,143 +56,29 @@ CREATE TABLE IF NOT EXISTS account_settings (
 ) WITHOUT ROWID;
 """
 BUSY_TIMEOUT_SECONDS = 30.0
+COLUMNS = "account, name, encoder, model, dim, vector, samples, speech_seconds, created, updated"
+
+S = TypeVar("S", bound="SqliteVoiceprintStore")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class EncoderMismatch(ValueError):
-    """A voiceprint and an embedding come from different encoders."""
+def unavailable(path: Path, exc: sqlite3.Error) -> StorageUnavailable:
+    return StorageUnavailable(f"the voiceprint store {path} cannot be used ({exc.__class__.__name__}: {exc})")
 
 
-@dataclass(frozen=True)
-class EncoderId:
-    name: str
-    model: str
-    dim: int
-
-    def __str__(self) -> str:
-        return f"{self.name} (model {self.model}, dim {self.dim})"
-
-
-@dataclass(frozen=True)
-class Voiceprint:
-    account: str
-    name: str
-    encoder: EncoderId
-    vector: np.ndarray
-    samples: int
-    speech_seconds: float
-    created: str
-    updated: str
-
-    def metadata(self, with_vector: bool = False) -> dict:
-        meta = {"name": self.name, "encoder": self.encoder.name, "model": self.encoder.model,
-                "dim": self.encoder.dim, "samples": self.samples,
-                "speech_seconds": round(self.speech_seconds, 2), "created": self.created, "updated": self.updated}
-        if with_vector:
-            meta["vector"] = [round(float(v), 7) for v in self.vector]
-        return meta
+def storage_errors(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    """The store's method, raising StorageUnavailable for sqlite3's errors."""
+    @wraps(method)
+    def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise unavailable(self.path, exc) from exc
+    return call
 
 
-@dataclass(frozen=True)
-class AccountThreshold:
-    """An account's own decision threshold for one encoder kind."""
-    account: str
-    encoder: str
-    threshold: float
-    updated: str
-
-
-def check_same_encoder(voiceprint_encoder: EncoderId, encoder: EncoderId, what: str) -> None:
-    if voiceprint_encoder != encoder:
-        raise EncoderMismatch(f"{what} was made by encoder {voiceprint_encoder}, not {encoder}: "
-                              "scores across encoders mean nothing; delete it and enroll again with this encoder")
-
-
-def now_text() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def vector_blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
-def blob_vector(blob: bytes, dim: int) -> np.ndarray:
-    vector = np.frombuffer(blob, dtype="<f4")
-    if len(vector) != dim:
-        raise ValueError(f"stored vector has {len(vector)} values, expected {dim}")
-    return vector.astype(np.float32)
-
-
-# What add_sample needs of a stored voiceprint, in this order (both stores select it).
-STORED_COLUMNS = "encoder, model, dim, embedding_sum, samples, speech_seconds, created"
-
-
-@dataclass(frozen=True)
-class Updated:
-    """A voiceprint after one more enrolled sample."""
-    vector: np.ndarray  # unit length: what is scored
-    total: np.ndarray   # sum of the samples' unit embeddings
-    samples: int
-    speech_seconds: float
-    created: str
-    updated: str
-
-
-def add_sample(stored: Sequence[Any] | None, encoder: EncoderId, embedding: np.ndarray, speech_seconds: float,
-               name: str) -> Updated:
-    """The voiceprint with one more sample: stored is its row (STORED_COLUMNS),
-    None for a new speaker. Raises EncoderMismatch for another encoder's."""
-    unit = embedding.astype(np.float64) / max(float(np.linalg.norm(embedding)), 1e-12)
-    now = now_text()
-    if stored is None:
-        total, samples, seconds, created = unit, 1, speech_seconds, now
-    else:
-        check_same_encoder(EncoderId(stored[0], stored[1], stored[2]), encoder, f"voiceprint {name!r}")
-        total = blob_vector(bytes(stored[3]), stored[2]).astype(np.float64) + unit
-        samples, seconds, created = stored[4] + 1, stored[5] + speech_seconds, stored[6]
-    vector = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
-    return Updated(vector, total, samples, seconds, created, now)
-
-
-class StoreUnavailable(RuntimeError):
-    """The voiceprint store cannot be reached (the shared database is down);
-    the message says why, for a 503."""
-
-
-class Voiceprints(Protocol):
-    """What the speaker service and the streaming roster need of a store:
-    VoiceprintStore (SQLite, one host) or worker/database's
-    PostgresVoiceprintStore (--database, every host)."""
-
-    def enroll(self, account: str, name: str, encoder: EncoderId, embedding: np.ndarray,
-               speech_seconds: float) -> Voiceprint: ...
-
-    def get(self, account: str, name: str) -> Voiceprint | None: ...
-
-    def list(self, account: str) -> list[Voiceprint]: ...
-
-    def delete(self, account: str, name: str) -> bool: ...
-
-    def delete_all(self, account: str) -> int: ...
-
-    def threshold(self, account: str, encoder: str) -> AccountThreshold | None:
-        """The account's own threshold for encoder kind `encoder`, if it set one."""
-        ...
-
-    def set_threshold(self, account: str, encoder: str, threshold: float) -> AccountThreshold: ...
-
-    def delete_threshold(self, account: str, encoder: str) -> bool: ...
-
-    def data_version(self) -> int:
-        """Moves whenever voiceprints changed anywhere: cached ones are stale."""
-        ...
-
-    def check_available(self) -> None:
-        """Raises StoreUnavailable when the store is known to be down, so a
-        request is refused before any work is done for it."""
-        ...
-
-
-class VoiceprintStore:
+class SqliteVoiceprintStore:
     """Thread-safe: each thread gets its own connection. Safe across
     processes: SQLite's locks with a busy timeout serialize writers, and every
     read-modify-write runs in one IMMEDIATE transaction."""
@@ -237,14 +130,19 @@ class VoiceprintStore:
             conn.close()
 
     def check_available(self) -> None:
-        """A local file: always there (errors show on use)."""
+        """A local file: always there (its errors show on use, as StorageUnavailable)."""
 
     def data_version(self) -> int:
         """Changes whenever any other connection committed: a cheap way to
         know cached voiceprints are stale."""
-        with self._watch_lock:
-            return self._watch.execute("PRAGMA data_version").fetchone()[0]
+        # Read on every frame of an account with speakers: no wrapper call.
+        try:
+            with self._watch_lock:
+                return self._watch.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise unavailable(self.path, exc) from exc
 
+    @storage_errors
     def enroll(self, account: str, name: str, encoder: EncoderId, embedding: np.ndarray,
                speech_seconds: float) -> Voiceprint:
         """Add one sample's embedding to the speaker's voiceprint (creating it).
@@ -266,30 +164,34 @@ class VoiceprintStore:
             raise
         return Voiceprint(account, name, encoder, v.vector, v.samples, v.speech_seconds, v.created, v.updated)
 
+    @storage_errors
     def get(self, account: str, name: str) -> Voiceprint | None:
-        row = self._conn().execute(
-            "SELECT account, name, encoder, model, dim, vector, samples, speech_seconds, created, updated "
-            "FROM voiceprints WHERE account = ? AND name = ?", (account, name)).fetchone()
+        row = self._conn().execute(f"SELECT {COLUMNS} FROM voiceprints WHERE account = ? AND name = ?",
+                                   (account, name)).fetchone()
         return None if row is None else self._voiceprint(row)
 
+    @storage_errors
     def list(self, account: str) -> list[Voiceprint]:
-        rows = self._conn().execute(
-            "SELECT account, name, encoder, model, dim, vector, samples, speech_seconds, created, updated "
-            "FROM voiceprints WHERE account = ? ORDER BY name", (account,)).fetchall()
+        rows = self._conn().execute(f"SELECT {COLUMNS} FROM voiceprints WHERE account = ? ORDER BY name",
+                                    (account,)).fetchall()
         return [self._voiceprint(row) for row in rows]
 
+    @storage_errors
     def delete(self, account: str, name: str) -> bool:
         cur = self._conn().execute("DELETE FROM voiceprints WHERE account = ? AND name = ?", (account, name))
         return cur.rowcount > 0
 
+    @storage_errors
     def delete_all(self, account: str) -> int:
         return self._conn().execute("DELETE FROM voiceprints WHERE account = ?", (account,)).rowcount
 
+    @storage_errors
     def threshold(self, account: str, encoder: str) -> AccountThreshold | None:
         row = self._conn().execute("SELECT threshold, updated FROM account_settings WHERE account = ? AND encoder = ?",
                                    (account, encoder)).fetchone()
         return None if row is None else AccountThreshold(account, encoder, row[0], row[1])
 
+    @storage_errors
     def set_threshold(self, account: str, encoder: str, threshold: float) -> AccountThreshold:
         # A commit: data_version moves, so every Roster (this process's and
         # other workers') drops its cached decisions' inputs.
@@ -298,6 +200,7 @@ class VoiceprintStore:
                              "VALUES (?, ?, ?, ?)", (account, encoder, saved.threshold, saved.updated))
         return saved
 
+    @storage_errors
     def delete_threshold(self, account: str, encoder: str) -> bool:
         cur = self._conn().execute("DELETE FROM account_settings WHERE account = ? AND encoder = ?",
                                    (account, encoder))

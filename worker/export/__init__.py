@@ -1,6 +1,6 @@
 """The export tools: torch reference encoders and their export to ONNX.
 
-``python -m worker.speakers.export`` (__main__.py) makes the graphs workers
+``python -m worker.export`` (__main__.py) makes the graphs workers
 serve. Everything that imports torch, SpeechBrain or resemblyzer lives in this
 package, and no serving module imports it: a worker process never loads torch.
 

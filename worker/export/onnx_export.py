@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..encoders import DISABLED_REASON, SAMPLE_RATE, Encoder, Unavailable, unavailable_reason
-from ..graphs import EXPORT_VERSION, GraphKey, cached_graph, graph_key, open_graph
-from ..loader import export_command
+from ..speakers.encoders import DISABLED_REASON, SAMPLE_RATE, Encoder, Unavailable, unavailable_reason
+from ..speakers.graphs import EXPORT_VERSION, GraphKey, cached_graph, graph_key, open_graph
+from ..speakers.loader import export_command
 from .torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 
 # The torch.export-based exporter writes opset 18; asked for 17 it fails to

@@ -1,4 +1,4 @@
-"""The shared store of a multi-host deployment: PostgreSQL (--database URL).
+"""The shared backend of a multi-host deployment: PostgreSQL (--database URL).
 
 One concept per module, none of them imported here (tail.py imports url.py
 without the pool):
@@ -6,7 +6,7 @@ without the pool):
     schema.py       versioned migrations under an advisory lock
     connection.py   Database: the request path's pool, up/down state, LISTEN
     notify.py       the dedicated LISTEN connection (also probes and migrates)
-    voiceprints.py  PostgresVoiceprintStore: VoiceprintStore's interface
+    voiceprints.py  PostgresVoiceprintStore: the storage protocol's VoiceprintStore
     activity.py     ActivityRows: the activity log as rows
     frames.py       FrameRows: one row per frame, exactly once, via the spool
     spool.py        Spool: frame rows waiting on disk while the database is down

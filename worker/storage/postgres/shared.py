@@ -1,11 +1,12 @@
 """SharedDatabase: everything a worker keeps in PostgreSQL (--database),
-assembled from the options in one call, so create_worker only chooses:
+assembled from the options in one call: the storage protocol's Storage, so
+create_worker only chooses between it and the embedded one:
 
     shared = SharedDatabase.open(config.database, timeout=config.database_timeout,
                                  spool_dir=config.spool_dir, spool_max_rows=config.spool_max_rows,
                                  host=config.host, port=config.port)
-    shared.voiceprints   # in place of VoiceprintStore(config.store_path)
-    shared.activity      # in place of ActivityLog(config.activity_log, config.port)
+    shared.voiceprints   # PostgresVoiceprintStore, in place of the SQLite store
+    shared.activity      # ActivityRows, in place of the activity log file
     shared.frames        # FrameRows: record() each batch's rows
     shared.health()      # /health's "database"
     shared.close()

@@ -27,9 +27,9 @@ import psycopg
 from voicestream.logline import format_line
 from voicestream.stamps import stamp_time
 
+from ..rows import FrameRow
 from .connection import Database, DatabaseUnavailable
 from .notify import FRAMES_CHANNEL
-from .rows import FrameRow
 from .spool import COLUMNS, Row, Spool
 
 log = logging.getLogger("worker.database")

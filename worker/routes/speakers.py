@@ -1,5 +1,5 @@
-"""The speaker REST API: a blueprint whose views read the worker's
-SpeakerService from current_app (worker/context.py). The balancer routes
+"""The speaker REST API: a blueprint whose views call the worker's
+SpeakerService (worker/speakers/service.py). The balancer routes
 /accounts/<code>/... to the account's worker and /embed, /compare to any.
 
     POST   /accounts/<code>/speakers/<name>   enroll from a WAV (raw body or multipart 'file')
@@ -27,9 +27,9 @@ from werkzeug.formparser import FormDataParser
 from voicestream.accounts import invalid_account_message, is_valid_account
 
 from ..audio import Audio, AudioError, decode_wav
-from ..context import current_worker
-from .service import SpeakerError, SpeakerService, compare
-from .store import StoreUnavailable
+from ..speakers.service import SpeakerError, SpeakerService, compare
+from ..storage.protocol import StorageUnavailable
+from . import current_worker
 
 SPEAKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
@@ -47,7 +47,7 @@ def check_name(name: str) -> None:
         raise SpeakerError(400, "'unknown' is reserved: it is the decision when no enrolled speaker matches")
 
 
-def _in_memory(*args, **kwargs) -> io.BytesIO:
+def _in_memory(*args: object, **kwargs: object) -> io.BytesIO:
     return io.BytesIO()
 
 
@@ -114,10 +114,11 @@ def speaker_error(exc: SpeakerError) -> ResponseReturnValue:
     return jsonify(error=exc.message), exc.status
 
 
-@bp.errorhandler(StoreUnavailable)
-def store_unavailable(exc: StoreUnavailable) -> ResponseReturnValue:
-    # The shared database is down: frames go on (their rows spool), but what
-    # reads or changes voiceprints waits for it; nothing was changed.
+@bp.errorhandler(StorageUnavailable)
+def store_unavailable(exc: StorageUnavailable) -> ResponseReturnValue:
+    # The store cannot serve (the shared database is down, the SQLite file
+    # locked or unreadable): frames go on (their rows spool), but what reads
+    # or changes voiceprints waits for it; nothing was changed.
     return jsonify(error=f"voiceprint database unavailable, try again shortly: {exc}"), 503
 
 

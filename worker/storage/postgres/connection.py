@@ -22,7 +22,6 @@ from psycopg import Notify
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..speakers.store import StoreUnavailable
 from .notify import Listener
 from .url import check_url, redact
 
@@ -46,8 +45,10 @@ KEEPALIVE = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "k
 MIN_TCP_USER_TIMEOUT_MS = 1000
 
 
-class DatabaseUnavailable(StoreUnavailable):
-    """The database is down (or too slow); the message says why, for a 503."""
+class DatabaseUnavailable(RuntimeError):
+    """The database is down (or too slow); the message says why. This
+    backend's own: the voiceprint store hands it on as the storage protocol's
+    StorageUnavailable, frame rows and activity rows handle it here."""
 
 
 class Database:
@@ -147,7 +148,7 @@ class Database:
         self._listener.subscribe(channel, callback)
 
     def mark_down(self, error: BaseException | str) -> None:
-        text = error if isinstance(error, str) else _describe(error)
+        text = error if isinstance(error, str) else describe(error)
         with self._lock:
             news = self._up.is_set() or text != self._error
             self._up.clear()
@@ -217,7 +218,8 @@ class Database:
         self._mark_up()
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
+    """An error's first line, saying what kind of failure it was."""
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     if isinstance(error, PoolTimeout):

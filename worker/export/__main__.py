@@ -1,8 +1,8 @@
 """Export a speaker encoder to ONNX, so workers can serve it without torch.
 
-    python -m worker.speakers.export --encoder ge2e --model-dir models
-    python -m worker.speakers.export --encoder ecapa --source speechbrain/spkrec-ecapa-voxceleb --model-dir models
-    python -m worker.speakers.export --encoder ecapa --source /models/spkrec-ecapa-voxceleb --out /tmp/graphs
+    python -m worker.export --encoder ge2e --model-dir models
+    python -m worker.export --encoder ecapa --source speechbrain/spkrec-ecapa-voxceleb --model-dir models
+    python -m worker.export --encoder ecapa --source /models/spkrec-ecapa-voxceleb --out /tmp/graphs
 
 Needs the export tools (pip install '.[export]': torch, SpeechBrain,
 resemblyzer, onnx). The graph goes to ``--out`` (default
@@ -23,12 +23,12 @@ import json
 import sys
 from pathlib import Path
 
-from ..graphs import graph_dir
+from ..speakers.graphs import graph_dir
 from .onnx_export import run
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m worker.speakers.export", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m worker.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoder", choices=("ecapa", "ge2e"), required=True)
     p.add_argument("--source", default="speechbrain/spkrec-ecapa-voxceleb",

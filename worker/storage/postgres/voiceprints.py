@@ -1,8 +1,10 @@
-"""PostgresVoiceprintStore: worker/speakers/store.py's VoiceprintStore on
-PostgreSQL, for workers on several hosts. Same methods, same semantics, same
-Voiceprint/EncoderId/EncoderMismatch/AccountThreshold (an account's own
-threshold is read with its voiceprints, so it NOTIFYs like them); while the database is down every method
-raises DatabaseUnavailable (the speaker API answers 503).
+"""PostgresVoiceprintStore: the storage protocol's VoiceprintStore on
+PostgreSQL, for workers on several hosts. Same methods and semantics as the
+SQLite store, the same Voiceprint/EncoderId/EncoderMismatch/AccountThreshold
+(an account's own threshold is read with its voiceprints, so it NOTIFYs like
+them). While the database is down, and for any other error of psycopg or its
+pool, every method raises the protocol's StorageUnavailable (the speaker API
+answers 503, frames go on without speakers).
 
 Only embeddings and their metadata are stored, never audio.
 
@@ -20,14 +22,17 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import wraps
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import psycopg
 from psycopg import Notify
 
-from ..speakers.store import (
+from ..protocol import StorageUnavailable
+from ..voiceprints import (
     STORED_COLUMNS,
     AccountThreshold,
     EncoderId,
@@ -37,7 +42,7 @@ from ..speakers.store import (
     now_text,
     vector_blob,
 )
-from .connection import Database
+from .connection import Database, DatabaseUnavailable, describe
 from .notify import VOICEPRINTS_CHANNEL
 
 # pg_advisory_xact_lock(VOICEPRINT_LOCKS, hashtext(account/name)): enrollments
@@ -67,6 +72,25 @@ WITH saved AS (
 SELECT pg_notify(%s, account) FROM saved"""
 
 
+S = TypeVar("S")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def storage_errors(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    """The store's method, raising StorageUnavailable for the database being
+    down and for any other error of psycopg or its pool."""
+    @wraps(method)
+    def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except DatabaseUnavailable as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        except psycopg.Error as exc:
+            raise StorageUnavailable(f"the database could not serve voiceprints ({describe(exc)})") from exc
+    return call
+
+
 class _Write:
     notified = False  # set once the write committed with its NOTIFY
 
@@ -83,9 +107,9 @@ class PostgresVoiceprintStore:
         database.subscribe(VOICEPRINTS_CHANNEL, self._notified)
 
     def check_available(self) -> None:
-        """Raises DatabaseUnavailable while the database is down."""
+        """Raises StorageUnavailable while the database is down."""
         if not self.database.up:
-            raise self.database.unavailable()
+            raise StorageUnavailable(str(self.database.unavailable()))
 
     def data_version(self) -> int:
         """Changes whenever voiceprints may have changed, on any worker."""
@@ -116,6 +140,7 @@ class PostgresVoiceprintStore:
                     self._own[pid] -= 1
                 self._version = next(self._versions)
 
+    @storage_errors
     def enroll(self, account: str, name: str, encoder: EncoderId, embedding: np.ndarray,
                speech_seconds: float) -> Voiceprint:
         """Add one sample's embedding to the speaker's voiceprint (creating it).
@@ -141,30 +166,36 @@ class PostgresVoiceprintStore:
                               VOICEPRINTS_CHANNEL))
         return Voiceprint(account, name, encoder, v.vector, v.samples, v.speech_seconds, v.created, v.updated)
 
+    @storage_errors
     def get(self, account: str, name: str) -> Voiceprint | None:
         with self.database.connection() as conn:
             row = conn.execute(f"SELECT {COLUMNS} FROM voiceprints WHERE account = %s AND name = %s",
                                (account, name)).fetchone()
         return None if row is None else _voiceprint(row)
 
+    @storage_errors
     def list(self, account: str) -> list[Voiceprint]:
         with self.database.connection() as conn:
             rows = conn.execute(f"SELECT {COLUMNS} FROM voiceprints WHERE account = %s ORDER BY name COLLATE \"C\"",
                                 (account,)).fetchall()
         return [_voiceprint(row) for row in rows]
 
+    @storage_errors
     def delete(self, account: str, name: str) -> bool:
         return self._delete("account = %s AND name = %s", (account, name)) > 0
 
+    @storage_errors
     def delete_all(self, account: str) -> int:
         return self._delete("account = %s", (account,))
 
+    @storage_errors
     def threshold(self, account: str, encoder: str) -> AccountThreshold | None:
         with self.database.connection() as conn:
             row = conn.execute("SELECT threshold, updated FROM account_settings WHERE account = %s AND encoder = %s",
                                (account, encoder)).fetchone()
         return None if row is None else AccountThreshold(account, encoder, float(row[0]), row[1])
 
+    @storage_errors
     def set_threshold(self, account: str, encoder: str, threshold: float) -> AccountThreshold:
         saved = AccountThreshold(account, encoder, float(threshold), now_text())
         with self.database.connection() as conn, self._write(conn) as write:
@@ -172,6 +203,7 @@ class PostgresVoiceprintStore:
             write.notified = True
         return saved
 
+    @storage_errors
     def delete_threshold(self, account: str, encoder: str) -> bool:
         return self._delete("account = %s AND encoder = %s", (account, encoder), "account_settings") > 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..encoders import (
+from ..speakers.encoders import (
     DISABLED_REASON,
     SAMPLE_RATE,
     Encoder,
@@ -28,7 +28,7 @@ from ..encoders import (
     same_length_groups,
     unit_rows,
 )
-from ..ge2e_features import GE2E_DIM, ge2e_partials, mel_filterbank
+from ..speakers.ge2e_features import GE2E_DIM, ge2e_partials, mel_filterbank
 
 
 class EcapaEncoder:

@@ -1,0 +1,18 @@
+"""Everything a worker keeps: voiceprints, account thresholds, the activity
+log, every frame's log line and, with --database, every frame's row.
+
+    protocol.py     what the worker asks of a backend (VoiceprintStore,
+                    ActivityWriter, FrameRecorder, Storage) and its one error,
+                    StorageUnavailable
+    voiceprints.py  the voiceprint types (EncoderId, Voiceprint, AccountThreshold)
+                    and the arithmetic of enrolling one more sample
+    rows.py         FrameRow: a frame's record
+    framelog.py     FrameLog: <log-dir>/<ACCOUNTCODE>.txt, one line per frame
+    embedded.py     EmbeddedStorage: this host's files, from
+    sqlite.py       SqliteVoiceprintStore and
+    activity.py     ActivityLog, the activity log file
+    postgres/       SharedDatabase: PostgreSQL shared by every host (--database)
+
+Nothing here imports the rest of the worker; worker/context.py picks the
+backend, once.
+"""
