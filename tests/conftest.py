@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from cluster import SPEAKERS, SPEECH, System, make_system
+from voicetools.cluster import System, make_system
+from voicetools.paths import SPEAKERS, SPEECH
 
 # Fixtures that start real processes: a test using one is an integration test
 # whether or not its module says so.

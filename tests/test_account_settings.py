@@ -13,9 +13,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cluster import REPO
 from speaker_helpers import DISABLED, read_wav, ready_app, worker_config
 from voicestream.wav import encode_wav
+from voicetools.paths import REPO
 from worker.app import create_app
 
 DATA = REPO / "data"

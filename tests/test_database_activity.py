@@ -8,7 +8,7 @@ import logging
 import psycopg
 import pytest
 
-from cluster import free_port
+from voicetools.cluster import free_port
 from worker.database.activity import ActivityRows
 from worker.database.connection import Database
 

@@ -8,7 +8,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from cluster import free_port
+from voicetools.cluster import free_port
 from worker.database.frames import FrameRow
 from worker.database.shared import SharedDatabase, host_name, spool_path
 from worker.database.spool import SpoolInUse

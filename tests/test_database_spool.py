@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster import free_port
+from voicetools.cluster import free_port
 from worker.database.connection import Database
 from worker.database.frames import FrameRow, FrameRows
 from worker.database.spool import Spool, SpoolInUse

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from cluster import free_port
+from voicetools.cluster import free_port
 from worker.database.connection import Database, DatabaseUnavailable
 from worker.database.frames import FrameRow, FrameRows
 from worker.database.spool import Spool

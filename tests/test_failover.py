@@ -10,9 +10,9 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from cluster import make_system
-from faults import frames_of, owner_index, pick_accounts, run_scenario, tally
 from voicestream.logline import LogLine, parse_line
+from voicetools.cluster import make_system
+from voicetools.faults import frames_of, owner_index, pick_accounts, run_scenario, tally
 
 pytestmark = pytest.mark.integration
 

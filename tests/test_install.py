@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cluster import REPO, Process, free_port, wait_until
 from voicestream.logline import parse_line
+from voicetools.cluster import Process, free_port, wait_until
+from voicetools.paths import REPO
 
 pytestmark = pytest.mark.integration
 

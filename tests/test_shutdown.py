@@ -15,9 +15,10 @@ import urllib.request
 import aiohttp
 import pytest
 
-from cluster import REPO, make_system, wait_until
-from faults import frames_of, pick_accounts, run_scenario, tally, until
 from voicestream.logline import LogLine, parse_line
+from voicetools.cluster import make_system, wait_until
+from voicetools.faults import frames_of, pick_accounts, run_scenario, tally, until
+from voicetools.paths import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import worker
-from cluster import REPO
 from speaker_helpers import EXPORT_TOOLS, uninstalled
+from voicetools.paths import REPO
 
 EXPORT_PACKAGE = "worker.speakers.export"
 

@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cluster import REPO
 from speaker_helpers import DISABLED, multipart, read_wav, ready_app, silence, worker_config
 from voicestream.wav import encode_wav
+from voicetools.paths import REPO
 from worker.app import create_app
 from worker.config import WorkerConfig
 from worker.context import EXTENSION, Worker
