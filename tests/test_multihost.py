@@ -128,8 +128,9 @@ class Cluster:
 
 
 def environment() -> dict[str, str]:
-    # The checkout is not installed in the test venv: its packages come from
-    # PYTHONPATH, as an installed package would from site-packages.
+    # Each host runs in a directory of its own, outside the checkout: its
+    # packages come from PYTHONPATH, so that they are this checkout's (as
+    # pytest's pythonpath "." is) whatever checkout the venv was installed from.
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     return {**env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 

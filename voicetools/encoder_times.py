@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Encoder time per window, torch against onnxruntime, one thread each.
 
     .venv/bin/voicestream-encoder-times --encoder ge2e

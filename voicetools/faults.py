@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fault injection: kill -9 (or SIGTERM) a worker while many accounts stream,
 restart it, and count what happened to every frame.
 
@@ -8,11 +7,12 @@ restart it, and count what happened to every frame.
 
 It starts the real system (3 workers with --encoder none + balancer,
 voicetools.cluster) in a temporary directory. Each account is one WebSocket
-connection sending 100 ms frames of real speech (../shared/data/speech, else
-the repo's data/*.wav), one at a time: the next frame goes --pace seconds
-after the previous reply. Each cycle: stream --warmup seconds, kill -9 the
-worker that owns the most accounts, keep streaming --outage seconds, restart
-it, wait until its accounts are back on it, stream --after seconds.
+connection sending 100 ms frames of real speech (--speech-dir, by default
+../shared/data/speech beside the checkout, else its data/*.wav), one at a
+time: the next frame goes --pace seconds after the previous reply. Each
+cycle: stream --warmup seconds, kill -9 the worker that owns the most
+accounts, keep streaming --outage seconds, restart it, wait until its
+accounts are back on it, stream --after seconds.
 
 Afterwards every frame is matched to the account's log by the reply's "time"
 (the balancer's stamp, which is the log line's timestamp) and it prints:
@@ -64,10 +64,10 @@ def frames_of(path: Path, seconds: float = 20.0) -> list[bytes]:
     return split_frames(samples[:whole, 0], rate, FRAME_SECONDS)
 
 
-def speech_sources() -> list[list[bytes]]:
-    paths = sorted(SPEECH.glob("*.wav")) or sorted(DATA.glob("*.wav"))
+def speech_sources(speech_dir: Path = SPEECH) -> list[list[bytes]]:
+    paths = sorted(speech_dir.glob("*.wav")) or sorted(DATA.glob("*.wav"))
     if not paths:
-        raise SystemExit(f"no speech: neither {SPEECH} nor {DATA} has WAVs")
+        raise SystemExit(f"no speech: neither {speech_dir} nor {DATA} has WAVs")
     return [frames_of(p) for p in paths]
 
 
@@ -346,9 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="kill only when the worker has written a frame's log line but not sent its reply "
                         "(found by freezing it with SIGSTOP at random moments and comparing logs with replies)")
     p.add_argument("--root", type=Path, help="directory for logs and process output (default: a temporary one)")
+    p.add_argument("--speech-dir", type=Path, default=SPEECH, help=f"WAVs to stream (default: {SPEECH}, else {DATA})")
     p.add_argument("--json-out", type=Path)
     a = p.parse_args(argv)
-    sources = speech_sources()
+    sources = speech_sources(a.speech_dir)
     root = a.root or Path(tempfile.mkdtemp(prefix="faults-"))
     system = make_system(root, worker_args=["--encoder", "none"])
     print(f"starting 3 workers and the balancer in {root}", flush=True)

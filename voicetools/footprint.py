@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """What one worker costs with each speaker encoder: memory and start-up time.
 
     .venv/bin/voicestream-footprint --encoder ge2e

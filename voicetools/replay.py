@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Stream frame directories to the balancer, one WebSocket connection and one
 ACCOUNTCODE per directory, all directories at once.
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Split WAV files into fixed-length WAV frames, the unit clients stream.
 
     .venv/bin/voicestream-split                  # every data/*.wav -> data/chunks_<name>/

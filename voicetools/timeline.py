@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Who spoke when in an account's frame log: a PNG timeline, RTTM segments
 and a per-speaker summary.
 

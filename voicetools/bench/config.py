@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speakers-dir", type=Path, default=SPEAKERS,
                    help=f"speaker mode: one directory of WAVs per speaker (default: {SPEAKERS})")
     p.add_argument("--enroll-seconds", type=float, default=4.0, help="speaker mode: speech per enrollment (default: 4)")
-    p.add_argument("--json-out", type=Path, help="results JSON (default: bench-results/bench-<mode>.json)")
-    p.add_argument("--plot", type=Path, help="latency-vs-N PNG (default: bench-results/bench-<mode>.png)")
+    p.add_argument("--json-out", type=Path, help=f"results JSON (default: {RESULTS_DIR}/bench-<mode>.json)")
+    p.add_argument("--plot", type=Path, help=f"latency-vs-N PNG (default: {RESULTS_DIR}/bench-<mode>.png)")
     p.add_argument("--keep", action="store_true", help="keep the started system's temporary directory (logs)")
     p.add_argument("--seed", type=int, default=0, help="seed of stream offsets and start frames")
     p.add_argument("--nice", type=int, default=0,

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A conversation benchmark: who spoke when, scored with pyannote.metrics.
 
     .venv/bin/voicestream-conversation                     # GE2E, ../shared/data/speakers
