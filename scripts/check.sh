@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lint and type checks (config in pyproject.toml): ruff on everything,
-# mypy on the served packages. .ci/run runs this before the tests.
+# mypy on the served packages and the tools (voicetools/). .ci/run runs this
+# before the tests.
 #   scripts/check.sh            check
 #   scripts/check.sh --fix      let ruff fix what it can first
 set -euo pipefail

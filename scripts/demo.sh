@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole system on one machine, in one command, showing who speaks:
-#   1. .venv with requirements.txt (installed only when missing or changed);
+#   1. .venv with requirements.txt and the project installed editable, its
+#      tools as .venv/bin/voicestream-* (installed only when missing or changed);
 #      .env read as honcho reads it, so the demo and the servers agree,
 #   2. every data/*.wav split into 100 ms frames (data/chunks_<name>/),
 #   3. the speaker encoder chosen and said: the workers' default, ECAPA, when
@@ -12,11 +13,11 @@
 #      through the balancer's REST API,
 #   6. every data/chunks_* streamed concurrently at real-time pace, one account each,
 #   7. per account: the first log line of each speaker segment, frames per
-#      speaker, a strip of frames and a timeline PNG (scripts/timeline.py);
+#      speaker, a strip of frames and a timeline PNG (voicestream-timeline);
 #      then the system is stopped.
 #
 # Accounts: one per streamed sample, named after it (us_female_16k, call_16k,
-# ...), as replay.py names them: two streams on one account would share its
+# ...), as voicestream-replay names them: two streams on one account would share its
 # VAD and speaker state. Each account has its own voiceprints, so every
 # account gets all the demo speakers enrolled, and the worker must tell which
 # of them talks, not only that someone it knows does. The demo first deletes
@@ -28,7 +29,7 @@
 # default 120), DEMO_ENCODER_TIMEOUT (seconds to wait for their speaker
 # encoders, default 600: a first start exports the ONNX graph, about 30 s for
 # GE2E, longer with an ECAPA download), DEMO_TAIL_LINES (default 8), LOG_DIR
-# (default logs), REPLAY_* (see scripts/replay.py --help), AUTH_TOKEN (passed
+# (default logs), REPLAY_* (see voicestream-replay --help), AUTH_TOKEN (passed
 # to the balancer, the REST calls and the replay), ECAPA_SOURCE and MODEL_DIR
 # (where the workers look for ECAPA, see docs/configuration.md).
 set -euo pipefail
@@ -40,7 +41,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Python environment"
 scripts/ensure_venv.sh
-echo ".venv is up to date with requirements.txt"
+echo ".venv is up to date with requirements.txt and pyproject.toml"
 
 # honcho starts the Procfile's processes with the environment updated by .env
 # (its values win). Read it the same way, with honcho's parser, so that
@@ -69,7 +70,7 @@ log_dir="${LOG_DIR:-logs}"
 balancer_url="http://127.0.0.1:6001"
 
 step "Splitting data/*.wav into 100 ms frames"
-"$python" scripts/split.py --frame-ms 100 --no-progress
+.venv/bin/voicestream-split --frame-ms 100 --no-progress
 
 step "Speaker encoder"
 if [[ -n "${SPEAKER_ENCODER:-}" ]]; then
@@ -261,7 +262,7 @@ EOF
 fi
 
 # One account per data/*.wav (not per data/chunks_* directory: one left from
-# a sample since removed is not streamed), named as replay.py would derive it;
+# a sample since removed is not streamed), named as voicestream-replay would derive it;
 # passed explicitly so the log files shown below are certainly the replayed ones.
 dirs=()
 accounts=()
@@ -308,7 +309,7 @@ done
 
 step "Streaming ${#dirs[@]} accounts at real-time pace"
 replay_status=0
-"$python" scripts/replay.py "${dirs[@]}" --accounts "$(IFS=,; echo "${accounts[*]}")" \
+.venv/bin/voicestream-replay "${dirs[@]}" --accounts "$(IFS=,; echo "${accounts[*]}")" \
     --pace realtime --json-out "$log_dir/demo-replay.json" || replay_status=$?
 
 for account in "${accounts[@]}"; do
@@ -333,9 +334,9 @@ for account in "${accounts[@]}"; do
         tail -n "$tail_lines" "$file"
     fi
     # Frames per speaker, one character per frame (the pauses between
-    # sentences show as gaps) and the PNG: scripts/timeline.py reads the
+    # sentences show as gaps) and the PNG: voicestream-timeline reads the
     # lines with voicestream.logline, the project's one log-line parser.
-    tail -n "$new_lines" "$file" | "$python" scripts/timeline.py "$account" --log - --summary \
+    tail -n "$new_lines" "$file" | .venv/bin/voicestream-timeline "$account" --log - --summary \
         --out "$log_dir/$account.png" ${threshold:+--threshold "$threshold"}
 done
 

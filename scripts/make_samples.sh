@@ -14,7 +14,8 @@
 # streamed samples, data/*.wav, that say other sentences: enrollment and
 # streamed audio never share a recording. data/call_16k.wav is a phone call in
 # which gb_male and us_female take turns. scripts/demo.sh enrolls data/enroll/
-# and streams data/*.wav; split.py and replay.py only look at data/*.wav.
+# and streams data/*.wav; voicestream-split and voicestream-replay only look at
+# data/*.wav.
 #
 # These voices were picked because resemblyzer's GE2E tells them apart (the
 # default en-us and en-gb+m3 are close: 0.85 against 0.88 for the speaker
@@ -24,7 +25,7 @@
 #
 # data/cohort/<voice>.wav: sixteen other espeak-ng voices (eight accents, two
 # variants each, none of the four above), one sentence each at 16 kHz: the
-# cohort scripts/calibrate.py --methods normalizes scores against (S-norm).
+# cohort voicestream-calibrate --methods normalizes scores against (S-norm).
 #
 # Each sample is synthesized speech with a pause between sentences (1 s in
 # streamed samples, so VAD has voice on/off transitions to find; 0.7 s

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cluster import SPEAKERS, SPEECH, System, make_system
+from voicetools.cluster import System, make_system
+from voicetools.faults import frames_of
+from voicetools.paths import SPEAKERS, SPEECH
 
 # Fixtures that start real processes: a test using one is an integration test
 # whether or not its module says so.
-PROCESS_FIXTURES = frozenset({"system", "pg_server", "pg_url", "own_pg"})
+PROCESS_FIXTURES = frozenset({"system", "vad_system", "pg_server", "pg_url", "own_pg"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,6 +36,14 @@ def speech() -> Any:
 
 
 @pytest.fixture(scope="session")
+def speech_frames(speech: Callable[[str], Path]) -> Callable[..., list[list[bytes]]]:
+    """speech_frames('en_example.wav', ...) -> per recording of ../shared/data/speech,
+    the whole 100 ms WAV frames of its first 10 s, as the failure scenarios
+    stream them (voicetools.faults.frames_of); skip when one is absent."""
+    return lambda *names: [frames_of(speech(name), seconds=10) for name in names]
+
+
+@pytest.fixture(scope="session")
 def speakers_dir() -> Path:
     if not SPEAKERS.is_dir():
         pytest.skip(f"speaker set not available: {SPEAKERS} is absent")
@@ -48,3 +58,23 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         yield sys_.start()
     finally:
         sys_.stop()
+
+
+@pytest.fixture
+def vad_system(tmp_path: Path) -> Iterator[Callable[..., System]]:
+    """vad_system(n_workers=3, balancer_args=()) -> a started system of its own
+    (VAD-only workers, --encoder none, and a balancer) under tmp_path, for a
+    test that kills, freezes or stops its processes; stopped after the test
+    (a test may stop it earlier, to assert on what the stop did)."""
+    started: list[System] = []
+
+    def start(n_workers: int = 3, balancer_args: Sequence[str] = ()) -> System:
+        system = make_system(tmp_path / f"system{len(started)}", n_workers=n_workers,
+                             worker_args=["--encoder", "none"], balancer_args=list(balancer_args))
+        started.append(system)
+        return system.start()
+    try:
+        yield start
+    finally:
+        for system in started:
+            system.stop()

@@ -1,4 +1,4 @@
-"""A real PostgreSQL for tests (scripts/postgres.py: initdb from the machine's
+"""A real PostgreSQL for tests (voicetools.postgres: initdb from the machine's
 binaries, a free port, trust authentication), skipped with the reason when
 the binaries are absent.
 
@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cluster import free_port
-from postgres import PostgresServer, PostgresUnavailable
+from voicetools.cluster import free_port
+from voicetools.postgres import PostgresServer, PostgresUnavailable
 
 
 def start_server() -> PostgresServer:

@@ -18,7 +18,8 @@ import numpy as np
 import soundfile as sf
 from flask import Flask
 
-from cluster import REPO, System, make_system, stream_frames, wait_until
+from voicetools.cluster import System, make_system, stream_frames, wait_until
+from voicetools.paths import REPO
 from worker.app import create_app
 from worker.config import WorkerConfig
 from worker.context import EXTENSION, Worker

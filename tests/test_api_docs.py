@@ -29,8 +29,8 @@ from balancer.apidocs import ASSETS, PUBLIC_PATHS, asyncapi_document, openapi_do
 from balancer.app import create_app
 from balancer.config import BalancerConfig
 from balancer_fakes import balancer, closed_port_url, fake_workers
-from cluster import Process, free_port, http_ok, wait_until
 from voicestream.wav import encode_wav
+from voicetools.cluster import Process, free_port, http_ok, wait_until
 from worker.routes.speakers import bp as speaker_routes
 
 FRAME = encode_wav([0, 100, -100, 0] * 400, 16000)  # 0.1 s

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 import soundfile as sf
 
-from cluster import make_system
 from voicestream.wav import encode_wav
+from voicetools.cluster import make_system
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
-"""scripts/bench.py (the benchmark/ package): its pure parts, its command
-line, and one short real level against the system."""
+"""voicetools.bench (voicestream-bench): its pure parts, its command line,
+and one short real level against the system."""
 from __future__ import annotations
 
 import asyncio
@@ -18,17 +18,18 @@ import psycopg
 import pytest
 import soundfile as sf
 
-from benchmark import BenchError
-from benchmark.audio import load_speakers, load_speech_sources, whole_frames
-from benchmark.compare import compare_levels, side_order
-from benchmark.config import RESULTS_DIR, parse_args
-from benchmark.database import BenchDatabase, listening_pid, postmaster_pid
-from benchmark.levels import check_rows
-from benchmark.processes import DATABASE_SERVER, ProcessWatch, parse_pids, tree_cpu_seconds
-from benchmark.report import COMPARISON_HEAD, PROCESS_TABLE_TITLE, TABLE_HEAD, format_comparison, format_table
-from benchmark.run import run_bench
-from benchmark.search import find_max, next_n
-from benchmark.stats import (
+from voicestream.wav import FRAME_SECONDS
+from voicetools.bench import BenchError
+from voicetools.bench.audio import load_speakers, load_speech_sources, whole_frames
+from voicetools.bench.compare import compare_levels, side_order
+from voicetools.bench.config import RESULTS_DIR, parse_args
+from voicetools.bench.database import BenchDatabase, listening_pid, postmaster_pid
+from voicetools.bench.levels import check_rows
+from voicetools.bench.processes import DATABASE_SERVER, ProcessWatch, parse_pids, tree_cpu_seconds
+from voicetools.bench.report import COMPARISON_HEAD, PROCESS_TABLE_TITLE, TABLE_HEAD, format_comparison, format_table
+from voicetools.bench.run import run_bench
+from voicetools.bench.search import find_max, next_n
+from voicetools.bench.stats import (
     Criteria,
     LevelPlan,
     StreamRecord,
@@ -38,11 +39,11 @@ from benchmark.stats import (
     summarize,
     window_stats,
 )
-from benchmark.streams import TAIL_SECONDS, Target, run_level
-from benchmark.systems import port_free
-from cluster import REPO, free_port, wait_until
-from postgres import PostgresServer, PostgresUnavailable
-from voicestream.wav import FRAME_SECONDS
+from voicetools.bench.streams import TAIL_SECONDS, Target, run_level
+from voicetools.bench.systems import port_free
+from voicetools.cluster import free_port, wait_until
+from voicetools.paths import REPO
+from voicetools.postgres import PostgresServer, PostgresUnavailable
 
 pytest_plugins = ["pg"]  # pg_server
 
@@ -269,8 +270,8 @@ def test_port_free_sees_a_listening_socket():
 
 
 def run_bench_command(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "scripts/bench.py", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "voicetools.bench", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_the_command_runs_from_the_repo_and_fails_fast_on_missing_audio(tmp_path):
@@ -281,7 +282,8 @@ def test_the_command_runs_from_the_repo_and_fails_fast_on_missing_audio(tmp_path
     absent = tmp_path / "none"
     missing = run_bench_command("--mode", "speaker", "--speakers-dir", str(absent))
     assert missing.returncode == 2
-    assert missing.stderr.strip() == f"bench.py: speaker mode needs recordings per speaker in {absent} (absent)"
+    assert missing.stderr.strip() == (f"voicestream-bench: speaker mode needs recordings per speaker in {absent} "
+                                      "(absent)")
 
 
 # ------------------------------------------------------------------ a real level

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import soundfile as sf
 
-from cluster import REPO, System, wait_until
 from speaker_helpers import call, ge2e_system, silence
 from voicestream.logline import parse_line
 from voicestream.wav import encode_wav
+from voicetools.cluster import System, wait_until
+from voicetools.paths import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -1,6 +1,6 @@
-"""scripts/calibrate.py: the EER arithmetic, the choice of a threshold on the
-other folds, and one real run on the speaker set (closed set, leave one
-speaker out, the rejection methods)."""
+"""voicetools.calibrate (voicestream-calibrate): the EER arithmetic, the
+choice of a threshold on the other folds, and one real run on the speaker set
+(closed set, leave one speaker out, the rejection methods)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import calibrate
+from voicetools import calibrate
 from worker.speakers.encoders import DEFAULT_THRESHOLDS
 from worker.speakers.scoring import Enrolled
 

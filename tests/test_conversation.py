@@ -1,5 +1,6 @@
-"""scripts/conversation.py: conversations of enrolled speakers and a stranger,
-their RTTM, and their identification error rate from pyannote.metrics.
+"""voicetools.conversation (voicestream-conversation): conversations of
+enrolled speakers and a stranger, their RTTM, and their identification error
+rate from pyannote.metrics.
 
 The in-process tests build conversations from the project's own espeak-ng
 voices (data/, data/enroll/) and score hand-made segments. The integration
@@ -18,13 +19,13 @@ import pytest
 import soundfile as sf
 from pyannote.database.util import load_rttm
 
-import conversation as cli
-from cluster import REPO
-from conversations import ConversationError, scoring
-from conversations import build as conv
-from conversations.build import BuildOptions
-from conversations.system import worker_args
-from timeline import Segment
+from voicetools.conversation import ConversationError, scoring
+from voicetools.conversation import build as conv
+from voicetools.conversation import run as cli
+from voicetools.conversation.build import BuildOptions
+from voicetools.conversation.system import worker_args
+from voicetools.paths import REPO
+from voicetools.timeline import Segment
 
 DATA = REPO / "data"
 VOICES = ("gb_male", "sc_female", "us_female")  # the 16 kHz espeak-ng voices

@@ -8,7 +8,7 @@ import logging
 import psycopg
 import pytest
 
-from cluster import free_port
+from voicetools.cluster import free_port
 from worker.storage.postgres.activity import ActivityRows
 from worker.storage.postgres.connection import Database
 

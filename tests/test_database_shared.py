@@ -8,7 +8,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from cluster import free_port
+from voicetools.cluster import free_port
 from worker.storage.postgres.shared import SharedDatabase, host_name, spool_path
 from worker.storage.postgres.spool import SpoolInUse
 from worker.storage.postgres.url import DatabaseUrlError

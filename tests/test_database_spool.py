@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster import free_port
+from voicetools.cluster import free_port
 from worker.storage.postgres.connection import Database
 from worker.storage.postgres.frames import FrameRows
 from worker.storage.postgres.spool import Spool, SpoolInUse

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from cluster import free_port
+from voicetools.cluster import free_port
 from worker.storage.postgres.connection import Database, DatabaseUnavailable
 from worker.storage.postgres.frames import FrameRows
 from worker.storage.postgres.spool import Spool

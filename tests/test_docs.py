@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import options_doc
 from balancer.config import BalancerConfig
 from voicestream.options import declared, markdown_table
+from voicetools import options_doc
 from worker.config import WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def help_options(text: str) -> dict[str, str | None]:
 @pytest.mark.parametrize("name", CONFIGS)
 def test_option_tables_are_generated_from_the_config(name: str) -> None:
     assert documented_blocks()[name] == markdown_table(CONFIGS[name]), (
-        f"the {name} table in docs/configuration.md is stale: run scripts/options_doc.py")
+        f"the {name} table in docs/configuration.md is stale: run voicestream-options-doc")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -86,7 +86,7 @@ def test_help_and_table_list_the_same_flags_and_variables(name: str) -> None:
     assert len(shown) == len(declared(CONFIGS[name])), f"could not read every option from --help:\n{shown}"
     missing = {flag: env for flag, env in shown.items() if table.get(flag) != env}
     assert not missing, (f"flags --help prints that docs/configuration.md lacks (or lists with another variable): "
-                         f"{missing}; run scripts/options_doc.py")
+                         f"{missing}; run voicestream-options-doc")
     unknown = sorted(set(table) - set(shown))
     assert not unknown, f"flags docs/configuration.md lists that python -m {name} --help does not: {unknown}"
 

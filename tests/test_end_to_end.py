@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from balancer.routing import pick_worker
-from cluster import make_system
 from voicestream.logline import parse_line
 from voicestream.wav import split_frames
+from voicetools.cluster import make_system
 
 pytestmark = pytest.mark.integration
 

@@ -10,24 +10,17 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from cluster import make_system
-from faults import frames_of, owner_index, pick_accounts, run_scenario, tally
-from voicestream.logline import LogLine, parse_line
+from frame_logs import logged
+from voicestream.logline import parse_line
+from voicetools.cluster import make_system
+from voicetools.faults import owner_index, pick_accounts, run_scenario, tally
 
 pytestmark = pytest.mark.integration
 
 
-
-def logged(line: str) -> LogLine:
-    """The fields of a log line (voicestream.logline), failing on anything else."""
-    fields = parse_line(line)
-    assert fields is not None, f"not a whole log line: {line!r}"
-    return fields
-
-
 @pytest.fixture(scope="module")
-def sources(speech):
-    return [frames_of(speech(name), seconds=10) for name in ("en_example.wav", "sample1.wav", "sample2.wav")]
+def sources(speech_frames):
+    return speech_frames("en_example.wav", "sample1.wav", "sample2.wav")
 
 
 @pytest.fixture(scope="module")
@@ -145,12 +138,11 @@ def test_no_worker_available_gets_an_error_reply_and_the_connection_stays_open(o
     assert [logged(line).time for line in one.account_log("alone")] == [before["time"], after["time"]]
 
 
-def test_a_slow_worker_and_the_retry_log_a_frame_once(tmp_path, sources):
+def test_a_slow_worker_and_the_retry_log_a_frame_once(vad_system, sources):
     """The forward times out on a frozen (SIGSTOP) worker and the frame goes to
     the next choice; when the worker thaws it processes the stale request too,
     finds the frame's line already written, and does not write another."""
-    system = make_system(tmp_path, n_workers=2, worker_args=["--encoder", "none"],
-                         balancer_args=["--forward-timeout", "1", "--health-timeout", "30"]).start()
+    system = vad_system(n_workers=2, balancer_args=["--forward-timeout", "1", "--health-timeout", "30"])
     account = pick_accounts(system, 0, affected=1, others=0, prefix="slow")[0]
     slow, other = system.worker_ports
     pgid = system.workers[0].popen.pid

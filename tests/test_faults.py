@@ -1,6 +1,6 @@
-"""scripts/faults.py without processes: its frames, and how it matches
-frames to log lines (the scenarios themselves run in test_failover.py and
-test_shutdown.py)."""
+"""voicetools.faults (voicestream-faults) without processes: its frames, and
+how it matches frames to log lines (the scenarios themselves run in
+test_failover.py and test_shutdown.py)."""
 from __future__ import annotations
 
 import io
@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from cluster import REPO, make_system
-from faults import AccountRun, Frame, frames_of, seconds, tally
 from voicestream.logline import format_line
 from voicestream.stamps import FrameClock, stamp_text, stamp_time
+from voicetools.cluster import make_system
+from voicetools.faults import AccountRun, Frame, frames_of, seconds, tally
+from voicetools.paths import REPO
 
 SAMPLE = REPO / "data" / "us_male_8k.wav"
 

@@ -104,8 +104,8 @@ def test_worker_batches_frames_under_load_and_answers_each(tmp_path, speech):
     """Many concurrent streams on one worker: the balancer sends frames that
     wait together in one request, and every frame still gets its own reply and
     log line (results equal to solo runs are checked in test_end_to_end)."""
-    from cluster import make_system
     from test_end_to_end import frames_of, read, stream
+    from voicetools.cluster import make_system
 
     frames = frames_of(*read(speech("sample1.wav"), seconds=5))
     system = make_system(tmp_path, n_workers=1, worker_args=["--encoder", "none"]).start()

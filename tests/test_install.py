@@ -2,7 +2,9 @@
 
 No torch, a few hundred MB, and `python -m balancer` / `python -m worker` run
 from any directory and serve VAD. Speaker encoders need a graph made with the
-export tools; without one, speaker calls say which command makes it.
+export tools; without one, speaker calls say which command makes it. The
+tools come along (voicetools/, the voicestream-* commands); those that need
+nothing beyond the runtime's dependencies run there.
 """
 from __future__ import annotations
 
@@ -20,14 +22,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cluster import REPO, Process, free_port, wait_until
 from voicestream.logline import parse_line
+from voicetools.cluster import Process, free_port, wait_until
+from voicetools.paths import REPO
 
 pytestmark = pytest.mark.integration
 
-PROJECT_FILES = ("pyproject.toml", "README.md", "balancer", "worker", "voicestream")
+PROJECT_FILES = ("pyproject.toml", "README.md", "balancer", "worker", "voicestream", "voicetools")
 # What the export tools alone would add; none may be in a runtime install.
 EXPORT_ONLY = ("torch", "torchaudio", "speechbrain", "resemblyzer", "onnx", "onnxscript", "silero-vad")
+# Tools whose imports are all runtime dependencies (psycopg; aiohttp, soundfile).
+RUNTIME_TOOLS = ("voicestream-tail", "voicestream-replay")
 RUNTIME_LIMIT_MB = 600  # measured: see the README's runtime install
 
 
@@ -75,6 +80,21 @@ def test_the_runtime_has_no_torch_and_weighs_a_few_hundred_mb(runtime: Path) -> 
     size = tree_mb(site_packages(runtime))
     print(f"runtime site-packages: {size:.0f} MB")
     assert size < RUNTIME_LIMIT_MB
+
+
+def test_the_runtime_installs_the_commands_and_the_runtime_tools_run(runtime: Path, tmp_path: Path) -> None:
+    """The console scripts of pyproject.toml, installed (not editable) and run
+    from a directory outside any checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    for command in RUNTIME_TOOLS:
+        done = subprocess.run([str(runtime / command), "--help"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"usage: {command} ")
+    missing = subprocess.run([str(runtime / "voicestream-tail"), "acme"], cwd=tmp_path,
+                             env={**env, "DATABASE_URL": ""}, capture_output=True, text=True, timeout=120)
+    assert (missing.returncode, missing.stderr) == (
+        2, "voicestream-tail: no database: give --database postgresql://... or set DATABASE_URL\n")
 
 
 def call(url: str, body: bytes | None = None) -> tuple[int, dict]:

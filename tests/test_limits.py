@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cluster import make_system, wait_until
 from voicestream.wav import encode_wav
+from voicetools.cluster import make_system, wait_until
 
 pytestmark = pytest.mark.integration
 

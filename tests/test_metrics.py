@@ -25,10 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.routing import rank_workers
 from balancer_fakes import FakeWorker, balancer, closed_port_url, fake_workers
-from cluster import REPO, free_port
 from speaker_helpers import MODELS, ge2e_graph
 from voicestream.batch import CONTENT_TYPE, PATH, FrameMeta, decode_replies, encode_batch, encode_replies
 from voicestream.wav import encode_wav, split_frames
+from voicetools.cluster import free_port
+from voicetools.paths import REPO
 from worker.app import create_app
 from worker.config import WorkerConfig
 from worker.context import EXTENSION, Worker

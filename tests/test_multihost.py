@@ -27,13 +27,14 @@ import psycopg
 import pytest
 
 from balancer.routing import rank_workers
-from cluster import REPO, Process, free_port, http_ok, wait_until
 from deploy_commands import haproxy_config, local_command
-from postgres import PostgresServer, PostgresUnavailable
 from speaker_helpers import call, ge2e_graph, read_wav
 from voicestream.batch import CONTENT_TYPE, FrameMeta, encode_batch
 from voicestream.logline import parse_line
 from voicestream.wav import encode_wav, split_frames
+from voicetools.cluster import Process, free_port, http_ok, wait_until
+from voicetools.paths import REPO
+from voicetools.postgres import PostgresServer, PostgresUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,7 @@ class Cluster:
                        f"balancer of {host.name} to see both workers")
 
     def tail(self, account: str) -> list[str]:
-        done = subprocess.run([sys.executable, str(REPO / "scripts" / "tail.py"), account, "--database", self.url],
+        done = subprocess.run([sys.executable, "-m", "voicetools.tail", account, "--database", self.url], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout.splitlines()
@@ -127,8 +128,9 @@ class Cluster:
 
 
 def environment() -> dict[str, str]:
-    # The checkout is not installed in the test venv: its packages come from
-    # PYTHONPATH, as an installed package would from site-packages.
+    # Each host runs in a directory of its own, outside the checkout: its
+    # packages come from PYTHONPATH, so that they are this checkout's (as
+    # pytest's pythonpath "." is) whatever checkout the venv was installed from.
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     return {**env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 

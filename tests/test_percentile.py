@@ -1,4 +1,4 @@
-"""scripts/percentile.py: the project's one percentile, nearest rank."""
+"""voicetools.percentile: the project's one percentile, nearest rank."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from percentile import percentile, percentiles
+from voicetools.percentile import percentile, percentiles
 
 
 def test_nothing_to_rank_is_none():

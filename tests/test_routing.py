@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from balancer.routing import pick_worker, rank_workers
-from cluster import REPO
+from voicetools.paths import REPO
 
 WORKERS = ["http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003"]
 ACCOUNTS = [f"acct{i}" for i in range(3000)]

@@ -31,10 +31,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from cluster import REPO, System
 from speaker_helpers import call, ge2e_graph, ge2e_system, read_wav
 from test_api_docs import payload_validator
 from voicestream.wav import encode_wav
+from voicetools.cluster import System
+from voicetools.paths import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""scripts/split.py and scripts/replay.py on real WAVs and a real running system."""
+"""voicetools.split and voicetools.replay (voicestream-split and
+voicestream-replay) on real WAVs and a real running system."""
 from __future__ import annotations
 
 import asyncio
@@ -14,8 +15,9 @@ import pytest
 import soundfile as sf
 
 from balancer.packets import Header, Packet, parse_header, parse_text_message
-from cluster import System, free_port, make_system
-from replay import (
+from voicestream.wav import encode_wav
+from voicetools.cluster import System, free_port, make_system
+from voicetools.replay import (
     FORMS,
     AccountStats,
     ReplayOptions,
@@ -28,8 +30,7 @@ from replay import (
     targets_from_dirs,
     unique_accounts,
 )
-from split import chunk_dir_for, frame_bounds, frame_samples, split_wav
-from voicestream.wav import encode_wav
+from voicetools.split import chunk_dir_for, frame_bounds, frame_samples, split_wav
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_WAVS = sorted((REPO / "data").glob("*.wav"))
@@ -109,22 +110,24 @@ def test_frame_arithmetic():
     assert chunk_dir_for(Path("data/call 1.wav"), Path("out")) == Path("out/chunks_call 1")
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+def run_tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """python -m voicetools.<module> in the checkout, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", f"voicetools.{module}", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_split_command_line(tmp_path):
-    done = run_script("scripts/split.py", "data/us_male_8k.wav", "--out-dir", str(tmp_path), "--no-progress")
+    done = run_tool("split", "data/us_male_8k.wav", "--out-dir", str(tmp_path), "--no-progress")
     assert done.returncode == 0, done.stderr
     assert done.stdout == (f"data/us_male_8k.wav -> {tmp_path}/chunks_us_male_8k/: "
                            "127 frames of 100 ms (12.62 s, 8000 Hz, 1 ch, PCM_16)\n")
     assert len(list((tmp_path / "chunks_us_male_8k").glob("chunk_*.wav"))) == 127
 
-    missing = run_script("scripts/split.py", str(tmp_path / "nope.wav"), "--out-dir", str(tmp_path))
+    missing = run_tool("split", str(tmp_path / "nope.wav"), "--out-dir", str(tmp_path))
     assert missing.returncode == 1
-    assert missing.stderr == f"split.py: {tmp_path / 'nope.wav'}: no such file\n"
+    assert missing.stderr == f"voicestream-split: {tmp_path / 'nope.wav'}: no such file\n"
 
-    bad = run_script("scripts/split.py", "--frame-ms", "0")
+    bad = run_tool("split", "--frame-ms", "0")
     assert bad.returncode == 2
     assert "--frame-ms must be positive" in bad.stderr
 
@@ -218,7 +221,7 @@ def test_replay_in_the_other_packet_forms(system, chunk_dirs, form):
 
 def test_replay_reports_frames_without_replies_when_nothing_listens(tmp_path, chunk_dirs):
     url = f"ws://127.0.0.1:{free_port()}/ws"
-    done = run_script("scripts/replay.py", str(chunk_dirs[0]), "--url", url, "--pace", "fast",
+    done = run_tool("replay", str(chunk_dirs[0]), "--url", url, "--pace", "fast",
                       "--json-out", str(tmp_path / "out.json"))
     assert done.returncode == 1
     frames = len(load_frames(chunk_dirs[0]))

@@ -15,24 +15,18 @@ import urllib.request
 import aiohttp
 import pytest
 
-from cluster import REPO, make_system, wait_until
-from faults import frames_of, pick_accounts, run_scenario, tally, until
-from voicestream.logline import LogLine, parse_line
+from frame_logs import logged
+from voicestream.logline import parse_line
+from voicetools.cluster import wait_until
+from voicetools.faults import pick_accounts, run_scenario, tally, until
+from voicetools.paths import REPO
 
 pytestmark = pytest.mark.integration
 
 
-
-def logged(line: str) -> LogLine:
-    """The fields of a log line (voicestream.logline), failing on anything else."""
-    fields = parse_line(line)
-    assert fields is not None, f"not a whole log line: {line!r}"
-    return fields
-
-
 @pytest.fixture(scope="module")
-def sources(speech):
-    return [frames_of(speech(name), seconds=10) for name in ("en_example.wav", "sample1.wav", "sample3.wav")]
+def sources(speech_frames):
+    return speech_frames("en_example.wav", "sample1.wav", "sample3.wav")
 
 
 def group_signal(process, sig: int) -> None:
@@ -53,9 +47,8 @@ async def refuses_connections(url: str) -> bool:
         return True
 
 
-def test_balancer_sigterm_answers_the_frame_in_flight_then_closes(tmp_path, sources):
-    system = make_system(tmp_path, n_workers=1, worker_args=["--encoder", "none"],
-                         balancer_args=["--forward-timeout", "60", "--shutdown-timeout", "30"]).start()
+def test_balancer_sigterm_answers_the_frame_in_flight_then_closes(vad_system, sources):
+    system = vad_system(n_workers=1, balancer_args=["--forward-timeout", "60", "--shutdown-timeout", "30"])
     worker, balancer = system.workers[0], system.balancer
     frame = sources[0][5]
 
@@ -91,10 +84,10 @@ def test_balancer_sigterm_answers_the_frame_in_flight_then_closes(tmp_path, sour
     assert [logged(line).time for line in system.account_log("drain")] == [reply["time"]]
 
 
-def test_balancer_sigterm_while_accounts_stream_leaves_no_frame_half_done(tmp_path, sources):
+def test_balancer_sigterm_while_accounts_stream_leaves_no_frame_half_done(vad_system, sources):
     """Every frame the balancer answered is logged once; a frame it did not
     answer (it arrived as the connection closed) is not logged at all."""
-    system = make_system(tmp_path, worker_args=["--encoder", "none"]).start()
+    system = vad_system()
     accounts = [f"sd{i}" for i in range(12)]
     results: dict[str, list[dict]] = {a: [] for a in accounts}
     closes: dict[str, int | None] = {}
@@ -134,8 +127,8 @@ def test_balancer_sigterm_while_accounts_stream_leaves_no_frame_half_done(tmp_pa
         assert [logged(line).time for line in system.account_log(account)] == [r["time"] for r in replies]
 
 
-def test_worker_sigterm_finishes_its_frames_and_its_accounts_move(tmp_path, sources):
-    system = make_system(tmp_path, worker_args=["--encoder", "none"]).start()
+def test_worker_sigterm_finishes_its_frames_and_its_accounts_move(vad_system, sources):
+    system = vad_system()
     victim = 2
     accounts = pick_accounts(system, victim, affected=4, others=5, prefix="wt")
     try:
@@ -162,10 +155,10 @@ def test_worker_sigterm_finishes_its_frames_and_its_accounts_move(tmp_path, sour
     assert "Traceback" not in stopped_output.read_text()
 
 
-def test_the_prestop_drain_moves_a_workers_accounts_before_sigterm(tmp_path, sources):
+def test_the_prestop_drain_moves_a_workers_accounts_before_sigterm(vad_system, sources):
     """python -m worker.drain (the Kubernetes preStop hook): the worker keeps
     running, answers 503 on /health, and the balancer moves its accounts."""
-    system = make_system(tmp_path, n_workers=2, worker_args=["--encoder", "none"]).start()
+    system = vad_system(n_workers=2)
     try:
         drained = 0
         account = pick_accounts(system, drained, affected=1, others=0, prefix="drain")[0]

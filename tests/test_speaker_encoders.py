@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster import REPO
 from ecapa_checkpoint import EMBEDDING_DIM, build_tiny_ecapa
+from voicetools.paths import REPO
 from worker.audio import decode_wav, to_16k
 from worker.export.torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 from worker.speakers.encoders import Unavailable, ecapa_savedir, fingerprint

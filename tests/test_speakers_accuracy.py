@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibrate import eer
-from cluster import make_system
 from speaker_helpers import call, read_wav, silence, stream, wait_encoders
 from voicestream.wav import encode_wav
+from voicetools.calibrate import eer
+from voicetools.cluster import make_system
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cluster import REPO
 from speaker_helpers import activity, call, call_json, ge2e_system, multipart, read_wav, silence, stream, wait_encoders
 from voicestream.logline import parse_line
 from voicestream.wav import encode_wav
+from voicetools.paths import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster import REPO, make_system
 from ecapa_checkpoint import EMBEDDING_DIM, build_tiny_ecapa
 from speaker_helpers import activity, call, read_wav, stream, wait_encoders
 from voicestream.logline import parse_line
 from voicestream.wav import encode_wav
+from voicetools.cluster import make_system
+from voicetools.paths import REPO
 from worker.speakers.encoders import fingerprint
 
 pytestmark = pytest.mark.integration

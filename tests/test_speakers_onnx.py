@@ -17,10 +17,11 @@ import numpy as np
 import psutil
 import pytest
 
-from cluster import REPO, make_system
 from ecapa_checkpoint import EMBEDDING_DIM, FULL, build_tiny_ecapa
 from speaker_helpers import call, read_wav, wait_encoders
 from voicestream.wav import encode_wav
+from voicetools.cluster import make_system
+from voicetools.paths import REPO
 from worker.audio import decode_wav, to_16k
 from worker.export.torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 from worker.speakers.encoders import Unavailable, fingerprint

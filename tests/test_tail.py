@@ -1,5 +1,5 @@
-"""scripts/tail.py as a user runs it (a real subprocess) against a real
-PostgreSQL: an account's lines in the exact log format ordered by frame time,
+"""voicetools.tail (voicestream-tail) as a user runs it (a real subprocess)
+against a real PostgreSQL: an account's lines in the exact log format ordered by frame time,
 --follow printing rows as they are committed (LISTEN/NOTIFY, a look-back for
 late commits), and a clear exit 2 for a bad URL or an unreachable database."""
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import IO
 import psycopg
 import pytest
 
-from cluster import REPO, free_port
 from voicestream.logline import format_line, parse_line
 from voicestream.stamps import stamp_time
+from voicetools.cluster import free_port
+from voicetools.paths import REPO
 from worker.storage.postgres.connection import Database
 from worker.storage.postgres.frames import FrameRows
 from worker.storage.postgres.notify import FRAMES_CHANNEL
@@ -26,9 +27,9 @@ from worker.storage.postgres.spool import Spool
 from worker.storage.rows import FrameRow
 
 pytest_plugins = ["pg"]  # pg_server, pg_url
-pytestmark = pytest.mark.integration  # a PostgreSQL server process and tail.py
+pytestmark = pytest.mark.integration  # a PostgreSQL server process and the tail command
 
-TAIL = str(REPO / "scripts" / "tail.py")
+TAIL = [sys.executable, "-m", "voicetools.tail"]  # from the checkout (cwd=REPO), as a user runs it
 T0 = 1_674_222_284_123_435  # 2023-01-20 13:44:44.123435
 
 
@@ -38,7 +39,7 @@ def line(row: FrameRow) -> str:
 
 
 def run_tail(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, TAIL, *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([*TAIL, *args], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
 
@@ -77,10 +78,10 @@ def test_the_url_may_come_from_the_environment(frame_rows, pg_url):
 
 
 class Follow:
-    """tail.py --follow as a subprocess; its lines arrive on a queue."""
+    """voicestream-tail --follow as a subprocess; its lines arrive on a queue."""
 
     def __init__(self, account: str, url: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, TAIL, account, "--database", url, "--follow"],
+        self.proc = subprocess.Popen([*TAIL, account, "--database", url, "--follow"], cwd=REPO,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.errors: queue.Queue[str] = queue.Queue()
@@ -103,7 +104,7 @@ class Follow:
             try:
                 got.append(source.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
-                raise AssertionError(f"tail.py printed {got} of {count} lines") from None
+                raise AssertionError(f"the tail printed {got} of {count} lines") from None
         return got
 
     def stop(self) -> None:
@@ -182,7 +183,7 @@ def test_follow_outlives_a_database_restart(own_pg, tmp_path):
                 own_pg.server.stop("immediate")
                 assert "lost the database" in tail.expect(1, stderr=True)[0]
                 own_pg.server.start()
-                assert tail.expect(1, stderr=True) == ["tail.py: connected again\n"]
+                assert tail.expect(1, stderr=True) == ["voicestream-tail: connected again\n"]
                 second = FrameRow("acme", "conn-1", 1, T0 + 100_000, 0, 7001, 3.0)
                 frame_rows.record([second])  # to the spool or the database: tail prints it either way
                 assert tail.expect(1) == [line(second)]
@@ -202,7 +203,7 @@ def test_follow_outlives_a_database_restart(own_pg, tmp_path):
 def test_bad_arguments_exit_2_with_one_clear_line(args, message):
     done = run_tail(*args, env={"DATABASE_URL": ""})
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("tail.py: ") and message in done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("voicestream-tail: ") and message in done.stderr
 
 
 def test_an_unreachable_database_exits_2(tmp_path):
@@ -210,7 +211,7 @@ def test_an_unreachable_database_exits_2(tmp_path):
     for follow in ([], ["--follow"]):
         done = run_tail("acme", "--database", url, *follow)
         assert done.returncode == 2 and done.stdout == ""
-        assert done.stderr.count("\n") == 1 and "tail.py: cannot connect to the database" in done.stderr
+        assert done.stderr.count("\n") == 1 and "voicestream-tail: cannot connect to the database" in done.stderr
 
 
 def test_a_database_no_worker_used_exits_2(pg_url):

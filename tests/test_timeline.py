@@ -1,4 +1,5 @@
-"""scripts/timeline.py: speaker segments, RTTM and the PNG.
+"""voicetools.timeline (voicestream-timeline): speaker segments, RTTM and
+the PNG.
 
 The unit tests read hand-written log lines. The integration test replays a
 real call (data/call_16k.wav: gb_male and us_female take turns) at real-time
@@ -21,13 +22,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import timeline
-from cluster import REPO, make_system
 from speaker_helpers import call, wait_encoders
-from timeline import Frame, Segment, last_run, read_lines, rttm_lines, segments, strip, to_frames
 from voicestream.logline import parse_line
+from voicetools import timeline
+from voicetools.cluster import make_system
+from voicetools.paths import REPO
+from voicetools.timeline import Frame, Segment, last_run, read_lines, rttm_lines, segments, strip, to_frames
 
-SCRIPT = REPO / "scripts" / "timeline.py"
 DATA = REPO / "data"
 
 
@@ -201,17 +202,18 @@ def replayed_call(tmp_path_factory) -> tuple[Path, Path]:
         for wav in sorted((DATA / "enroll").glob("*.wav")):
             reply = call(f"{system.url}/accounts/{ACCOUNT}/speakers/{wav.stem}", "POST", wav.read_bytes())
             assert reply.status == 201, (wav, reply.body)
-        subprocess.run([sys.executable, "scripts/split.py", str(CALL), "--out-dir", str(root), "--no-progress"],
+        subprocess.run([sys.executable, "-m", "voicetools.split", str(CALL), "--out-dir", str(root), "--no-progress"],
                        cwd=REPO, check=True, capture_output=True)
-        subprocess.run([sys.executable, "scripts/replay.py", str(root / "chunks_call_16k"), "--url", system.ws_url,
-                        "--accounts", ACCOUNT, "--pace", "realtime"], cwd=REPO, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "voicetools.replay", str(root / "chunks_call_16k"),
+                        "--url", system.ws_url, "--accounts", ACCOUNT, "--pace", "realtime"],
+                       cwd=REPO, check=True, capture_output=True)
     finally:
         system.stop()
     return system.log_dir, root
 
 
 def run_timeline(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), ACCOUNT, *args], cwd=REPO, check=True,
+    return subprocess.run([sys.executable, "-m", "voicetools.timeline", ACCOUNT, *args], cwd=REPO, check=True,
                           capture_output=True, text=True)
 
 

@@ -1,4 +1,4 @@
-"""scripts/vad_noise.py (the vadbench/ package): mixing at a set SNR, the
+"""voicetools.vad_noise (voicestream-vad-noise): mixing at a set SNR, the
 energy reference, boundary exclusion, F1 and onsets on tiny signals; then a
 small slice of the real benchmark, whose system column must be exactly what a
 worker answers for the same WAV frames."""
@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from vadbench import detectors
-from vadbench.labels import (
+from voicestream.wav import encode_wav
+from voicetools.vad_noise import detectors
+from voicetools.vad_noise.labels import (
     SEGMENTS_PER_FRAME,
     active_segments,
     frame_labels,
@@ -18,10 +19,9 @@ from vadbench.labels import (
     sample_mask,
     scored_frames,
 )
-from vadbench.mixing import achieved_snr, as_pcm16, babble, mix, power, resample, white
-from vadbench.run import BEFORE, Condition, load, main, run, signals_at, system_params, variant
-from vadbench.scoring import Counts, count, onset_delays
-from voicestream.wav import encode_wav
+from voicetools.vad_noise.mixing import achieved_snr, as_pcm16, babble, mix, power, resample, white
+from voicetools.vad_noise.run import BEFORE, Condition, load, main, run, signals_at, system_params, variant
+from voicetools.vad_noise.scoring import Counts, count, onset_delays
 from worker.accounts import Accounts
 from worker.audio import decode_wav
 from worker.config import parse_args

@@ -15,11 +15,11 @@ import soundfile as sf
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cluster import REPO
 from voicestream.batch import CONTENT_TYPE, PATH, FrameMeta, decode_replies, encode_batch
 from voicestream.logline import parse_line
 from voicestream.stamps import stamp_text
 from voicestream.wav import encode_wav, split_frames
+from voicetools.paths import REPO
 from worker.app import create_app
 from worker.config import WorkerConfig
 from worker.context import EXTENSION, Worker

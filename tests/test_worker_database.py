@@ -15,10 +15,11 @@ import soundfile as sf
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cluster import REPO, free_port, wait_until
 from voicestream.batch import CONTENT_TYPE, PATH, FrameMeta, encode_batch
 from voicestream.logline import parse_line
 from voicestream.wav import split_frames
+from voicetools.cluster import free_port, wait_until
+from voicetools.paths import REPO
 from worker.app import create_app
 from worker.config import WorkerConfig, parse_args
 from worker.context import EXTENSION, Worker

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import worker
-from cluster import REPO
 from speaker_helpers import EXPORT_TOOLS, uninstalled
+from voicetools.paths import REPO
 
 EXPORT_PACKAGE = "worker.export"
 

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from balancer.routing import rank_workers
 from balancer.workers import WorkerPool
-from cluster import free_port
+from voicetools.cluster import free_port
 
 
 async def serve(behaviour: dict, release: asyncio.Event) -> tuple[str, TestServer]:

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cluster import REPO
 from speaker_helpers import EXPORT_TOOLS, ge2e_graph, uninstalled
+from voicetools.paths import REPO
 from worker.speakers.encoders import fingerprint, ge2e_weights_path
 
 SPEECH = REPO / "data" / "us_female_16k.wav"

@@ -55,7 +55,7 @@ class VadParams:
     (counting the chunk that started it; voice comes that much later, and a
     shorter run never turns it on).
 
-    The defaults are docs/vad.md's measurements (scripts/vad_noise.py: frame
+    The defaults are docs/vad.md's measurements (voicestream-vad-noise: frame
     F1 against an energy reference on real speech with white and babble noise
     at 20/10/5 dB, 8 and 16 kHz): threshold 0.3 with no minimum silence beyond
     the hysteresis band scores at least raw silero's F1 in 12 of the 14

@@ -1,5 +1,5 @@
 """The torch speaker encoders: the reference the ONNX graphs are exported from
-and checked against, and what scripts/calibrate.py measures.
+and checked against, and what voicestream-calibrate measures.
 
 Export tools only: a worker never imports this module (it serves the graphs,
 worker/speakers/graphs.py). torch, SpeechBrain and resemblyzer are imported

@@ -34,13 +34,13 @@ SAMPLE_RATE = 16000
 # Default decision thresholds (cosine score a speaker must reach), per encoder.
 # ge2e: 0.70, the threshold at the equal error rate (5.3%) of the windows a
 #   worker embeds with its defaults (2 s window, 0.5 s hop, first decision at
-#   1.5 s of speech), measured by scripts/calibrate.py on ../shared/data/speakers
+#   1.5 s of speech), measured by voicestream-calibrate on ../shared/data/speakers
 #   (4 speakers, first 2 files of each enrolled, 150 target / 450 non-target
 #   windows). A small set: recalibrate on your own speakers.
 # ecapa: SpeechBrain's own default for spkrec-ecapa-voxceleb
 #   (SpeakerRecognition.verify_batch, threshold=0.25). Not calibrated here:
 #   the real model cannot be downloaded in this environment. Run
-#   scripts/calibrate.py --encoders ecapa where it can.
+#   voicestream-calibrate --encoders ecapa where it can.
 DEFAULT_THRESHOLDS = {"ge2e": 0.70, "ecapa": 0.25}
 
 ECAPA_FILES = ("hyperparams.yaml", "embedding_model.ckpt", "mean_var_norm_emb.ckpt",

@@ -5,7 +5,7 @@ The decision is the best-scoring speaker when its cosine score reaches the
 threshold: the account's own (PUT /accounts/<code>/settings) when it set one
 for this encoder, else the worker's. /verify also asks for a margin over the
 second-best speaker (service.VERIFY_MARGINS); streaming does not. Measured
-leave one speaker out on ../shared/data/speakers (scripts/calibrate.py
+leave one speaker out on ../shared/data/speakers (voicestream-calibrate
 --methods, docs/speakers.md#unknown-speakers): adaptive S-norm against a
 cohort of the project's espeak-ng voices plus the account's other speakers
 lowered both identification and rejection of streaming decisions (86.4% and

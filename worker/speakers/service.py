@@ -25,13 +25,13 @@ from .engine import EncoderUnavailable, SpeakerEngine
 from .scoring import UNKNOWN, Enrolled, decide
 
 # The least speech /verify and /embed take: GE2E's partial utterance is 1.6 s,
-# and 1 s windows had 19% EER against 4.7% for 1.5 s (scripts/calibrate.py on
+# and 1 s windows had 19% EER against 4.7% for 1.5 s (voicestream-calibrate on
 # ../shared/data/speakers). Streaming waits longer (tracker.MIN_WINDOW_SECONDS).
 MIN_SPEECH_SECONDS = 1.5
 # /verify names the best speaker only this far above the second best: a whole
 # file of a stranger scores high against every voice like theirs, a speaker's
 # own file stands out from the rest. Leave one speaker out on
-# ../shared/data/speakers (GE2E, threshold 0.70, scripts/calibrate.py), stranger
+# ../shared/data/speakers (GE2E, threshold 0.70, voicestream-calibrate), stranger
 # files rejected / held-out files named: no margin 12/24, 48/48; 0.05: 18/24,
 # 48/48; 0.08 (the margin each fold's other three folds choose): 22/24, 44/48.
 # Streaming windows gain nothing from it (0.05 lowered identification 94.0% ->

@@ -16,7 +16,7 @@ encoder needs for the next decision.
   embedded every hop.
 
 ``stream_embeddings`` runs a recording through the same code, frame by frame,
-for scripts/calibrate.py and the tests.
+for voicestream-calibrate and the tests.
 """
 from __future__ import annotations
 

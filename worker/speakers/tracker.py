@@ -33,7 +33,7 @@ log = logging.getLogger("worker.speakers")
 # Speech a turn needs before its first decision (--first-decision-seconds,
 # capped by --window-seconds):
 # decisions on less are the noisiest. Leave one speaker out on
-# ../shared/data/speakers (GE2E, 2 s window, scripts/calibrate.py --methods),
+# ../shared/data/speakers (GE2E, 2 s window, voicestream-calibrate --methods),
 # 1.5 s -> 2 s: at thresholds chosen on the other folds, enrolled speakers
 # identified 91.8% -> 94.0% and stranger decisions unknown 91.9% -> 92.4%
 # (at 0.70: 94.4% -> 96.1% and 87.0% -> 86.1%). 1 s windows had 19% EER.

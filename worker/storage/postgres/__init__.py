@@ -1,6 +1,6 @@
 """The shared backend of a multi-host deployment: PostgreSQL (--database URL).
 
-One concept per module, none of them imported here (tail.py imports url.py
+One concept per module, none of them imported here (voicetools/tail.py imports url.py
 without the pool):
     url.py          check a postgresql:// URL before anything connects
     schema.py       versioned migrations under an advisory lock

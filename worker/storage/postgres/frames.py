@@ -5,7 +5,7 @@ A row's key is (account, stream, seq): a retry - on this worker or another -
 inserts nothing (ON CONFLICT DO NOTHING), and two balancer replicas' frames
 never collide, as their streams differ. A batch is one statement, one round
 trip: the rows go in as one JSON parameter and the same statement NOTIFYs
-voicestream_frames once per account (tail.py --follow listens).
+voicestream_frames once per account (voicestream-tail --follow listens).
 
 record() returns only once the rows are durable - in PostgreSQL or, when it
 is down or slower than --database-timeout, in the worker's spool file - so a
