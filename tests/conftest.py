@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cluster import SPEAKERS, SPEECH, System, make_system
+from skip_summary import write_summary
 
 # Fixtures that start real processes: a test using one is an integration test
 # whether or not its module says so.
@@ -17,6 +18,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+# Outermost (tryfirst), so that the line comes after -ra's list of skips, just
+# above pytest's counts.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Generator[None]:
+    yield
+    write_summary(terminalreporter)
 
 
 def shared_file(directory: Path, name: str) -> Path:

@@ -327,7 +327,9 @@ def docs_balancer(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                    reason="needs Debian's chromium and chromium-driver "
+                           "(as root, scripts/system_packages.sh installs them)")
 def test_the_page_renders_the_operations_in_headless_chromium(docs_balancer: str):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By

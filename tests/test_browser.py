@@ -29,7 +29,7 @@ SCREENSHOT = os.environ.get("CONSOLE_SCREENSHOT", "")
 pytestmark = pytest.mark.integration
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                    reason="headless browser test needs Debian's chromium and chromium-driver "
-                                          "(.ci/run installs them: apt-get install chromium chromium-driver)")
+                                          "(as root, scripts/system_packages.sh installs them)")
 
 
 def fake_microphone_file(wav: Path, tmp_path: Path) -> Path:
