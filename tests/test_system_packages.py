@@ -61,9 +61,9 @@ def fake_apt_get(directory: Path, exit_code: int) -> Path:
     return calls
 
 
-def run(path: list[Path], prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def run(path: list[Path], prefix: tuple[str, ...] = (), script: Path = SCRIPT) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.pathsep.join(map(str, path)), "HOME": "/tmp", "LANG": "C.UTF-8"}
-    return subprocess.run([*prefix, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([*prefix, str(script)], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_with_everything_installed_it_is_silent_and_never_runs_apt(tmp_path: Path) -> None:
@@ -103,14 +103,19 @@ def test_as_root_a_failed_apt_get_is_shown_with_the_command_and_the_tests_go_on(
 def test_not_root_it_prints_the_one_command_and_installs_nothing(bin_dirs: tuple[Path, Path]) -> None:
     commands, apt = bin_dirs
     calls = fake_apt_get(apt, 0)
+    script = SCRIPT
     if AS_ROOT:
         if not shutil.which("runuser"):
             pytest.skip("runuser (util-linux) is needed to run the script as another user")
-        done = run([apt, commands], prefix=("runuser", "-u", "nobody", "--"))
+        # A copy where `nobody` may read it: the checkout may sit in root's own directory.
+        script = commands.parent / "scripts" / SCRIPT.name
+        script.parent.mkdir()
+        shutil.copy2(SCRIPT, script)
+        done = run([apt, commands], prefix=("runuser", "-u", "nobody", "--"), script=script)
     else:
         done = run([apt, commands])
     assert done.returncode == 0, done.stderr
     assert calls.read_text() == ""
     first, command = done.stdout.splitlines()[-2:]
     assert first.startswith("system_packages.sh: missing chromium chromium-driver")
-    assert command == f"    sudo {SCRIPT}"
+    assert command == f"    sudo {script}"
