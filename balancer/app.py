@@ -9,6 +9,7 @@ from voicestream.stamps import FrameClock
 from .apidocs import ASSET_ROUTE, DOCS_PATH, asyncapi_json, docs_asset, docs_page, openapi_json
 from .background import worker_connections
 from .config import BalancerConfig
+from .console import ASSET_PATHS, console_asset
 from .keys import CLOCK, CONFIG, POOL, TRAFFIC
 from .metrics import METRICS, create_metrics, metrics_page
 from .middleware import authenticate, json_errors, limit_clients
@@ -31,6 +32,8 @@ def create_app(config: BalancerConfig | None = None) -> web.Application:
     app.cleanup_ctx.append(worker_connections)
     app.on_shutdown.append(close_idle_sockets)
     app.router.add_route("*", "/", root)
+    for path in sorted(ASSET_PATHS):  # the console's style and script
+        app.router.add_get(path, console_asset)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_page)

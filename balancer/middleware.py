@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .apidocs import is_documentation
+from .console import is_console_asset
 from .errors import json_error
 from .keys import CONFIG, TRAFFIC
 from .metrics import METRICS
@@ -41,10 +42,12 @@ def presented_token(request: web.Request) -> str:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With a token configured, everything but /health, /metrics and the API
-    documentation (/docs, /openapi.json, /asyncapi.json) needs it."""
+    """With a token configured, everything but /health, /metrics, the API
+    documentation (/docs, /openapi.json, /asyncapi.json) and the console's
+    style and script (/console.css, /console.js) needs it."""
     token = request.app[CONFIG].token
-    if token and request.path not in MONITORING and not is_documentation(request.path):
+    public = request.path in MONITORING or is_documentation(request.path) or is_console_asset(request.path)
+    if token and not public:
         if not hmac.compare_digest(presented_token(request).encode(), token.encode()):
             log.warning("rejected unauthenticated %s %s from %s", request.method, request.path, request.remote)
             request.app[METRICS].rejected["unauthorized"].inc()

@@ -1,16 +1,13 @@
-"""The balancer's own routes: / (browser page, service info, HTTP ingest or
-a WebSocket) and /health."""
+"""The balancer's own routes: / (the console for a browser, service info,
+HTTP ingest or a WebSocket) and /health."""
 from __future__ import annotations
-
-from pathlib import Path
 
 from aiohttp import web
 
+from .console import console_page
 from .ingest import ingest
 from .keys import POOL, TRAFFIC
 from .session import websocket
-
-PAGE = Path(__file__).parent / "static" / "index.html"
 
 
 async def root(request: web.Request) -> web.StreamResponse:
@@ -18,7 +15,7 @@ async def root(request: web.Request) -> web.StreamResponse:
         return await websocket(request)
     if request.method == "GET":
         if "text/html" in request.headers.get("Accept", ""):
-            return web.FileResponse(PAGE)  # the browser client
+            return console_page()  # the browser client
         return web.json_response({"service": "voice stream balancer",
                                   "websocket": "/ws", "workers": request.app[POOL].status()})
     if request.method != "POST":

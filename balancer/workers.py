@@ -60,7 +60,7 @@ class WorkerPool:
         if self._healthy[worker] != healthy:
             self._healthy[worker] = healthy
             if healthy:
-                log.warning("worker %s is in the ring", worker)
+                log.info("worker %s is in the ring", worker)
             else:
                 self.exits[worker] += 1
                 log.warning("worker %s left the ring: %s", worker, reason)

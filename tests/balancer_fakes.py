@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from balancer.app import create_app
 from balancer.config import BalancerConfig
-from voicetools.cluster import free_port
 from voicestream.batch import CONTENT_TYPE, PATH, InvalidFrame, decode_batch, encode_replies
+from voicetools.cluster import free_port
 
 
 @dataclass(eq=False)

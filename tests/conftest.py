@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from skip_summary import write_summary
 from voicetools.cluster import System, make_system
 from voicetools.faults import frames_of
 from voicetools.paths import SPEAKERS, SPEECH
@@ -19,6 +20,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+# Outermost (tryfirst), so that the line comes after -ra's list of skips, just
+# above pytest's counts.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Generator[None]:
+    yield
+    write_summary(terminalreporter)
 
 
 def shared_file(directory: Path, name: str) -> Path:

@@ -36,8 +36,9 @@ from worker.routes.speakers import bp as speaker_routes
 FRAME = encode_wav([0, 100, -100, 0] * 400, 16000)  # 0.1 s
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
-# Routes that are neither REST API nor WebSocket: the documentation itself.
-DOC_ROUTES = {"/docs", "/docs/{asset}", "/openapi.json", "/asyncapi.json"}
+# Routes that are neither REST API nor WebSocket: the documentation itself,
+# and the console's style and script (the console is GET / for a browser).
+DOC_ROUTES = {"/docs", "/docs/{asset}", "/openapi.json", "/asyncapi.json", "/console.js", "/console.css"}
 
 
 def openapi() -> dict[str, Any]:
@@ -327,7 +328,9 @@ def docs_balancer(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                    reason="needs Debian's chromium and chromium-driver "
+                           "(as root, scripts/system_packages.sh installs them)")
 def test_the_page_renders_the_operations_in_headless_chromium(docs_balancer: str):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By

@@ -66,15 +66,18 @@ def test_root_health_and_errors_are_json():
             info = await call(client, "GET", "/")
             async with client.get("/", headers={"Accept": "text/html"}) as resp:
                 page = resp.status, resp.content_type, await resp.text()
+            async with client.get("/console.js") as resp:  # the page's script
+                script = await resp.text()
             health = await call(client, "GET", "/health")
             not_found = await call(client, "GET", "/nowhere")
             not_allowed = await call(client, "PUT", "/")
             get_embed = await call(client, "GET", "/embed")
-            return info, page, health, not_found, not_allowed, get_embed, worker
-    info, page, health, not_found, not_allowed, get_embed, worker = asyncio.run(go())
+            return info, page, script, health, not_found, not_allowed, get_embed, worker
+    info, page, script, health, not_found, not_allowed, get_embed, worker = asyncio.run(go())
     workers = health[1]["workers"]
     assert info == (200, {"service": "voice stream balancer", "websocket": "/ws", "workers": workers})
-    assert page[:2] == (200, "text/html") and "new WebSocket(" in page[2]  # the browser client
+    assert page[:2] == (200, "text/html") and 'src="console.js"' in page[2]  # the browser client
+    assert "new WebSocket(" in script
     assert list(workers.values()) == ["up", "down"] and next(iter(workers)) == worker.url
     assert health == (200, {"status": "ok", "workers": workers, "connections": 0, "clients": 0,
                             "frames_in_flight": 0, "database": {}})

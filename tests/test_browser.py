@@ -1,10 +1,12 @@
-"""The browser console (balancer/static/index.html) in headless Chromium: its
-microphone is a WAV file of real speech, its frames and REST calls go through
-the real system."""
+"""The browser console (balancer/static/index.html, console.js, console.css)
+in headless Chromium: its microphone is a WAV file of real speech, its frames
+and REST calls go through the real system, under the page's
+Content-Security-Policy."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,7 +32,7 @@ SCREENSHOT = os.environ.get("CONSOLE_SCREENSHOT", "")
 pytestmark = pytest.mark.integration
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                    reason="headless browser test needs Debian's chromium and chromium-driver "
-                                          "(.ci/run installs them: apt-get install chromium chromium-driver)")
+                                          "(as root, scripts/system_packages.sh installs them)")
 
 
 def fake_microphone_file(wav: Path, tmp_path: Path) -> Path:
@@ -138,6 +140,19 @@ def pixels_of_color(driver: Any, color: str) -> int:
         return n;""", color))
 
 
+def page_problems(driver: Any) -> list[str]:
+    """The errors the page's console logged about its own files or the
+    policy: a blocked script, style or connection, or a file that did not
+    load (not warnings: Chromium warns that ScriptProcessorNode is deprecated)."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
+            and re.search(r"Content.Security.Policy|console\.(js|css)", entry["message"], re.IGNORECASE)]
+
+
+def styled(driver: Any) -> bool:
+    """console.css applied: the voice light is a circle."""
+    return driver.execute_script('return getComputedStyle(document.getElementById("light")).borderRadius') == "50%"
+
+
 def test_the_page_is_served_to_browsers_and_json_to_others(system):
     request = urllib.request.Request(system.url + "/", headers={"Accept": "text/html"})
     with urllib.request.urlopen(request) as resp:
@@ -161,6 +176,7 @@ def test_microphone_frames_reach_the_account_log(system, browser):
     voices = [fields.voice for fields in parsed if fields is not None]
     assert 0 < sum(voices) < len(voices), "speech and pauses both seen"
     assert "voice=" in browser.find_element(By.ID, "summary").text
+    assert styled(browser) and page_problems(browser) == []
 
 
 @needs_browser
@@ -203,6 +219,9 @@ def test_enroll_from_the_microphone_stream_and_see_the_name_then_delete_it(speak
     assert text_of(page, "speakers-message") == f"deleted {name}"
     reply = call(f"{speaker_system.url}/accounts/{account}/speakers?token={TOKEN}")
     assert reply.status == 200 and reply.body["speakers"] == [], reply
+    # With the token on the page only: its style and script loaded without it,
+    # and the policy let every fetch and the WebSocket through.
+    assert styled(page) and page_problems(page) == []
 
 
 @needs_browser

@@ -223,7 +223,7 @@ def test_haproxy_passes_tcp_and_checks_health() -> None:
 def haproxy_binary() -> str:
     found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
     if found is None:
-        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+        pytest.skip("haproxy is not installed (as root, scripts/system_packages.sh installs it)")
     return found
 
 

@@ -106,6 +106,13 @@ def call(url: str, body: bytes | None = None) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+def fetch(url: str, accept: str = "*/*") -> tuple[str, bytes]:
+    """GET url: its Content-Type and body."""
+    request = urllib.request.Request(url, headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return resp.headers["Content-Type"], resp.read()
+
+
 def health(url: str) -> dict | None:
     try:
         return call(f"{url}/health")[1]
@@ -140,6 +147,8 @@ def test_balancer_and_worker_serve_vad_from_any_directory(runtime: Path, tmp_pat
             status = health(url)
             return status is not None and status.get("status") == "ok"
         wait_until(up, 120, "the runtime's balancer to see its worker")
+        # The console and the files it loads are package data of the install.
+        console = {path: fetch(url + path, accept="text/html") for path in ("/", "/console.js", "/console.css")}
         step = rate // 10
         replies = [call(url, json.dumps({"ACCOUNTCODE": "runtime", "data": samples[i:i + step].tolist(),
                                          "sample_rate": rate, "seq": n + 1}).encode())
@@ -148,6 +157,9 @@ def test_balancer_and_worker_serve_vad_from_any_directory(runtime: Path, tmp_pat
         balancer.terminate()
         worker.terminate()
     assert all(status == 200 and "error" not in reply for status, reply in replies), replies
+    assert [content_type.split(";")[0] for content_type, _ in console.values()] == \
+        ["text/html", "text/javascript", "text/css"]
+    assert b'src="console.js"' in console["/"][1] and b"new WebSocket(" in console["/console.js"][1]
     assert any(reply["voice"] == 1 for _, reply in replies)
     lines = (tmp_path / "logs" / "runtime.txt").read_text().splitlines()
     parsed = [parse_line(line) for line in lines]

@@ -166,7 +166,7 @@ def balancer_sees_all(url: str) -> bool:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not Path(HAPROXY).exists():
-        pytest.skip("HAProxy is not installed (.ci/run installs Debian's haproxy)")
+        pytest.skip("HAProxy is not installed (as root, scripts/system_packages.sh installs Debian's haproxy)")
     try:
         database = PostgresServer(free_port()).start()
     except PostgresUnavailable as exc:

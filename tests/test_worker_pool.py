@@ -4,8 +4,10 @@ when merely slow; back when /health answers again."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -61,6 +63,26 @@ def test_health_states():
         for _, server in servers:
             await server.close()
     asyncio.run(go())
+
+
+def test_joining_the_ring_is_news_leaving_it_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker that starts, or recovers, is the normal case: INFO. One that
+    leaves the ring moves accounts and loses their streaming state: WARNING."""
+    async def go() -> str:
+        behaviour = {"health": 200}
+        server_url, server = await serve(behaviour, asyncio.Event())
+        pool = WorkerPool((server_url,))
+        async with aiohttp.ClientSession() as session:
+            await pool.check(session, timeout=1.0)  # joins
+            behaviour["health"] = 503
+            await pool.check(session, timeout=1.0)  # leaves
+        await server.close()
+        return server_url
+    with caplog.at_level(logging.DEBUG, logger="balancer.workers"):
+        url = asyncio.run(go())
+    events = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "balancer.workers"]
+    assert events == [("INFO", f"worker {url} is in the ring"),
+                      ("WARNING", f"worker {url} left the ring: /health answered 503")]
 
 
 def test_the_pool_keeps_what_each_worker_says_of_its_database():

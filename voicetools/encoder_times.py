@@ -22,8 +22,8 @@ import numpy as np
 from voicetools.paths import DATA
 from voicetools.percentile import percentile
 from worker.audio import decode_wav, to_16k
-from worker.speakers.encoders import Encoder, Unavailable
 from worker.export.torch_encoders import load_encoder
+from worker.speakers.encoders import Encoder, Unavailable
 from worker.speakers.loader import load_onnx_encoder
 
 PROG = "voicestream-encoder-times"
