@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster import REPO
+
+from voicetools.paths import REPO
 
 SCRIPT = REPO / "scripts" / "system_packages.sh"
 HIDDEN = {"chromium", "chromium-browser", "chromedriver", "apt-get"}
