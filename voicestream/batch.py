@@ -126,3 +126,32 @@ def decode_replies(answer: object, frames: int) -> list[tuple[int, FrameReply]]:
             and all(type(status) is int for status in statuses) and all(isinstance(r, dict) for r in replies)):
         raise BatchError(f"worker gave no status and reply lists for a batch of {frames}")
     return list(zip(statuses, replies, strict=True))
+
+
+# A stream's CLOSE, balancer -> the worker of each account the stream sent
+# frames for: {"account": ..., "stream": ...}; the worker makes the account's
+# pending final labels final and answers {"events": [...]}, the events owed to
+# that stream (events.py). Also sent, and its answer dropped, when a client
+# goes away without CLOSE, so the account's record gets every final label.
+CLOSE_PATH = "/streams/close"
+MAX_STREAM_CHARS = 128
+
+
+def encode_close(account: str, stream: str) -> bytes:
+    return json.dumps({"account": account, "stream": stream}).encode()
+
+
+def decode_close(body: bytes) -> tuple[str, str]:
+    """(account, stream) of a CLOSE_PATH body; BatchError naming what is wrong."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise BatchError('a close is JSON: {"account": ..., "stream": ...}') from None
+    if not isinstance(value, dict):
+        raise BatchError('a close is a JSON object: {"account": ..., "stream": ...}')
+    account, stream = value.get("account"), value.get("stream")
+    if not is_valid_account(account):
+        raise BatchError(invalid_account_message(account))
+    if not isinstance(stream, str) or not 0 < len(stream) <= MAX_STREAM_CHARS:
+        raise BatchError(f"stream must be a string of 1-{MAX_STREAM_CHARS} characters")
+    return account, stream

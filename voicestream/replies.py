@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from .events import Event
+
 
 class FrameReply(TypedDict, total=False):
     account: str     # balancer
@@ -24,3 +26,13 @@ class FrameReply(TypedDict, total=False):
     score: float | None
     duplicate: bool  # already logged by an earlier attempt: not logged again
     error: str       # what was wrong; no analysis fields then
+    events: list[Event]  # what changed at this frame, in order (events.py); absent when nothing did
+
+
+class StreamClosed(TypedDict):
+    """The answer to a stream's CLOSE, one per account the stream sent frames
+    for: the events its pending final labels made (events.py), then the
+    balancer closes the connection."""
+    account: str
+    closed: bool  # always true
+    events: list[Event]

@@ -15,9 +15,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
+from voicestream.events import Event
 from voicestream.replies import FrameReply
 
-from .speakers.streaming import SpeakerStream
+from .speakers.tracker import SpeakerTrack
 from .vad import VadStream
 
 # Streams (client connections) of an account whose last reply is kept for
@@ -34,7 +35,12 @@ class Account:
     vad: VadStream | None = None
     # The speaker tracker's state of this account (worker/speakers/tracker.py);
     # None until the account has voiceprints.
-    speech: SpeakerStream | None = None
+    speech: SpeakerTrack | None = None
+    voice: int | None = None  # the last frame's voice: speech_start / speech_end events
+    # Events for a stream that another stream's frame produced (a segment of
+    # its frames closed by a frame of another connection): sent with that
+    # stream's next reply, or its CLOSE. At most MAX_STREAMS_REMEMBERED streams.
+    outbox: dict[str, list[Event]] = field(default_factory=dict)
     # stream id -> (last seq, its reply): a retried frame is answered, not redone.
     replies: dict[str, tuple[int, FrameReply]] = field(default_factory=dict)
     # Registry's lock: threads that took this account and have not released it.
@@ -56,6 +62,18 @@ class Account:
         if seq < last_seq:
             return {"error": f"frame seq {seq} of stream {stream} was already processed", "duplicate": True}
         return None
+
+    def post(self, stream: str, events: list[Event]) -> None:
+        """Keep events for stream's next reply."""
+        if not events:
+            return
+        self.outbox.setdefault(stream, []).extend(events)
+        if len(self.outbox) > MAX_STREAMS_REMEMBERED:
+            del self.outbox[next(iter(self.outbox))]
+
+    def collect(self, stream: str) -> list[Event]:
+        """The events kept for stream, once."""
+        return self.outbox.pop(stream, [])
 
     def remember(self, stream: str, seq: int | None, reply: FrameReply) -> None:
         if seq is None:

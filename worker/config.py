@@ -38,20 +38,6 @@ def milliseconds(text: str) -> int:
     return value
 
 
-def seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"a duration in seconds is 0 or more, got {text!r}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"a duration in seconds above 0, got {text!r}")
-    return value
-
-
 def database_url(text: str) -> str:
     """Empty (embedded) or a checked postgresql:// URL. The check loads
     psycopg only when a URL is given: embedded workers never import it."""
@@ -113,24 +99,15 @@ class WorkerConfig:
                                "enrollments, deletions and verifications (JSON lines)", group="speakers")
     min_enroll_seconds: float = option(3.0, "--min-enroll-seconds", "MIN_ENROLL_SECONDS",
                                        "least speech an enrollment needs", parse=SECONDS, group="speakers")
-    window_seconds: float = option(2.0, "--window-seconds", "SPEAKER_WINDOW_SECONDS",
-                                   "voiced audio scored per streaming decision", parse=positive_seconds,
-                                   group="speakers")
-    hop_seconds: float = option(0.5, "--hop-seconds", "SPEAKER_HOP_SECONDS",
-                                "new speech between streaming decisions", parse=positive_seconds,
-                                group="speakers")
-    first_decision_seconds: float = option(
-        2.0, "--first-decision-seconds", "SPEAKER_FIRST_DECISION_SECONDS",
-        "speech a turn needs before its first speaker decision (at most --window-seconds)", parse=seconds,
-        group="speakers")
-    speaker_reset_seconds: float = option(
-        3.0, "--speaker-reset-seconds", "SPEAKER_RESET_SECONDS",
-        "silence after which an account's window and decision are dropped (0: never)", parse=seconds,
-        group="speakers")
+    speaker_lag_ms: int = option(
+        1000, "--speaker-lag-ms", "SPEAKER_LAG_MS",
+        "how long after a frame its final speaker label comes (a segment event; 0: final = immediate)",
+        parse=at_least(0, int, 1000), group="speakers")
     speaker_threshold: float | None = option(
-        None, "--speaker-threshold", "SPEAKER_THRESHOLD", "score a speaker must pass (a cosine, -1 to 1)",
+        None, "--speaker-threshold", "SPEAKER_THRESHOLD",
+        "score a speaker must pass (a cosine, -1 to 1): a 1 s window's in streams, a recording's in /verify",
         parse=optional(at_least(-1, high=1)),
-        shown_default="per encoder: GE2E 0.70, ECAPA 0.25", group="speakers")
+        shown_default="per encoder: GE2E 0.65 in streams, 0.70 in /verify; ECAPA 0.25", group="speakers")
     database: str = option(
         "", "--database", "DATABASE_URL",
         "PostgreSQL URL (postgresql://user@host:port/db) shared by every host: voiceprints, the activity log and "

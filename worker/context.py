@@ -78,6 +78,6 @@ def create_speakers(config: WorkerConfig, vad: VadEngine,
                                                    config.model_dir))
     store = storage.voiceprints
     service = SpeakerService(engine, store, vad, storage.activity, threshold, config.min_enroll_seconds)
-    tracker = SpeakerTracker(engine, Roster(store), threshold, config.window_seconds, config.hop_seconds,
-                             config.speaker_reset_seconds, config.first_decision_seconds)
+    # The tracker's own default threshold is for 1 s windows (encoders.SCORE_MODELS).
+    tracker = SpeakerTracker(engine, Roster(store), config.speaker_threshold, config.speaker_lag_ms / 1000)
     return service, tracker

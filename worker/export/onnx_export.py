@@ -3,7 +3,8 @@
 The model is loaded through the same path as the torch encoders
 (torch_encoders.py: EncoderClassifier.from_hparams for ECAPA, resemblyzer's
 packaged weights for GE2E), exported with torch.onnx.export (the
-torch.export-based exporter, dynamic batch and time axes), checked against the
+torch.export-based exporter for ECAPA, the TorchScript one for GE2E's LSTM; dynamic batch and time
+axes), checked against the
 torch model and then renamed into the output directory under the name
 worker/speakers/graphs.py gives it. Several exports at once are fine: one
 exports under a lock while the others wait and then find the file.
@@ -22,13 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from ..speakers.encoders import DISABLED_REASON, SAMPLE_RATE, Encoder, Unavailable, unavailable_reason
-from ..speakers.graphs import EXPORT_VERSION, GraphKey, cached_graph, graph_key, open_graph
+from ..speakers.graphs import EXPORT_VERSION, Ge2eGraph, GraphKey, cached_graph, graph_key, open_graph
 from ..speakers.loader import export_command
 from .torch_encoders import EcapaEncoder, Ge2eEncoder, load_encoder
 
 # The torch.export-based exporter writes opset 18; asked for 17 it fails to
 # convert ECAPA's Pad nodes down. onnxruntime runs 18.
 OPSET = 18
+# The TorchScript exporter (GE2E's, export_ge2e) writes up to opset 17 well.
+GE2E_OPSET = 17
 # An export is accepted only if it embeds like the torch model it came from.
 MIN_COSINE = 0.9999
 
@@ -96,30 +99,47 @@ def ecapa_tracing_patch() -> Iterator[None]:
 def export_graph(encoder: Encoder, key: GraphKey, source: str, destination: Path) -> None:
     import torch
 
-    dynamic = torch.export.Dim.DYNAMIC
-    patch: contextlib.AbstractContextManager[None]
+    metadata = {"encoder": key.encoder, "model": key.model, "variant": key.variant, "dim": str(encoder.dim),
+                "source": source, "export_version": EXPORT_VERSION, "torch": torch.__version__}
     if isinstance(encoder, Ge2eEncoder):
-        module, patch = encoder.net, contextlib.nullcontext()
-        # Partial utterances are always 160 frames of 40 mels; the LSTM's
-        # export fixes the time axis anyway.
-        example = torch.rand(3, 160, 40)
-        names, shapes = (["mels"], ["embeddings"]), {"mels": {0: dynamic}}
-    elif isinstance(encoder, EcapaEncoder):
-        module, patch = ecapa_graph(encoder), ecapa_tracing_patch()
-        # Batch 2, not 1: the exporter would take a size of 1 for a constant.
-        example = torch.randn(2, 2 * SAMPLE_RATE) * 0.1
-        names, shapes = (["wavs"], ["embeddings"]), {"wavs": {0: dynamic, 1: dynamic}}
-    else:
+        export_ge2e(encoder, destination, metadata)
+        return
+    if not isinstance(encoder, EcapaEncoder):
         raise ExportError(f"no graph for {type(encoder).__name__}")
-    with patch, torch.no_grad():
-        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
-                                    input_names=names[0], output_names=names[1], dynamic_shapes=shapes)
+    dynamic = torch.export.Dim.DYNAMIC
+    # Batch 2, not 1: the exporter would take a size of 1 for a constant.
+    example = torch.randn(2, 2 * SAMPLE_RATE) * 0.1
+    with ecapa_tracing_patch(), torch.no_grad():
+        program = torch.onnx.export(ecapa_graph(encoder), (example,), dynamo=True, opset_version=OPSET,
+                                    input_names=["wavs"], output_names=["embeddings"],
+                                    dynamic_shapes={"wavs": {0: dynamic, 1: dynamic}})
     if program is None:  # only the legacy exporter (dynamo=False) returns nothing
         raise ExportError("torch.onnx.export returned no program")
-    program.model.metadata_props.update({
-        "encoder": key.encoder, "model": key.model, "variant": key.variant, "dim": str(encoder.dim),
-        "source": source, "export_version": EXPORT_VERSION, "torch": torch.__version__})
+    program.model.metadata_props.update(metadata)
     program.save(str(destination))
+
+
+def export_ge2e(encoder: Ge2eEncoder, destination: Path, metadata: dict[str, str]) -> None:
+    """The GE2E LSTM with dynamic batch AND time axes: the speaker tracker
+    embeds windows of 0.3 to 1 s (30-100 mel frames). torch.export fixes an
+    LSTM's sequence length to the example's ("tracing inferred a static shape
+    of 100"), so this one goes through the TorchScript exporter, whose ONNX LSTM
+    takes any length."""
+    import warnings
+
+    import onnx
+    import torch
+
+    example = torch.rand(3, 100, 40)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and batch-first RNN notes
+        torch.onnx.export(encoder.net, (example,), str(destination), dynamo=False, opset_version=GE2E_OPSET,
+                          input_names=["mels"], output_names=["embeddings"],
+                          dynamic_axes={"mels": {0: "windows", 1: "frames"}, "embeddings": {0: "windows"}})
+    model = onnx.load(str(destination))
+    for name, value in metadata.items():
+        model.metadata_props.add(key=name, value=value)
+    onnx.save(model, str(destination))
 
 
 def check_graph(path: Path, encoder: Encoder) -> float:
@@ -135,7 +155,16 @@ def check_graph(path: Path, encoder: Encoder) -> float:
     ours = graph.embed_batch(windows)
     theirs = encoder.embed_batch(windows)
     alone = np.stack([graph.embed_batch([w])[0] for w in windows[:2]])
-    return float(min((ours * theirs).sum(axis=1).min(), (alone * theirs[:2]).sum(axis=1).min()))
+    lowest = float(min((ours * theirs).sum(axis=1).min(), (alone * theirs[:2]).sum(axis=1).min()))
+    if isinstance(encoder, Ge2eEncoder) and isinstance(graph, Ge2eGraph):
+        # The tracker's windows: 0.3 to 1 s of mel frames, batched by length.
+        import torch
+
+        mels = [m[:frames] for m in encoder.partials(signal) for frames in (30, 50, 100)]
+        with torch.inference_mode():
+            reference = np.concatenate([encoder.net(torch.from_numpy(np.stack([m]))).numpy() for m in mels])
+        lowest = min(lowest, float((graph.embed_mels(mels) * reference).sum(axis=1).min()))
+    return lowest
 
 
 # --- cache -------------------------------------------------------------------

@@ -1,12 +1,23 @@
 """POST /frames/batch: the frames the balancer sends together
-(voicestream/batch.py), one status and one reply per frame, in order."""
+(voicestream/batch.py), one status and one reply per frame, in order; POST
+/streams/close: a stream's CLOSE, its pending final labels."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, request
 
-from voicestream.batch import PATH, BatchError, BatchFrame, InvalidFrame, decode_batch, encode_replies
+from voicestream.batch import (
+    CLOSE_PATH,
+    PATH,
+    BatchError,
+    BatchFrame,
+    InvalidFrame,
+    decode_batch,
+    decode_close,
+    encode_replies,
+)
 from voicestream.replies import FrameReply
 
 from ..audio import AudioError, decode_wav
@@ -76,3 +87,13 @@ def frames_batch() -> Response:
             statuses[i] = 409
         metrics.answered(reply)
     return json_text(encode_replies(statuses, replies), 200)
+
+
+@bp.post(CLOSE_PATH)
+def close_stream() -> Response:
+    worker = current_worker()
+    try:
+        account, stream = decode_close(request.get_data(cache=False))
+    except BatchError as exc:
+        return error(400, str(exc))
+    return json_text(json.dumps({"events": worker.pipeline.close_stream(account, stream)}), 200)

@@ -29,6 +29,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .hmm import ScoreModel
+
 SAMPLE_RATE = 16000
 
 # Default decision thresholds (cosine score a speaker must reach), per encoder.
@@ -42,6 +44,17 @@ SAMPLE_RATE = 16000
 #   the real model cannot be downloaded in this environment. Run
 #   voicestream-calibrate --encoders ecapa where it can.
 DEFAULT_THRESHOLDS = {"ge2e": 0.70, "ecapa": 0.25}
+
+# How the tracker weighs a window's scores (hmm.ScoreModel), per encoder; the
+# threshold is for a 1 s window (--speaker-threshold, or an account's own,
+# replaces it, as it replaces /verify's).
+# ge2e: MEASURE
+# ecapa: not calibrated (no pretrained weights here): SpeechBrain's 0.25 at
+#   every window length, every window weighing the same.
+SCORE_MODELS = {
+    "ge2e": ScoreModel(threshold=0.65, length_shift=0.05, length_weight=0.3, beta=30.0),
+    "ecapa": ScoreModel(threshold=0.25, length_shift=0.0, length_weight=0.0, beta=30.0),
+}
 
 ECAPA_FILES = ("hyperparams.yaml", "embedding_model.ckpt", "mean_var_norm_emb.ckpt",
                "classifier.ckpt", "label_encoder.txt")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encoders import Encoder, Unavailable
-from .streaming import WINDOWS, encode
+from .windows import MELS, WAVS
 
 log = logging.getLogger("worker.speakers")
 
@@ -31,7 +31,7 @@ Embedded = tuple[np.ndarray, float]  # encoder outputs, encoder ms of the batch 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    kind: str  # streaming.WINDOWS or streaming.PARTIALS
+    kind: str  # windows.WAVS (16 kHz samples) or windows.MELS (GE2E mel frames)
     inputs: list[np.ndarray]
     future: Future[Embedded]
 
@@ -78,9 +78,10 @@ class SpeakerEngine:
             return f"speaker encoder {self.kind} is still loading on this worker; retry in a few seconds"
         return f"speaker encoder unavailable: {self.reason}"
 
-    def embed(self, inputs: list[np.ndarray], kind: str = WINDOWS) -> Embedded:
-        """(encoder outputs, encoder ms of the batch they ran in) for
-        recordings or windows (WINDOWS), or GE2E partials (streaming.PARTIALS).
+    def embed(self, inputs: list[np.ndarray], kind: str = WAVS) -> Embedded:
+        """(unit embeddings, encoder ms of the batch they ran in) of
+        recordings or windows as 16 kHz samples (WAVS), or of GE2E mel windows
+        (MELS, what the tracker's GE2E windows hand over).
         Raises EncoderUnavailable when there is no encoder."""
         if not self.ready:
             raise EncoderUnavailable(self.unavailable_message())
@@ -166,3 +167,10 @@ class SpeakerEngine:
         for job in batch:
             job.future.set_result((outputs[start:start + len(job.inputs)], encoder_ms))
             start += len(job.inputs)
+
+
+def encode(encoder: Encoder, kind: str, inputs: list[np.ndarray]) -> np.ndarray:
+    """The encoder's unit embeddings of inputs of one kind."""
+    if kind == MELS:
+        return encoder.embed_mels(inputs)  # type: ignore[attr-defined]  # GE2E's windows: only Ge2eGraph makes them
+    return encoder.embed_batch(inputs)

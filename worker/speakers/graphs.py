@@ -48,7 +48,8 @@ log = logging.getLogger("worker.speakers")
 
 # Bump when the export changes what it writes: caches of the old code are then
 # exported again instead of being reused.
-EXPORT_VERSION = "1"
+# 2: GE2E's time axis is dynamic (the tracker's windows are 30-100 mel frames).
+EXPORT_VERSION = "2"
 
 
 # --- serving -------------------------------------------------------------------
@@ -97,10 +98,19 @@ class Ge2eGraph(Graph):
         return average_partials(self.embed_partials(np.concatenate(parts)), [len(p) for p in parts])
 
     def embed_partials(self, mels: np.ndarray) -> np.ndarray:
-        """(n, 256) unit embeddings of (n, 160, 40) partial utterances: the
-        LSTM alone (streaming.py caches them per account)."""
+        """(n, 256) unit embeddings of (n, frames, 40) mel windows of one
+        length: the LSTM alone."""
         [partial_embeds] = self.session.run(None, {"mels": mels.astype(np.float32, copy=False)})
         return partial_embeds
+
+    def embed_mels(self, windows: list[np.ndarray]) -> np.ndarray:
+        """Unit embeddings of (frames, 40) mel windows of any lengths: each
+        length in one call, so no window is padded (an LSTM's last state
+        after padding is another embedding)."""
+        out = np.empty((len(windows), self.dim), np.float32)
+        for indices in same_length_groups(windows):
+            out[indices] = self.embed_partials(np.stack([windows[i] for i in indices]))
+        return out
 
 
 @dataclass

@@ -1,155 +1,315 @@
-"""Streaming speaker verification: which enrolled speaker is talking now.
+"""Who is speaking in an account's stream, frame by frame: the speaker
+tracker of the frame path.
 
-Per account, a speaker stream (streaming.py) takes the voiced frames
-(VAD-gated). Every hop of new speech it hands the encoder what is new (GE2E:
-one partial utterance; ECAPA: the window), and the embedding is scored
-against all of the account's voiceprints made by this worker's encoder; the
-decision (best speaker, or "unknown") holds for the following voiced frames
-until the next one. Unvoiced frames carry no speaker.
+Per account with enrolled speakers, a window stream (windows.py) takes the
+voiced frames and hands out a window of the last second of speech every
+0.2 s; the windows of all accounts due at once are embedded in one encoder
+call and scored against the account's voiceprints. The scores feed the
+account's decoder (decoder.py, over hmm.py's model): its immediate label
+goes into the frame's reply and log line; its final labels, `lag` seconds
+later, become segments (events.Segment): runs of consecutive voiced frames
+of one stream with one final speaker.
 
-Accounts without voiceprints pay one cached lookup per frame: no buffering,
-no embedding.
+Accounts without voiceprints pay one cached lookup per frame: no windows, no
+embedding, no decoder.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from voicestream.events import SEGMENT, SPEAKER_CHANGE, Event, Segment, SpeakerChange
+from voicestream.stamps import stamp_text
 
 from ..audio import Audio
 from ..metrics import SpeakerMetrics
 from ..storage.protocol import StorageUnavailable
 from ..storage.voiceprints import EncoderId
+from .decoder import FRAME_SECONDS, UNKNOWN, Final, Label, Observation, SpeakerDecoder
+from .encoders import SCORE_MODELS
 from .engine import SpeakerEngine
-from .scoring import UNKNOWN, Enrolled, Roster, decide
-from .streaming import SpeakerStream, stream_for
+from .hmm import TurnModel
+from .scoring import Enrolled, Roster
+from .windows import PAUSE_SECONDS, SpeakerWindows, Window, windows_for
 
 log = logging.getLogger("worker.speakers")
 
-# Speech a turn needs before its first decision (--first-decision-seconds,
-# capped by --window-seconds):
-# decisions on less are the noisiest. Leave one speaker out on
-# ../shared/data/speakers (GE2E, 2 s window, voicestream-calibrate --methods),
-# 1.5 s -> 2 s: at thresholds chosen on the other folds, enrolled speakers
-# identified 91.8% -> 94.0% and stranger decisions unknown 91.9% -> 92.4%
-# (at 0.70: 94.4% -> 96.1% and 87.0% -> 86.1%). 1 s windows had 19% EER.
-MIN_WINDOW_SECONDS = 2.0
 UNREADABLE_LOG_SECONDS = 10.0
+# How turns change (hmm.TurnModel), per 0.1 s of speech: MEASURE
+TURNS = TurnModel(speech_mix=0.004, pause_mix=0.9, pause_frames=round(PAUSE_SECONDS / 0.1), unknown_prior=0.5)
+# Of a final label's look-ahead, how much goes to centering the windows on
+# their frames (decoder.py): half a window.
+SHIFT_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """Which frame a label is for: what its segment's events and records name."""
+    stream: str
+    seq: int
+    stamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedSegment:
+    """A segment whose labels are final: for its stream's client and the account's record."""
+    stream: str
+    event: Segment
 
 
 @dataclass(frozen=True, slots=True)
 class SpeakerResult:
-    """A frame's speaker: the decision in force (speaker and score None when
-    the account has no enrolled speakers, the frame has no voice or no
-    decision was made yet) and the encoder time the frame paid for it."""
+    """A frame's speaker: its immediate label (None when the account has no
+    enrolled speakers, the frame has no voice or no window was scored yet),
+    the encoder time the frame paid, its speaker_change event if the label
+    changed, and the segments its frame closed (of any stream of the account)."""
     speaker: str | None
     score: float | None
     encoder_ms: float = 0.0
+    change: SpeakerChange | None = None
+    segments: tuple[ClosedSegment, ...] = ()
 
 
 NO_SPEAKER = SpeakerResult(None, None)
 
 
+@dataclass(eq=False)
+class _OpenSegment:
+    stream: str
+    speaker: str
+    first: FrameRef
+    last: FrameRef
+    frames: int = 1
+    score_sum: float = 0.0
+    scored: int = 0
+
+    def extend(self, final: Final[FrameRef]) -> bool:
+        ref = final.ref
+        if ref.stream != self.stream or final.label.speaker != self.speaker or final.after_gap:
+            return False
+        self.last, self.frames = ref, self.frames + 1
+        self._score(final.label)
+        return True
+
+    def _score(self, label: Label) -> None:
+        if label.score is not None:
+            self.score_sum, self.scored = self.score_sum + label.score, self.scored + 1
+
+    def close(self) -> ClosedSegment:
+        score = round(self.score_sum / self.scored, 3) if self.scored else None
+        return ClosedSegment(self.stream, {
+            "type": SEGMENT, "speaker": self.speaker, "score": score, "start": stamp_text(self.first.stamp),
+            "end": stamp_text(self.last.stamp), "start_seq": self.first.seq, "end_seq": self.last.seq,
+            "frames": self.frames, "final": True})
+
+
+def open_segment(final: Final[FrameRef]) -> _OpenSegment:
+    segment = _OpenSegment(final.ref.stream, final.label.speaker, final.ref, final.ref)
+    segment._score(final.label)
+    return segment
+
+
+@dataclass(eq=False)
+class SpeakerTrack:
+    """An account's speaker state (Account.speech): its windows, its decoder
+    for the voiceprints it was built with, the last immediate label and the
+    segment its final labels are filling."""
+    windows: SpeakerWindows
+    enrolled: Enrolled
+    decoder: SpeakerDecoder[FrameRef]
+    label: str | None = None
+    open: _OpenSegment | None = None
+    closed: list[ClosedSegment] = field(default_factory=list)
+
+    def take_finals(self, finals: Sequence[Final[FrameRef]]) -> None:
+        """Final labels into segments: a segment closes as soon as it is
+        known to end (the next frame's final label differs, or no voiced
+        frame follows its last)."""
+        for final in finals:
+            if self.open is None or not self.open.extend(final):
+                if self.open is not None:
+                    self.closed.append(self.open.close())
+                self.open = open_segment(final)
+            if final.ends_run:
+                self.closed.append(self.open.close())
+                self.open = None
+
+    def flush(self) -> list[ClosedSegment]:
+        """Every pending label final now, every segment closed: what the
+        track still owed, oldest first."""
+        self.take_finals(self.decoder.flush())
+        if self.open is not None:
+            self.closed.append(self.open.close())
+            self.open = None
+        return self.take_closed()
+
+    def take_closed(self) -> list[ClosedSegment]:
+        closed, self.closed = self.closed, []
+        return closed
+
+
 class SpeakerState(Protocol):
     """An account as the tracker sees it (worker/accounts.py's Account): its
-    code and its speaker stream, kept between frames. The caller holds the
+    code and its speaker track, kept between frames. The caller holds the
     account's lock; the account's registry forgets both together."""
     code: str
-    speech: SpeakerStream | None
+    speech: SpeakerTrack | None
 
 
 @dataclass(frozen=True, slots=True)
-class Due:
-    enrolled: Enrolled
-    stream: SpeakerStream
-    input: np.ndarray  # what the encoder embeds for this decision
+class SpeakerFrame:
+    """A frame as the tracker takes it."""
+    account: SpeakerState
+    ref: FrameRef
+    audio: Audio
+    voice: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    index: int
+    track: SpeakerTrack
+    window: Window
 
 
 class SpeakerTracker:
-    """Speaker decisions of the frame path (worker/pipeline.py); called under
+    """Speaker labels of the frame path (worker/pipeline.py); called under
     the accounts' locks."""
 
-    def __init__(self, engine: SpeakerEngine, roster: Roster, threshold: float,
-                 window_seconds: float, hop_seconds: float, reset_seconds: float,
-                 first_decision_seconds: float = MIN_WINDOW_SECONDS) -> None:
+    def __init__(self, engine: SpeakerEngine, roster: Roster, threshold: float | None, lag_seconds: float) -> None:
         self.engine = engine
         self.roster = roster
-        self.threshold = threshold
-        self.window_seconds = window_seconds
-        self.hop_seconds = hop_seconds
-        self.reset_seconds = reset_seconds
-        self.first_decision_seconds = first_decision_seconds
+        self.threshold = threshold  # --speaker-threshold; None: the encoder's score model's
+        self.lag_seconds = lag_seconds
         self._quiet_until = 0.0
         self.metrics = SpeakerMetrics()  # registered by create_app
 
-    def on_frames(self, frames: Sequence[tuple[SpeakerState, Audio, int]]) -> list[SpeakerResult]:
+    def on_frames(self, frames: Sequence[SpeakerFrame]) -> list[SpeakerResult]:
         """The speaker of each frame (one each of distinct accounts, whose
-        locks the caller holds; voice is the frame's VAD decision). The inputs
-        due for a decision are embedded together, in one call."""
+        locks the caller holds). The windows due are embedded together, in
+        one call per kind of input."""
         results = [NO_SPEAKER] * len(frames)
         if not self.engine.ready:
             return results
-        due: list[tuple[int, SpeakerState, Due]] = []
-        for i, (account, audio, voice) in enumerate(frames):
-            step = self._add(account, audio, voice)
-            if isinstance(step, Due):
-                due.append((i, account, step))
-            else:
-                results[i] = step
-        for kind in {d.stream.kind for _, _, d in due}:
-            self._decide([(i, d) for i, _, d in due if d.stream.kind == kind], kind, results)
+        tracks: list[tuple[SpeakerTrack | None, list[ClosedSegment]]] = []
+        due: list[_Due] = []
+        for i, frame in enumerate(frames):
+            track, owed = self._track(frame.account, frame.audio.sample_rate)
+            tracks.append((track, owed))
+            if track is not None:
+                window = track.windows.add(frame.audio.samples, frame.voice)
+                if window is not None:
+                    due.append(_Due(i, track, window))
+        observations, encoder_ms = self._score(due)
+        for i, (frame, (track, owed)) in enumerate(zip(frames, tracks, strict=True)):
+            if track is not None:
+                results[i] = self._decide(frame, track, observations.get(i), encoder_ms.get(i, 0.0))
+            elif owed:  # the account's voiceprints are gone: what its track still owed goes out
+                results[i] = SpeakerResult(None, None, segments=tuple(owed))
         return results
 
-    def _decide(self, due: list[tuple[int, Due]], kind: str, results: list[SpeakerResult]) -> None:
-        try:
-            outputs, encoder_ms = self.engine.embed([d.input for _, d in due], kind)
-        except Exception:
-            # A failed embedding loses one decision, never the frame.
-            self.metrics.embedding_failures.inc()
-            log.exception("speaker embedding failed for %d accounts", len(due))
-            return
-        self.metrics.embedding_seconds.observe(encoder_ms / 1000)
-        for (i, d), output in zip(due, outputs, strict=True):
-            embedding = d.stream.embedded(output)
-            if embedding is not None:
-                decision = decide(d.enrolled, embedding, self.threshold)
-                d.stream.decided(decision.speaker, decision.score)
-                (self.metrics.unknown if decision.speaker == UNKNOWN else self.metrics.known).inc()
-            results[i] = SpeakerResult(d.stream.speaker, d.stream.score, encoder_ms)
+    def close(self, account: SpeakerState) -> list[ClosedSegment]:
+        """A stream's CLOSE: the account's pending labels made final now."""
+        return account.speech.flush() if account.speech is not None else []
 
-    def _unreadable(self, account: str, exc: StorageUnavailable) -> None:
-        # Once per UNREADABLE_LOG_SECONDS: an outage would otherwise log every frame.
-        now = time.monotonic()
-        if now >= self._quiet_until:
-            self._quiet_until = now + UNREADABLE_LOG_SECONDS
-            log.warning("voiceprints of account %s unreadable (%s); frames go without speakers meanwhile",
-                        account, exc)
-
-    def _add(self, account: SpeakerState, audio: Audio, voice: int) -> SpeakerResult | Due:
-        """The frame's result, or its voiceprints and window when a decision is due."""
+    def _track(self, account: SpeakerState, sample_rate: int) -> tuple[SpeakerTrack | None, list[ClosedSegment]]:
+        """The account's track for its current voiceprints (a new one when
+        they changed: the old one's pending labels are made final first, and
+        owed to the frame's reply)."""
         encoder = self.engine.encoder
         assert encoder is not None  # on_frames checked that the engine is ready
         try:
             enrolled = self.roster.enrolled(account.code, EncoderId(encoder.name, encoder.model, encoder.dim))
         except StorageUnavailable as exc:
             # The store unreadable (locked past the busy timeout, disk gone,
-            # the shared database down): this frame goes without a speaker,
-            # not without a reply.
+            # the shared database down): tracking goes on with the voiceprints
+            # it has; an account not tracked yet goes without speakers meanwhile.
             self._unreadable(account.code, exc)
-            return NO_SPEAKER
+            return account.speech, []
+        track = account.speech
+        if track is not None and track.windows.sample_rate == sample_rate and same_voiceprints(track.enrolled,
+                                                                                               enrolled):
+            return track, []
+        owed = track.flush() if track is not None else []
         if enrolled is None:
             account.speech = None
-            return NO_SPEAKER
-        stream = account.speech
-        if stream is None or stream.sample_rate != audio.sample_rate:
-            stream = account.speech = stream_for(encoder.name, audio.sample_rate, self.window_seconds,
-                                                 self.hop_seconds, self.reset_seconds, self.first_decision_seconds,
-                                                 getattr(encoder, "basis", None))
-        due = stream.add(audio.samples, voice)
-        if due is None:
-            return SpeakerResult(stream.speaker, stream.score) if voice else NO_SPEAKER
-        return Due(enrolled, stream, due)
+            return None, owed
+        windows = (track.windows if track is not None and track.windows.sample_rate == sample_rate
+                   else windows_for(encoder.name, sample_rate, getattr(encoder, "basis", None)))
+        model = SCORE_MODELS[encoder.name]
+        threshold = enrolled.threshold if enrolled.threshold is not None else self.threshold
+        if threshold is not None:  # the account's own, else the worker's --speaker-threshold
+            model = model.with_threshold(threshold)
+        # One frame of the lag goes to learning whether the next frame's final
+        # label differs, which a segment needs to close: so a segment comes at
+        # most `lag` after its last frame (100 ms frames).
+        look_ahead = max(0.0, self.lag_seconds - FRAME_SECONDS)
+        decoder: SpeakerDecoder[FrameRef] = SpeakerDecoder(enrolled.names, model, TURNS, look_ahead,
+                                                           min(SHIFT_SECONDS, look_ahead))
+        account.speech = SpeakerTrack(windows, enrolled, decoder, closed=owed)
+        return account.speech, []
+
+    def _score(self, due: list[_Due]) -> tuple[dict[int, Observation], dict[int, float]]:
+        """Each due window's scores against its account's voiceprints, by frame index."""
+        observations: dict[int, Observation] = {}
+        times: dict[int, float] = {}
+        for kind in {d.track.windows.kind for d in due}:
+            batch = [d for d in due if d.track.windows.kind == kind]
+            try:
+                outputs, encoder_ms = self.engine.embed([d.window.input for d in batch], kind)
+            except Exception:
+                # A failed embedding loses one observation, never the frame.
+                self.metrics.embedding_failures.inc()
+                log.exception("speaker embedding failed for %d accounts", len(batch))
+                continue
+            self.metrics.embedding_seconds.observe(encoder_ms / 1000)
+            for d, embedding in zip(batch, outputs, strict=True):
+                observations[d.index] = Observation(d.track.enrolled.matrix @ embedding, d.window.seconds)
+                times[d.index] = encoder_ms
+        return observations, times
+
+    def _decide(self, frame: SpeakerFrame, track: SpeakerTrack, observation: Observation | None,
+                encoder_ms: float) -> SpeakerResult:
+        seconds = len(frame.audio.samples) / frame.audio.sample_rate
+        label, finals = track.decoder.add(frame.ref, seconds, frame.voice, observation)
+        track.take_finals(finals)
+        change: SpeakerChange | None = None
+        speaker = score = None
+        if label is not None:
+            speaker, score = label.speaker, label.score
+            if observation is not None:
+                (self.metrics.unknown if speaker == UNKNOWN else self.metrics.known).inc()
+            if speaker != track.label:
+                change = {"type": SPEAKER_CHANGE, "seq": frame.ref.seq, "time": stamp_text(frame.ref.stamp),
+                          "speaker": speaker, "score": None if score is None else round(score, 3),
+                          "previous": track.label}
+                track.label = speaker
+        return SpeakerResult(speaker, score, encoder_ms, change, tuple(track.take_closed()))
+
+    def _unreadable(self, account: str, exc: StorageUnavailable) -> None:
+        # Once per UNREADABLE_LOG_SECONDS: an outage would otherwise log every frame.
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + UNREADABLE_LOG_SECONDS
+            log.warning("voiceprints of account %s unreadable (%s); frames go on with the voiceprints tracked "
+                        "(none for an account not tracked yet)", account, exc)
+
+
+def segment_events(closed: Sequence[ClosedSegment], stream: str) -> list[Event]:
+    """The segment events of closed that belong to stream."""
+    return [c.event for c in closed if c.stream == stream]
+
+
+def same_voiceprints(tracked: Enrolled, now: Enrolled | None) -> bool:
+    """Whether the voiceprints a track decides over are still the account's.
+    The roster hands out a new Enrolled whenever any account's voiceprints
+    changed (its cache is dropped whole), so identity alone would restart
+    every account's tracking at another account's enrollment."""
+    return now is not None and (tracked is now or (
+        tracked.names == now.names and tracked.threshold == now.threshold
+        and np.array_equal(tracked.matrix, now.matrix)))

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .rows import FrameRow
+from .rows import FinalLabel, FrameRow
 from .voiceprints import AccountThreshold, EncoderId, Voiceprint
 
 
@@ -77,9 +77,10 @@ class ActivityWriter(Protocol):
 
 
 class FrameRecorder(Protocol):
-    def record(self, rows: Sequence[FrameRow]) -> None:
+    def record(self, rows: Sequence[FrameRow], finals: Sequence[FinalLabel] = ()) -> None:
         """Store the rows durably (postgres/frames.py: PostgreSQL or this
-        host's spool) before the frames are answered."""
+        host's spool) before the frames are answered, and the final labels
+        that frames already stored got (their rows' final_speaker)."""
         ...
 
 

@@ -18,3 +18,15 @@ class FrameRow:
     ms: float                    # model time; stored rounded, as the line shows it
     speaker: str | None = None
     score: float | None = None   # stored rounded to 2 places, as the line shows it
+
+
+@dataclass(frozen=True, slots=True)
+class FinalLabel:
+    """The final speaker of a run of a stream's frames (a segment, events.Segment):
+    frames start_seq to end_seq of the stream get it in their rows."""
+    account: str
+    stream: str
+    start_seq: int
+    end_seq: int
+    speaker: str
+    score: float | None

@@ -27,7 +27,7 @@ import psycopg
 from voicestream.logline import format_line
 from voicestream.stamps import stamp_time
 
-from ..rows import FrameRow
+from ..rows import FinalLabel, FrameRow
 from .connection import Database, DatabaseUnavailable
 from .notify import FRAMES_CHANNEL
 from .spool import COLUMNS, Row, Spool
@@ -74,10 +74,11 @@ class FrameRows:
         self._flusher = threading.Thread(target=self._flush_loop, name=f"{database.name}-flush", daemon=True)
         self._flusher.start()
 
-    def record(self, rows: Sequence[FrameRow]) -> None:
+    def record(self, rows: Sequence[FrameRow], finals: Sequence[FinalLabel] = ()) -> None:
         """Store the rows durably: one statement to PostgreSQL if it is up,
         else (or if that fails or takes longer than the database timeout) the
-        spool. Raises only if the spool itself cannot be written."""
+        spool. Raises only if the spool itself cannot be written.
+        FINALS: not stored yet (issue 15's PostgreSQL part)."""
         batch = [row for row in map(self._row, rows) if row is not None]
         if not batch:
             return
