@@ -218,3 +218,58 @@ def vad_engine() -> VadEngine:
     return VadEngine(SileroOnnx(), REFERENCE_VAD)
 
 
+
+
+# --- the real conversation of ../shared/data/conversation -----------------------------
+
+def rttm_turns(path: Path) -> list[tuple[str, float, float]]:
+    """(speaker, start, end) of each SPEAKER line of an RTTM file, by start."""
+    turns = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0] != "SPEAKER":
+            continue
+        try:
+            start, duration, name = float(fields[3]), float(fields[4]), fields[7]
+        except (IndexError, ValueError):
+            raise ConversationError(f"{path}:{number}: not an RTTM SPEAKER line: {line[:80]!r}") from None
+        turns.append((name, start, start + duration))
+    if not turns:
+        raise ConversationError(f"{path}: no SPEAKER lines")
+    return sorted(turns, key=lambda t: t[1])
+
+
+def solo_spans(turns: Sequence[tuple[str, float, float]], name: str) -> list[tuple[float, float]]:
+    """Where name speaks and nobody else does."""
+    spans: list[tuple[float, float]] = []
+    for who, start, end in turns:
+        if who != name:
+            continue
+        pieces = [(start, end)]
+        for other, a, b in turns:
+            if other == name:
+                continue
+            pieces = [p for x, y in pieces for p in ((x, min(y, a)), (max(x, b), y)) if p[1] - p[0] > 1e-9]
+        spans += pieces
+    return spans
+
+
+def recorded(wav: Path, rttm_path: Path, out_dir: Path, uri: str = "real") -> Conversation:
+    """A recorded conversation with its reference: each speaker enrolled from
+    where only they speak in it (which leaks: the streamed audio contains the
+    enrollment audio), the whole recording streamed, the RTTM's segments the
+    reference."""
+    samples = read_audio(wav)
+    turns_rttm = rttm_turns(rttm_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    enrolled: dict[str, list[Path]] = {}
+    for name in sorted({t[0] for t in turns_rttm}):
+        spans = solo_spans(turns_rttm, name)
+        audio = np.concatenate([samples[int(a * RATE):int(b * RATE)] for a, b in spans])
+        path = out_dir / f"{uri}-{name}-solo.wav"
+        sf.write(path, audio, RATE, subtype="PCM_16")
+        enrolled[name] = [path]
+    frame = int(FRAME_SECONDS * RATE)
+    samples = samples[:len(samples) - len(samples) % frame]
+    turns = tuple(Turn(name, name, str(wav), start, start, end, ((start, end),)) for name, start, end in turns_rttm)
+    return Conversation(uri, "", enrolled, samples, turns)

@@ -28,7 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
-from voicetools.paths import REPO, RESULTS, SPEAKERS
+from voicetools import timeline
+from voicetools.paths import REPO, RESULTS, SHARED_DATA, SPEAKERS
+from voicetools.percentile import percentile
 from worker.vad import VadEngine
 
 from . import ConversationError, EncoderUnavailable
@@ -37,7 +39,9 @@ from .build import (
     PAUSE_SECONDS,
     TURN_SECONDS,
     BuildOptions,
+    Conversation,
     build,
+    recorded,
     rttm,
     speaker_files,
     vad_engine,
@@ -49,43 +53,60 @@ from .scoring import (
     Phases,
     Score,
     breakdown,
+    first_label,
     phases,
     score,
     stranger_named,
     total,
+    turn_latencies,
     who_for_whom,
 )
-from .system import enroll, hypothesis, start, stream
+from .system import System, enroll, final_hypothesis, hypothesis, start, stream
 
 PROG = "voicestream-conversation"
+RECORDED = [SHARED_DATA / "conversation" / "sample.wav", SHARED_DATA / "conversation" / "sample.rttm"]
 ENCODERS = ("ge2e", "ecapa")
 
+
+
+LABELS = ("immediate", "final")  # a frame's reply and log line; the segments, --speaker-lag-ms later
+
+
+@dataclass
+class Labels:
+    """One kind of label of one conversation, scored."""
+    score: Score
+    hypothesis_rttm: str
+    names: list[str] = field(default_factory=list)   # the hypothesis's labels
+    matrix: dict[str, dict[str, float]] = field(default_factory=dict)  # who_for_whom
+    phases: Phases = field(default_factory=Phases)
+    latencies: list[float] = field(default_factory=list)  # turn changes: seconds to the new speaker's label
+    first: float = float("inf")  # seconds from the first speech to the first label
+
+    def as_dict(self) -> dict:
+        named, spoke = stranger_named(self.matrix)
+        return {**self.score.as_dict(), "hypothesis_rttm": self.hypothesis_rttm, "labels": self.names,
+                "stranger_seconds": round(spoke, 3), "stranger_named_seconds": round(named, 3),
+                "breakdown": breakdown(self.matrix), "turn_phases": self.phases.as_dict(),
+                "turn_latencies": [round(x, 3) for x in self.latencies], "first_label": round(self.first, 3),
+                "who_for_whom": self.matrix}
 
 
 @dataclass
 class Fold:
     encoder: str
-    stranger: str
+    stranger: str  # the stranger's folder name; "" for a recorded conversation
     account: str
     seconds: float
     turns: int
     restarts: int
-    score: Score
     reference_rttm: str
-    hypothesis_rttm: str
-    labels: list[str] = field(default_factory=list)   # the hypothesis's
-    matrix: dict[str, dict[str, float]] = field(default_factory=dict)  # who_for_whom
-    phases: Phases = field(default_factory=Phases)
+    labels: dict[str, Labels] = field(default_factory=dict)  # LABELS -> scored
 
     def as_dict(self) -> dict:
-        named, spoke = stranger_named(self.matrix)
         return {"encoder": self.encoder, "stranger": self.stranger, "account": self.account,
                 "seconds": round(self.seconds, 3), "turns": self.turns, "restarts": self.restarts,
-                "labels": self.labels, "reference_rttm": self.reference_rttm,
-                "hypothesis_rttm": self.hypothesis_rttm, **self.score.as_dict(),
-                "stranger_seconds": round(spoke, 3), "stranger_named_seconds": round(named, 3),
-                "breakdown": breakdown(self.matrix), "turn_phases": self.phases.as_dict(),
-                "who_for_whom": self.matrix}
+                "reference_rttm": self.reference_rttm, **{k: v.as_dict() for k, v in self.labels.items()}}
 
 
 @dataclass
@@ -93,21 +114,65 @@ class EncoderRun:
     encoder: str
     status: dict = field(default_factory=dict)  # the workers' /health speakers status: model, graph
     unavailable: str = ""                       # why its workers could not load it
-    folds: list[Fold] = field(default_factory=list)
+    folds: list[Fold] = field(default_factory=list)   # leave one speaker out
+    recorded: Fold | None = None                      # the real conversation
 
     def as_dict(self) -> dict:
         if self.unavailable:
             return {"unavailable": self.unavailable}
-        named = [stranger_named(f.matrix) for f in self.folds]
-        sums = [breakdown(f.matrix) for f in self.folds]
-        return {"status": self.status, **total([f.score for f in self.folds]).as_dict(),
-                "stranger_seconds": round(sum(s for _, s in named), 3),
-                "stranger_named_seconds": round(sum(n for n, _ in named), 3),
-                "breakdown": {k: round(sum(b[k] for b in sums), 3) for k in BREAKDOWN},
-                "turn_phases": self.phases().as_dict()}
+        out: dict = {"status": self.status}
+        for kind in LABELS:
+            labels = [f.labels[kind] for f in self.folds]
+            if not labels:
+                continue
+            named = [stranger_named(x.matrix) for x in labels]
+            sums = [breakdown(x.matrix) for x in labels]
+            latencies = [v for x in labels for v in x.latencies]
+            out[kind] = {**total([x.score for x in labels]).as_dict(),
+                         "stranger_seconds": round(sum(s for _, s in named), 3),
+                         "stranger_named_seconds": round(sum(n for n, _ in named), 3),
+                         "breakdown": {k: round(sum(b[k] for b in sums), 3) for k in BREAKDOWN},
+                         "turn_phases": self.phases(kind).as_dict(),
+                         "turn_latency": latency_summary(latencies),
+                         "first_label_median": percentile([x.first for x in labels], 50)}
+        if self.recorded is not None:
+            out["recorded"] = self.recorded.as_dict()
+        return out
 
-    def phases(self) -> Phases:
-        return Phases(*(sum(column) for column in zip(*(astuple(f.phases) for f in self.folds), strict=True)))
+    def phases(self, kind: str) -> Phases:
+        return Phases(*(sum(column) for column in zip(*(astuple(f.labels[kind].phases) for f in self.folds),
+                                                      strict=True)))
+
+
+def latency_summary(latencies: Sequence[float]) -> dict:
+    return {"turns": len(latencies), "never": sum(1 for x in latencies if x == float("inf")),
+            "p50": percentile(latencies, 50), "p90": percentile(latencies, 90)}
+
+
+def scored(conversation: Conversation, reference: Sequence[timeline.Segment], hypothesis: Sequence[timeline.Segment],
+           path: Path, collar: float) -> Labels:
+    path.write_text(rttm(conversation.uri, hypothesis))
+    return Labels(score(conversation.uri, reference, hypothesis, conversation.seconds, collar), str(path),
+                  sorted({s.speaker for s in hypothesis}), who_for_whom(reference, hypothesis),
+                  phases(conversation.turns, hypothesis),
+                  turn_latencies(conversation.turns, hypothesis, conversation.seconds),
+                  first_label(conversation.turns, hypothesis, conversation.seconds))
+
+
+def measure(system: System, encoder: str, account: str, conversation: Conversation, reference_mode: str,
+            out_dir: Path, name: str, collar: float) -> Fold:
+    """Enroll, stream and score one conversation (immediate and final labels)."""
+    enroll(system, account, conversation.enrolled)
+    replies = stream(system.ws_url, account, conversation.samples)
+    reference = conversation.reference(reference_mode)
+    ref_path = out_dir / f"{name}.ref.rttm"
+    ref_path.write_text(rttm(conversation.uri, reference))
+    fold = Fold(encoder, conversation.stranger, account, conversation.seconds, len(conversation.turns),
+                conversation.restarts, str(ref_path))
+    for kind, hyp in (("immediate", hypothesis(system, account, replies)),
+                      ("final", final_hypothesis(system, account, replies))):
+        fold.labels[kind] = scored(conversation, reference, hyp, out_dir / f"{name}.{kind}.hyp.rttm", collar)
+    return fold
 
 
 def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequence[Path]], strangers: list[str],
@@ -116,7 +181,7 @@ def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequ
     out_dir = a.out_dir / encoder
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        system, status = start(encoder, root / encoder, a.ecapa_source, a.workers)
+        system, status = start(encoder, root / encoder, a.ecapa_source, a.workers, a.lag_ms)
     except EncoderUnavailable as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EncoderRun(encoder, unavailable=str(exc))
@@ -126,19 +191,15 @@ def run_encoder(encoder: str, a: argparse.Namespace, speakers: Mapping[str, Sequ
             fold = list(speakers).index(stranger)
             account = f"conv-{encoder}-{fold}"  # the system and its store are fresh: no one enrolled yet
             conversation = build(stranger, speakers, options, vad, fold, uri=f"{encoder}-{stranger}")
-            enroll(system, account, conversation.enrolled)
-            replies = stream(system.ws_url, account, conversation.samples)
-            reference = conversation.reference(options.reference)
-            hyp = hypothesis(system, account, replies)
-            ref_path, hyp_path = out_dir / f"{stranger}.ref.rttm", out_dir / f"{stranger}.hyp.rttm"
-            ref_path.write_text(rttm(conversation.uri, reference))
-            hyp_path.write_text(rttm(conversation.uri, hyp))
-            result = score(conversation.uri, reference, hyp, conversation.seconds, a.collar)
-            run.folds.append(Fold(encoder, stranger, account, conversation.seconds, len(conversation.turns),
-                                  conversation.restarts, result, str(ref_path), str(hyp_path),
-                                  sorted({s.speaker for s in hyp}), who_for_whom(reference, hyp),
-                                  phases(conversation.turns, hyp)))
-            print(row(encoder, stranger, result, stranger_named(run.folds[-1].matrix)), file=sys.stderr, flush=True)
+            run.folds.append(measure(system, encoder, account, conversation, options.reference, out_dir, stranger,
+                                     a.collar))
+            for kind in LABELS:
+                print(row(encoder, f"{stranger} {kind[:3]}", run.folds[-1].labels[kind]), file=sys.stderr, flush=True)
+        if a.recorded is not None:
+            wav, rttm_path = a.recorded
+            conversation = recorded(wav, rttm_path, root / encoder / "recorded", uri=f"{encoder}-recorded")
+            run.recorded = measure(system, encoder, f"conv-{encoder}-recorded", conversation, "speech", out_dir,
+                                   "recorded", a.collar)
     finally:
         system.stop()
     return run
@@ -149,37 +210,60 @@ def build_options(a: argparse.Namespace) -> BuildOptions:
                         a.reference)
 
 
-HEADER = (f"{'encoder':<8} {'stranger':<12} {'scored s':>8} {'IER':>6} {'confusion':>9} {'missed':>7} "
-          f"{'false al.':>9} {'stranger named':>14}")
+HEADER = (f"{'encoder':<8} {'conversation':<16} {'scored s':>8} {'IER':>6} {'confusion':>9} {'missed':>7} "
+          f"{'false al.':>9} {'stranger named':>14} {'turn latency p50/p90':>21} {'first label':>11}")
 
 
-def row(encoder: str, stranger: str, s: Score, named: tuple[float, float]) -> str:
+def seconds_text(value: float | None) -> str:
+    return "-" if value is None else ("never" if value == float("inf") else f"{value:.2f} s")
+
+
+def row(encoder: str, name: str, labels: Labels | None = None, *, score_: Score | None = None,
+        named: tuple[float, float] | None = None, latencies: Sequence[float] | None = None,
+        first: float | None = None) -> str:
     """Components as % of the scored reference speech; the stranger's speech
-    given an enrolled name as % of the stranger's speech."""
+    given an enrolled name as % of the stranger's speech; latencies."""
+    if labels is not None:
+        score_, named = labels.score, stranger_named(labels.matrix)
+        latencies, first = labels.latencies, labels.first
+    assert score_ is not None and named is not None and latencies is not None
+
     def pct(x: float, of: float) -> str:
         return f"{100 * x / of:.1f}%" if of else "-"
-    return (f"{encoder:<8} {stranger:<12} {s.speech:>8.1f} {pct(s.ier * s.speech, s.speech):>6} "
+    s = score_
+    lat = f"{seconds_text(percentile(latencies, 50))} / {seconds_text(percentile(latencies, 90))}"
+    return (f"{encoder:<8} {name:<16} {s.speech:>8.1f} {pct(s.ier * s.speech, s.speech):>6} "
             f"{pct(s.confusion, s.speech):>9} {pct(s.missed, s.speech):>7} {pct(s.false_alarm, s.speech):>9} "
-            f"{pct(*named):>14}")
+            f"{pct(*named):>14} {lat:>21} {seconds_text(first):>11}")
 
 
 def table(runs: Sequence[EncoderRun]) -> str:
-    """A row per fold, then each encoder's total over its folds (components summed)."""
+    """A row per fold and kind of label, then each encoder's total over its
+    folds (components summed), then the recorded conversation."""
     lines = [HEADER]
     for run in runs:
         if run.unavailable:
             lines.append(f"{run.encoder:<8} unavailable: the workers could not load it (above)")
             continue
-        named = [stranger_named(f.matrix) for f in run.folds]
-        lines += [row(run.encoder, f.stranger, f.score, n) for f, n in zip(run.folds, named, strict=True)]
-        lines.append(row(run.encoder, "all", total([f.score for f in run.folds]),
-                         (sum(n for n, _ in named), sum(s for _, s in named))))
+        for kind in LABELS:
+            labels = [f.labels[kind] for f in run.folds]
+            lines += [row(run.encoder, f"{f.stranger} {kind[:3]}", x) for f, x in zip(run.folds, labels, strict=True)]
+            named = [stranger_named(x.matrix) for x in labels]
+            if labels:
+                lines.append(row(run.encoder, f"all {kind}", score_=total([x.score for x in labels]),
+                                 named=(sum(n for n, _ in named), sum(s for _, s in named)),
+                                 latencies=[v for x in labels for v in x.latencies],
+                                 first=percentile([x.first for x in labels], 50)))
+        if run.recorded is not None:
+            for kind in LABELS:
+                lines.append(row(run.encoder, f"recorded {kind}", run.recorded.labels[kind]))
     for run in runs:
-        if run.folds:
-            p = run.phases()
-            head, rest = 100 * p.head_wrong / max(p.head, 1e-9), 100 * p.rest_wrong / max(p.rest, 1e-9)
-            lines.append(f"{run.encoder}: wrong label on {head:.0f}% of the speech in the first {HEAD_SECONDS:g} s "
-                         f"of a turn, {rest:.0f}% after")
+        for kind in LABELS:
+            if run.folds:
+                p = run.phases(kind)
+                head, rest = 100 * p.head_wrong / max(p.head, 1e-9), 100 * p.rest_wrong / max(p.rest, 1e-9)
+                lines.append(f"{run.encoder} {kind}: wrong label on {head:.0f}% of the speech in the first "
+                             f"{HEAD_SECONDS:g} s of a turn, {rest:.0f}% after")
     return "\n".join(lines)
 
 
@@ -236,8 +320,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="workers of the system measured (default: %(default)s)")
     p.add_argument("--out-dir", type=Path, default=RESULTS / "conversation",
                    help="RTTM files: <out-dir>/<encoder>/<stranger>.{ref,hyp}.rttm (default: %(default)s)")
+    p.add_argument("--lag-ms", type=int, default=1000,
+                   help="the workers' --speaker-lag-ms: when final labels come (default: %(default)s, theirs)")
+    p.add_argument("--recorded", nargs=2, type=Path, metavar=("WAV", "RTTM"), default=RECORDED,
+                   help="also a recorded conversation and its reference, its speakers enrolled from where only they "
+                        "speak in it (default: the one in ../shared/data/conversation when it is there)")
+    p.add_argument("--no-recorded", dest="recorded", action="store_const", const=None,
+                   help="leave the recorded conversation out")
     p.add_argument("--json-out", type=Path, help="write every fold's figures here as JSON")
     a = p.parse_args(argv)
+    if not 0 <= a.lag_ms <= 1000:
+        p.error("--lag-ms must be 0 to 1000, as the workers' --speaker-lag-ms")
+    if a.recorded is not None and not all(path.is_file() for path in a.recorded):
+        if a.recorded == RECORDED:
+            a.recorded = None  # the default, absent: measured where it is there
+        else:
+            p.error(f"--recorded: {' or '.join(str(x) for x in a.recorded if not x.is_file())} is not a file")
     a.encoders = [e.strip() for e in a.encoders.split(",") if e.strip()]
     unknown = [e for e in a.encoders if e not in ENCODERS]
     if unknown or not a.encoders:
@@ -266,12 +364,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     print(table(runs))
-    print(f"collar ±{a.collar:g} s, reference: {a.reference}, commit {commit()}")
+    print(f"collar ±{a.collar:g} s, reference: {a.reference}, final labels {a.lag_ms} ms after their frame, "
+          f"commit {commit()}")
+    if a.recorded is not None:
+        print("recorded: its speakers are enrolled from where only they speak in it, audio it then streams "
+              "(the figures are optimistic)")
     if a.json_out is not None:
         a.json_out.parent.mkdir(parents=True, exist_ok=True)
         a.json_out.write_text(json.dumps({
             "commit": commit(), "folder": str(a.folder), "collar": a.collar, "reference": a.reference,
             "options": asdict(build_options(a)), "ecapa_source": a.ecapa_source, "workers": a.workers,
+            "lag_ms": a.lag_ms, "recorded": [str(x) for x in a.recorded] if a.recorded else None,
             "encoders": {run.encoder: run.as_dict() for run in runs},
             "folds": [f.as_dict() for run in runs for f in run.folds]}, indent=2) + "\n")
     return 1 if any(run.unavailable for run in runs) else 0

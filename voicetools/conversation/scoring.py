@@ -149,3 +149,47 @@ def phases(turns: Sequence[Turn], hypothesis: Sequence[timeline.Segment], head: 
                 else:
                     out.rest, out.rest_wrong = out.rest + hi - lo, out.rest_wrong + wrong
     return out
+
+
+# --- how fast labels follow the turns ---------------------------------------------
+
+FRAME = 0.1  # the stream's frames: a hypothesis segment starts and ends on them
+
+
+def labels_per_frame(hypothesis: Sequence[timeline.Segment], seconds: float) -> list[str | None]:
+    """The hypothesis's label of each 100 ms frame of the conversation."""
+    out: list[str | None] = [None] * int(round(seconds / FRAME))
+    for s in hypothesis:
+        for k in range(max(0, int(round(s.start / FRAME))), min(len(out), int(round(s.end / FRAME)))):
+            out[k] = s.speaker
+    return out
+
+
+def turn_latencies(turns: Sequence[Turn], hypothesis: Sequence[timeline.Segment], seconds: float) -> list[float]:
+    """For each turn whose speaker is not the previous turn's: seconds from its
+    first reference speech to the end of the first frame, within the turn,
+    labelled with its label (the moment that label exists); inf when no frame
+    of the turn is."""
+    labels = labels_per_frame(hypothesis, seconds)
+    out: list[float] = []
+    for before, turn in zip(turns, turns[1:], strict=False):
+        if before.label == turn.label or not turn.speech:
+            continue
+        start, end = turn.speech[0][0], turn.speech[-1][1]
+        first = next((k for k in range(int(start / FRAME), min(len(labels), int(end / FRAME) + 1))
+                      if labels[k] == turn.label), None)
+        out.append((first + 1) * FRAME - start if first is not None else float("inf"))
+    return out
+
+
+def first_label(turns: Sequence[Turn], hypothesis: Sequence[timeline.Segment], seconds: float) -> float:
+    """Seconds from the conversation's first reference speech to the end of the
+    first frame with any label; inf if none."""
+    labels = labels_per_frame(hypothesis, seconds)
+    spoken = [t.speech[0][0] for t in turns if t.speech]
+    if not spoken:
+        return float("inf")
+    start = min(spoken)
+    first = next((k for k in range(int(start / FRAME), len(labels)) if labels[k] is not None), None)
+    return (first + 1) * FRAME - start if first is not None else float("inf")
+

@@ -147,12 +147,19 @@ class SpeakerDecoder(Generic[Ref]):
             break
         return True, chosen
 
-    def _settle(self, force: bool) -> None:
-        """Forward filtering over the frames whose observation is settled, in order."""
+    def _settle(self, force: bool, until: _Voiced[Ref] | None = None) -> None:
+        """Forward filtering over the frames whose observation is settled, in
+        order; with force, frames up to `until` are settled with the windows
+        there are (a frame whose final label is due now)."""
+        forcing = force
         for frame in self._pending:
             if frame.settled:
+                if frame is until:
+                    forcing = False
                 continue
-            settled, obs = self._observation(frame, force)
+            settled, obs = self._observation(frame, forcing)
+            if frame is until:
+                forcing = False
             if not settled:
                 return
             frame.settled, frame.obs = True, obs
@@ -174,7 +181,7 @@ class SpeakerDecoder(Generic[Ref]):
             if not have_lookahead and not due:
                 break
             if not frame.settled:
-                self._settle(force=True)
+                self._settle(force=True, until=None if force else frame)
             following = self._pending[1] if len(self._pending) > 1 else None
             ends_run = following.after_gap if following is not None else self._gap > 0
             out.append(Final(frame.ref, self._smoothed(frame, smooth_until), frame.after_gap, ends_run))

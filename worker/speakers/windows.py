@@ -18,7 +18,13 @@ What a window hands the encoder depends on the encoder:
 8 kHz frames go to 16 kHz through scipy's resample_poly filter run as a
 stream (Upsampler): the same samples, 20 later.
 
-The lengths were measured with the tracker: MEASURE (filled in from the final benchmark runs).
+The lengths were measured with the tracker's model on the conversation
+benchmark, the recorded conversation and leave one speaker out (final-label
+IER, IER, identified / stranger unknown; an earlier beta of 30): 1 s windows
+every 0.2 s 10.7%, 8.0%, 95.2% / 85.9%; every 0.3 s 11.4%, 8.2%, 94.5% / 82.9%
+for two thirds of the encoder's work; 0.8 s windows every 0.2 s 13.6%, 9.9%,
+95.9% / 78.3%. A window every 0.1 s instead of 0.2 s (twice the work) moved
+them by at most 0.2 points.
 """
 from __future__ import annotations
 
