@@ -135,6 +135,43 @@ def test_score_and_who_for_whom_on_hand_made_segments():
     assert scoring.total([s, late]).speech == pytest.approx(5.5)
 
 
+def test_turn_latency_and_first_label_on_hand_made_segments():
+    turns = [conv.Turn("alice", "alice", "a.wav", 0, 0.5, 3.0, ((0.52, 3.0),)),
+             conv.Turn("bob", "bob", "b.wav", 0, 4.0, 6.0, ((4.03, 6.0),)),
+             conv.Turn("bob", "bob", "b.wav", 0, 6.5, 7.0, ((6.5, 7.0),)),  # the same speaker again: no change
+             conv.Turn("carol", conv.UNKNOWN, "c.wav", 0, 7.5, 9.0, ((7.5, 9.0),))]
+    hypothesis = [Segment("alice", 0.8, 3.0), Segment("alice", 4.0, 4.3), Segment("bob", 4.3, 7.0),
+                  Segment("alice", 7.5, 9.0)]
+    # bob's label exists at the end of frame 4.3-4.4, 0.37 s after his turn began;
+    # the stranger is never called unknown in their turn.
+    assert scoring.turn_latencies(turns, hypothesis, 9.0) == [pytest.approx(0.37), float("inf")]
+    # The first label: frame 0.8-0.9, 0.38 s after the first speech.
+    assert scoring.first_label(turns, hypothesis, 9.0) == pytest.approx(0.38)
+    assert scoring.first_label(turns, [], 9.0) == float("inf")
+    assert scoring.labels_per_frame([Segment("bob", 0.2, 0.4)], 0.5) == [None, None, "bob", "bob", None]
+
+
+def test_a_recorded_conversation_enrolls_from_where_only_one_speaks(tmp_path: Path):
+    rttm = tmp_path / "r.rttm"
+    rttm.write_text("SPEAKER x 1 0.000 2.000 <NA> <NA> ann <NA> <NA>\n"
+                    "SPEAKER x 1 1.500 2.000 <NA> <NA> ben <NA> <NA>\n"
+                    "SPEAKER x 1 4.000 1.000 <NA> <NA> ann <NA> <NA>\n")
+    turns = conv.rttm_turns(rttm)
+    assert conv.solo_spans(turns, "ann") == [(0.0, 1.5), (4.0, 5.0)]
+    assert conv.solo_spans(turns, "ben") == [(2.0, 3.5)]
+    samples = (np.sin(np.arange(6 * 16000) / 5) * 8000).astype(np.int16)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, samples, 16000, subtype="PCM_16")
+    recorded = conv.recorded(wav, rttm, tmp_path / "enroll")
+    assert [t.label for t in recorded.turns] == ["ann", "ben", "ann"] and recorded.stranger == ""
+    assert [len(sf.read(p[0])[0]) for p in recorded.enrolled.values()] == [int(2.5 * 16000), int(1.5 * 16000)]
+    assert [(s.start, s.end) for s in recorded.reference()] == [(0.0, 2.0), (1.5, 3.5), (4.0, 5.0)]
+    bad = tmp_path / "bad.rttm"
+    bad.write_text("SPEAKER x 1 zero 2.0 <NA> <NA> ann <NA> <NA>\n")
+    with pytest.raises(ConversationError, match="not an RTTM SPEAKER line"):
+        conv.rttm_turns(bad)
+
+
 def test_bad_input_is_named(voices: Path, vad: conv.VadEngine, tmp_path: Path):
     speakers = conv.speaker_files(voices)
     with pytest.raises(ConversationError, match="no speaker 'carol'"):
@@ -165,10 +202,13 @@ def test_bad_input_is_named(voices: Path, vad: conv.VadEngine, tmp_path: Path):
 def test_one_fold_end_to_end_through_a_real_ge2e_system(speakers_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "out"
     argv = [str(speakers_dir), "--encoders", "ge2e", "--strangers", "speaker_1", "--enroll-files", "1",
-            "--turns-each", "1", "--turn-seconds", "3,4", "--out-dir", str(out), "--json-out", str(tmp_path / "r.json")]
+            "--turns-each", "1", "--turn-seconds", "3,4", "--out-dir", str(out), "--json-out", str(tmp_path / "r.json"),
+            "--no-recorded"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "ge2e     speaker_1" in printed and "ge2e     all" in printed and "collar ±0.25 s" in printed
+    for row in ("ge2e     speaker_1 imm", "ge2e     speaker_1 fin", "ge2e     all immediate", "ge2e     all final",
+                "collar ±0.25 s", "final labels 1000 ms after their frame"):
+        assert row in printed, (row, printed)
 
     result = json.loads((tmp_path / "r.json").read_text())
     (fold,) = result["folds"]
@@ -183,24 +223,30 @@ def test_one_fold_end_to_end_through_a_real_ge2e_system(speakers_dir: Path, tmp_
     assert reference.get_timeline().duration() == pytest.approx(sum(s.seconds for s in built.reference()), abs=0.01)
     assert set(reference.labels()) == enrolled | {conv.UNKNOWN}
 
-    hypothesis = load_rttm(fold["hypothesis_rttm"])["ge2e-speaker_1"]
-    assert set(hypothesis.labels()) == set(fold["labels"]) and set(fold["labels"]) <= enrolled | {conv.UNKNOWN}
-    assert fold["labels"], "the system named no one in a conversation of three enrolled speakers"
-    spans = [s for s, _ in hypothesis.itertracks()]
-    assert all(0 <= s.start < s.end <= built.seconds + 1e-6 for s in spans)
-    assert all(a.end <= b.start + 1e-6 for a, b in zip(spans, spans[1:], strict=False))
-
-    # pyannote's parts add up: the errors make the rate, and what is not
-    # missed or confused is correct.
-    parts = fold["confusion"] + fold["missed"] + fold["false_alarm"]
-    assert fold["ier"] == pytest.approx(parts / fold["speech"])
-    assert fold["correct"] + fold["confusion"] + fold["missed"] == pytest.approx(fold["speech"])
-    assert 0 < fold["speech"] <= reference.get_timeline().duration()
-    overall = result["encoders"]["ge2e"]
-    assert overall["ier"] == pytest.approx(fold["ier"]) and overall["status"]["state"] == "ready"
-    # Who was taken for whom covers the reference speech, unscored collars included.
-    assert math.isclose(fold["stranger_seconds"], sum(fold["who_for_whom"][conv.UNKNOWN].values()), abs_tol=0.01)
-    assert sum(fold["breakdown"].values()) == pytest.approx(reference.get_timeline().duration(), abs=0.01)
-    phases = fold["turn_phases"]
-    assert phases["head"] + phases["rest"] == pytest.approx(reference.get_timeline().duration(), abs=0.01)
-    assert 0 <= phases["head_wrong"] <= phases["head"] and 0 <= phases["rest_wrong"] <= phases["rest"]
+    for kind in ("immediate", "final"):
+        labels = fold[kind]
+        hypothesis = load_rttm(labels["hypothesis_rttm"])["ge2e-speaker_1"]
+        assert set(hypothesis.labels()) == set(labels["labels"]) and set(labels["labels"]) <= enrolled | {conv.UNKNOWN}
+        assert labels["labels"], f"the system named no one ({kind}) in a conversation of three enrolled speakers"
+        spans = [s for s, _ in hypothesis.itertracks()]
+        assert all(0 <= s.start < s.end <= built.seconds + 1e-6 for s in spans)
+        assert all(a.end <= b.start + 1e-6 for a, b in zip(spans, spans[1:], strict=False))
+        # pyannote's parts add up: the errors make the rate, and what is not
+        # missed or confused is correct.
+        parts = labels["confusion"] + labels["missed"] + labels["false_alarm"]
+        assert labels["ier"] == pytest.approx(parts / labels["speech"])
+        assert labels["correct"] + labels["confusion"] + labels["missed"] == pytest.approx(labels["speech"])
+        assert 0 < labels["speech"] <= reference.get_timeline().duration()
+        overall = result["encoders"]["ge2e"][kind]
+        assert overall["ier"] == pytest.approx(labels["ier"])
+        # Who was taken for whom covers the reference speech, unscored collars included.
+        assert math.isclose(labels["stranger_seconds"], sum(labels["who_for_whom"][conv.UNKNOWN].values()),
+                            abs_tol=0.01)
+        assert sum(labels["breakdown"].values()) == pytest.approx(reference.get_timeline().duration(), abs=0.01)
+        phases = labels["turn_phases"]
+        assert phases["head"] + phases["rest"] == pytest.approx(reference.get_timeline().duration(), abs=0.01)
+        assert 0 <= phases["head_wrong"] <= phases["head"] and 0 <= phases["rest_wrong"] <= phases["rest"]
+        # Four turns, three changes of speaker: a latency each (inf: never named in the turn).
+        assert len(labels["turn_latencies"]) == 3 and all(x > 0 for x in labels["turn_latencies"])
+        assert 0 < labels["first_label"] <= 2.0
+    assert result["encoders"]["ge2e"]["status"]["state"] == "ready"
