@@ -16,6 +16,7 @@ from worker.audio import (
     COMMON_RATES,
     AudioError,
     check_container,
+    check_data_chunk,
     dbfs,
     decode_wav,
     decode_with_soundfile,
@@ -96,10 +97,44 @@ def test_too_long_and_rate_limits():
         decode_wav(encode_wav(tone(44100), 44100), accepted_rates=(8000, 16000))
 
 
-def test_truncated_wav_keeps_what_is_there():
-    data = encode_wav(tone(8000), 8000)
-    audio = decode_wav(data[: len(data) // 2])
-    assert 0 < len(audio.samples) < 800
+def test_a_wav_whose_data_size_lies_is_refused_by_name():
+    data = encode_wav(tone(8000), 8000)  # 800 samples, 1,600 bytes of data
+    with pytest.raises(AudioError, match="WAV data chunk claims 1600 bytes but 800 are present"):
+        decode_wav(data[:44 + 800])  # cut in half
+    claims = bytearray(encode_wav(tone(16000), 16000))  # 3,200 bytes present
+    for size in (0x7FFFFFFF, 3202, 10**6):
+        claims[40:44] = struct.pack("<I", size)
+        with pytest.raises(AudioError, match=f"claims {size} bytes but 3200 are present"):
+            decode_wav(bytes(claims))
+    with pytest.raises(AudioError, match="ends mid-sample: 1599 bytes is not a whole number of 2-byte sample frames"):
+        decode_wav(riff(fmt(), chunk(b"data", pcm(800)[:-1])))
+    stereo = riff(fmt(channels=2), chunk(b"data", pcm(800, channels=2)[:-2]))
+    with pytest.raises(AudioError, match="ends mid-sample: 3198 bytes .* 4-byte sample frames"):
+        decode_wav(stereo)
+
+
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
+def test_a_streaming_writers_unknown_length_reads_to_the_end(size):
+    good = encode_wav(tone(16000), 16000)
+    streamed = bytearray(good)
+    streamed[4:8] = struct.pack("<I", size)    # the RIFF size, unknown too
+    streamed[40:44] = struct.pack("<I", size)  # the data chunk's
+    expected = decode_wav(good).samples
+    assert np.array_equal(decode_wav(bytes(streamed)).samples, expected)
+    assert check_data_chunk(bytes(streamed)) == good  # the sizes set to what is there: both readers agree
+    # ... and through libsndfile too (a RIFF size left as it was keeps the fast path out).
+    streamed[4:8] = struct.pack("<I", len(good) - 8 + 2)
+    assert np.array_equal(decode_wav(bytes(streamed)).samples, expected)
+    # Cut mid-sample, an unknown length is still refused.
+    with pytest.raises(AudioError, match="ends mid-sample"):
+        decode_wav(bytes(streamed)[:-1])
+
+
+def test_rf64_and_riffs_without_a_data_chunk_are_left_to_libsndfile():
+    no_data = riff(fmt())
+    assert check_data_chunk(no_data) == no_data
+    rf64 = b"RF64" + encode_wav(tone(16000), 16000)[4:]
+    assert check_data_chunk(rf64) == rf64
 
 
 def test_dbfs():
@@ -120,7 +155,7 @@ def reference(data: bytes) -> np.ndarray | str:
     """What decode_wav gave before the fast path: libsndfile's reading."""
     try:
         check_container(data)
-        return decode_with_soundfile(data, 120, COMMON_RATES, ACCEPTED_SUBTYPES).samples
+        return decode_with_soundfile(check_data_chunk(data), 120, COMMON_RATES, ACCEPTED_SUBTYPES).samples
     except AudioError as exc:
         return str(exc)
 

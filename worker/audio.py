@@ -53,6 +53,7 @@ def decode_wav(
     rates = accepted_rates or COMMON_RATES
     subtypes = accepted_subtypes or ACCEPTED_SUBTYPES
     check_container(data)
+    data = check_data_chunk(data)
     pcm = read_pcm16(data)
     if pcm is not None:
         return _pcm16_audio(data, pcm, max_seconds, rates, subtypes)
@@ -65,6 +66,55 @@ def check_container(data: bytes) -> None:
         raise AudioError("empty body: expected WAV bytes")
     if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX", b"RF64") or data[8:12] != b"WAVE":
         raise AudioError("not a WAV file: missing RIFF/WAVE header")
+
+
+# What a streaming writer puts in a size it cannot know yet (sox, ffmpeg to a
+# pipe, many recorders): 0 or 0xffffffff. Only these mean "to the end".
+UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+
+
+def check_data_chunk(data: bytes) -> bytes:
+    """The data chunk's size against the bytes present, before either reader
+    (libsndfile reads what is there whatever the header says, so a frame
+    claiming 2 GB with 3,200 bytes present, or cut mid-sample, would pass as a
+    normal frame). A size of 0 or 0xffffffff is a streaming writer's "unknown
+    length": the data is the rest of the file, and the sizes are set to it so
+    both readers agree. Any other size must fit in what is present, and the
+    data must be whole sample frames; else AudioError naming the mismatch.
+    RF64 keeps its real sizes in its ds64 chunk and is left to libsndfile, as
+    is a container whose chunks cannot be followed to a data chunk (its error)."""
+    if data[:4] == b"RF64":
+        return data
+    chunk = _CHUNK if data[:4] == b"RIFF" else _CHUNK_BE
+    fmt_block = _FMT if data[:4] == b"RIFF" else _FMT_BE
+    offset, block_align = 12, 0
+    while offset + 8 <= len(data):
+        name, size = chunk.unpack_from(data, offset)
+        body = offset + 8
+        if name == b"fmt " and body + 16 <= len(data):
+            block_align = fmt_block.unpack_from(data, body)[4]
+        elif name == b"data":
+            present = len(data) - body
+            if size in UNKNOWN_SIZES:
+                size = present
+                data = _with_sizes(data, offset, size, chunk)
+            elif size > present:
+                raise AudioError(f"WAV data chunk claims {size} bytes but {present} are present "
+                                 f"(a streaming writer's unknown length is 0 or 0xffffffff)")
+            if block_align and size % block_align:
+                raise AudioError(f"WAV data ends mid-sample: {size} bytes is not a whole number of "
+                                 f"{block_align}-byte sample frames")
+            return data
+        offset = body + size + (size & 1)  # chunks are padded to an even size
+    return data
+
+
+def _with_sizes(data: bytes, data_offset: int, size: int, chunk: struct.Struct) -> bytes:
+    """data with its data chunk's size and the RIFF size set to what is present."""
+    fixed = bytearray(data)
+    chunk.pack_into(fixed, 0, data[:4], len(data) - 8)
+    chunk.pack_into(fixed, data_offset, b"data", size)
+    return bytes(fixed)
 
 
 def decode_with_soundfile(data: bytes, max_seconds: float, rates: tuple[int, ...],
@@ -118,7 +168,9 @@ class Pcm16:
 
 WAVE_FORMAT_PCM = 1
 _FMT = struct.Struct("<HHIIHH")  # format tag, channels, rate, byte rate, block align, bits
+_FMT_BE = struct.Struct(">HHIIHH")
 _CHUNK = struct.Struct("<4sI")
+_CHUNK_BE = struct.Struct(">4sI")  # RIFX: big-endian sizes
 
 
 def read_pcm16(data: bytes) -> Pcm16 | None:
