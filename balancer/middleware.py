@@ -48,7 +48,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     token = request.app[CONFIG].token
     public = request.path in MONITORING or is_documentation(request.path) or is_console_asset(request.path)
     if token and not public:
-        if not hmac.compare_digest(presented_token(request).encode(), token.encode()):
+        # surrogatepass: a header's bytes that are not UTF-8 arrive as lone
+        # surrogates; .encode() would raise on them (a 500, not a 401).
+        if not hmac.compare_digest(presented_token(request).encode("utf-8", "surrogatepass"), token.encode()):
             log.warning("rejected unauthenticated %s %s from %s", request.method, request.path, request.remote)
             request.app[METRICS].rejected["unauthorized"].inc()
             return json_error(401, "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>")

@@ -4,6 +4,7 @@ path and form of the token: test_balancer_http.py (in-process)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 import pytest
@@ -66,6 +67,27 @@ def test_the_token_from_the_environment_guards_the_system(guarded, frame):
     assert asyncio.run(http_status("POST", guarded.url + "/", bearer, **ingest)) == 200
     assert asyncio.run(http_status("GET", guarded.url + "/health")) == 200  # open: monitors poll it
     assert "rejected unauthenticated POST / from 127.0.0.1" in guarded.balancer.output()
+
+
+def raw_request(url: str, header: bytes) -> tuple[int, bytes]:
+    """One GET with a header of raw bytes (no client library sends bytes that
+    are not UTF-8); the status and the body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"GET /accounts/x/speakers HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + header +
+                     b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize("header", [b"Authorization: Bearer \xff\xfe", b"Authorization: Bearer \xed\xa0\x80",
+                                    b"Authorization: \xff Bearer"])
+def test_a_token_that_is_not_utf8_is_refused_not_an_error(guarded, header):
+    status, body = raw_request(guarded.url, header)
+    assert status == 401 and b"missing or wrong token" in body, body
 
 
 def test_workers_listen_on_loopback_only(guarded):
