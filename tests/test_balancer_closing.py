@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
+from balancer.closing import StreamWorkers
 from balancer.keys import HTTP_STREAMS
 from balancer.routing import rank_workers
 from balancer_fakes import FakeWorker, balancer, fake_workers
@@ -221,3 +222,14 @@ def test_shutdown_closes_the_http_streams():
             return worker
     worker = asyncio.run(go())
     assert sorted(worker.closes) == sorted((meta["account"], meta["stream"]) for meta in worker.frames)
+
+
+def test_a_streams_accounts_are_kept_in_the_order_of_their_last_frame_and_bounded():
+    workers = StreamWorkers(max_accounts=3)
+    workers.reached("a", ["w1"])
+    workers.reached("b", ["w1"])
+    workers.reached("a", ["w2", "w1"])  # a failed over to w2, then back to w1
+    workers.reached("c", [])  # no worker reached: nothing to close there
+    workers.reached("d", ["w2"])  # a fourth account: the one whose last frame is oldest goes
+    assert workers.take() == [("a", ("w2", "w1")), ("c", ()), ("d", ("w2",))]
+    assert workers.take() == []  # taken once
