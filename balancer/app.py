@@ -10,7 +10,8 @@ from .apidocs import ASSET_ROUTE, DOCS_PATH, asyncapi_json, docs_asset, docs_pag
 from .background import worker_connections
 from .config import BalancerConfig
 from .console import ASSET_PATHS, console_asset
-from .keys import CLOCK, CONFIG, POOL, TRAFFIC
+from .http_streams import HttpStreams
+from .keys import CLOCK, CONFIG, HTTP_STREAMS, POOL, TRAFFIC
 from .metrics import METRICS, create_metrics, metrics_page
 from .middleware import authenticate, json_errors, limit_clients
 from .proxy import proxy
@@ -28,6 +29,7 @@ def create_app(config: BalancerConfig | None = None) -> web.Application:
     app[POOL] = WorkerPool(config.workers)
     app[CLOCK] = FrameClock()
     app[TRAFFIC] = Traffic()
+    app[HTTP_STREAMS] = HttpStreams()
     app[METRICS] = create_metrics(config, app[POOL], app[TRAFFIC])
     app.cleanup_ctx.append(worker_connections)
     app.on_shutdown.append(close_idle_sockets)

@@ -32,23 +32,30 @@ NO_WORKER_PREFIX = "no worker available"
 NO_WORKER = f"{NO_WORKER_PREFIX}: every worker is down, try again shortly"
 
 
-async def forward(app: web.Application, packet: Packet, stream: str, seq: int) -> FrameReply:
-    """The reply for a client's frame, stamped now; counted while in flight."""
+async def forward(app: web.Application, packet: Packet, stream: str, seq: int,
+                  reached: list[str] | None = None) -> FrameReply:
+    """The reply for a client's frame, stamped now; counted while in flight.
+    reached: see forward_frame."""
     traffic, metrics = app[TRAFFIC], app[METRICS]
     traffic.frames_in_flight += 1
     metrics.frames_received.inc()
     taken = time.perf_counter()
     try:
         return await forward_frame(app[POOL], app[LINKS], packet, stream, seq, app[CLOCK].next(),
-                                   app[CONFIG].forward_timeout, metrics)
+                                   app[CONFIG].forward_timeout, metrics, reached)
     finally:
         traffic.frames_in_flight -= 1
         metrics.frame_seconds.observe(time.perf_counter() - taken)
 
 
 async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: Packet, stream: str,
-                        seq: int, stamp: int, timeout: float, metrics: BalancerMetrics = UNCOUNTED) -> FrameReply:
-    """The reply for this frame: the worker's, or an error naming the problem."""
+                        seq: int, stamp: int, timeout: float, metrics: BalancerMetrics = UNCOUNTED,
+                        reached: list[str] | None = None) -> FrameReply:
+    """The reply for this frame: the worker's, or an error naming the problem.
+    Each worker the frame may have reached (it answered, or failed after the
+    request left) is appended to reached: those hold the stream's state, which
+    its close must reach (closing.py)."""
+    reached = [] if reached is None else reached
     reply: FrameReply = {"account": packet.account, "seq": seq}
     meta = FrameMeta(packet.account, stream, seq, stamp)
     problems: list[str] = []
@@ -68,6 +75,7 @@ async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: 
                         worker, packet.account, seq, timeout)
             problems.append(f"timed out after {timeout:g} s")
             maybe_processed = True
+            reached.append(worker)
             continue
         except aiohttp.ClientConnectorError as exc:  # refused: the frame never left
             metrics.failures[worker, "refused"].inc()
@@ -79,8 +87,10 @@ async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: 
             pool.mark(worker, False, f"forward failed: {exc.__class__.__name__}")
             problems.append(f"failed ({exc.__class__.__name__})")
             maybe_processed = True
+            reached.append(worker)
             continue
         except ValueError:
+            reached.append(worker)
             metrics.answered["unreadable"].inc()
             reply["error"] = f"worker {worker} gave an unreadable reply"
             return reply
@@ -90,6 +100,7 @@ async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: 
             pool.mark(worker, False, f"/frames answered {status}")
             problems.append(f"answered {status}")
             continue
+        reached.append(worker)
         metrics.worker_answered(status, answer)
         if worker != ranked[0] or len(ranked) < len(pool.workers):  # maybe not the account's first choice
             metrics.rerouted(pool.workers, packet.account, worker)

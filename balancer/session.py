@@ -1,24 +1,30 @@
 """A client's WebSocket: packets in, one reply per packet out, in order.
 
 Every reply gets the connection's next seq, which with the connection's
-stream id names the frame to the worker. On shutdown each handler closes its
-own socket (1001): an idle one at once, a busy one after its reply.
+stream id names the frame to the worker. CLOSE is answered with one
+StreamClosed per account the connection sent frames for (the final labels
+its close made: closing.py), then the socket closes (1000). On shutdown each
+handler closes its own socket (1001): an idle one at once, a busy one after
+its reply. A connection that ends without CLOSE has its closes sent all the
+same, in the background.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
-from voicestream.replies import FrameReply
+from voicestream.replies import FrameReply, StreamClosed
 
+from .closing import StreamWorkers, close_account
 from .errors import error_reply
 from .forward import forward
-from .keys import CONFIG, TRAFFIC
+from .keys import CLOSER, CONFIG, SESSION, TRAFFIC
 from .metrics import METRICS
 from .packets import Header, Packet, PacketError, parse_text_message
 from .traffic import OpenSocket
@@ -36,19 +42,24 @@ class Connection:
     seq: int = 0
     header: Header | None = None  # a text part waiting for its binary part
     closed: bool = False  # the client sent CLOSE
+    workers: StreamWorkers = field(default_factory=StreamWorkers)  # what its close must reach
 
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
 
-async def handle_message(app: web.Application, conn: Connection, msg: aiohttp.WSMessage) -> list[FrameReply]:
+Message = FrameReply | StreamClosed  # what the balancer sends a client
+
+
+async def handle_message(app: web.Application, conn: Connection, msg: aiohttp.WSMessage) -> list[Message]:
     """The replies to one WebSocket message: none for a text part that waits
-    for its binary part, one otherwise (two when it also orphans a text part)."""
+    for its binary part, one otherwise (two when it also orphans a text part);
+    to CLOSE, one StreamClosed per account."""
     config, invalid = app[CONFIG], app[METRICS].rejected["invalid"]
     if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
         return []
-    replies: list[FrameReply] = []
+    replies: list[Message] = []
     binary = msg.type == aiohttp.WSMsgType.BINARY
     if conn.header is not None and not binary:
         invalid.inc()
@@ -79,13 +90,26 @@ async def handle_message(app: web.Application, conn: Connection, msg: aiohttp.WS
             return replies
         if parsed is None:
             conn.closed = True
+            replies += await close_stream(app, conn)
             return replies
         if isinstance(parsed, Header):
             conn.header = parsed
             return replies
         packet = parsed
-    replies.append(await forward(app, packet, conn.stream, conn.next_seq()))
+    reached: list[str] = []
+    try:
+        replies.append(await forward(app, packet, conn.stream, conn.next_seq(), reached))
+    finally:
+        conn.workers.reached(packet.account, reached)
     return replies
+
+
+async def close_stream(app: web.Application, conn: Connection) -> list[StreamClosed]:
+    """The client's CLOSE: each account's close at its workers, all at once;
+    one StreamClosed per account, in the order of their last frames."""
+    session, timeout = app[SESSION], app[CONFIG].forward_timeout
+    return list(await asyncio.gather(*(close_account(session, conn.stream, account, workers, timeout)
+                                       for account, workers in conn.workers.take())))
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -118,6 +142,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             socket.busy = False
     finally:
         traffic.sockets.discard(socket)
+        # Gone without CLOSE (or shutdown): the closes go out all the same,
+        # so the accounts' records get every final label; nobody reads their answers.
+        app[CLOSER].close(conn.stream, conn.workers.take())
         # Closed here, never from another task: close() then reads on until
         # the client's close reply, so no unread data (a frame the client sent
         # meanwhile: not accepted, no reply) turns the end of the TCP
@@ -150,7 +177,7 @@ async def close_idle_sockets(app: web.Application) -> None:
     handler closes it (1001): an idle one now, a busy one after its reply.
     run_app then waits up to shutdown_timeout for every handler to finish."""
     traffic = app[TRAFFIC]
-    traffic.stopping = True
+    traffic.stopping, traffic.stopped_at = True, time.monotonic()
     busy = sum(socket.busy for socket in traffic.sockets)
     log.info("shutting down: closing %d idle connections, %d busy ones close after their reply",
              len(traffic.sockets) - busy, busy)

@@ -21,4 +21,5 @@ class Traffic:
     clients: int = 0  # open WebSockets + HTTP requests in progress: the connection limit
     frames_in_flight: int = 0
     stopping: bool = False
+    stopped_at: float | None = None  # time.monotonic() when shutdown began: its --shutdown-timeout runs from there
     sockets: set[OpenSocket] = field(default_factory=set)

@@ -2,8 +2,8 @@
 servers on 127.0.0.1, and the balancer itself on aiohttp's test server.
 
 The thing under test is the balancer, so the fake workers only speak its
-side of the wire: /health, /frames/batch (voicestream.batch) and the REST
-paths it proxies. What a real worker does with a frame is tested with the
+side of the wire: /health, /frames/batch and /streams/close
+(voicestream.batch) and the REST paths it proxies. What a real worker does with a frame is tested with the
 real worker (the integration tests).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from balancer.app import create_app
 from balancer.config import BalancerConfig
-from voicestream.batch import CONTENT_TYPE, PATH, InvalidFrame, decode_batch, encode_replies
+from voicestream.batch import CLOSE_PATH, CONTENT_TYPE, PATH, InvalidFrame, decode_batch, decode_close, encode_replies
 from voicetools.cluster import free_port
 
 
@@ -30,7 +30,9 @@ class FakeWorker:
     Tests change its answers on the fly: `health` is /health's status;
     `frames_error` (status, content type, body) answers every batch instead;
     `refuse` is an error every frame gets (400, as for a bad WAV); clearing
-    `gate` holds frames until it is set again.
+    `gate` holds frames until it is set again. A close (/streams/close) is
+    answered with the events `owed` holds for its (account, stream), given
+    once; `close_status` answers every close instead.
     """
     health: int = 200
     frames_error: tuple[int, str, str] | None = None
@@ -38,6 +40,9 @@ class FakeWorker:
     rest_status: int = 200
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     frames: list[dict[str, Any]] = field(default_factory=list)  # batch metas received, in order, as sent
+    owed: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    close_status: int | None = None
+    closes: list[tuple[str, str]] = field(default_factory=list)  # (account, stream) of each close received
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)  # REST: method, path?query, body
     headers: list[dict[str, str]] = field(default_factory=list)  # REST: each request's headers
     server: TestServer | None = None
@@ -52,6 +57,7 @@ class FakeWorker:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_get("/health", self._health)
         app.router.add_post(PATH, self._frames)
+        app.router.add_post(CLOSE_PATH, self._close)
         app.router.add_route("*", "/{tail:.*}", self._rest)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
@@ -90,6 +96,13 @@ class FakeWorker:
                 replies.append({"voice": 0, "prob": 0.0, "db": -90.0, "worker": self.port, "ms": 0.1,
                                 "bytes": len(wav)})
         return web.Response(text=encode_replies(statuses, replies), content_type="application/json")
+
+    async def _close(self, request: web.Request) -> web.Response:
+        account, stream = decode_close(await request.read())
+        self.closes.append((account, stream))
+        if self.close_status is not None:
+            return web.json_response({"error": "close refused"}, status=self.close_status)
+        return web.json_response({"events": self.owed.pop((account, stream), [])})
 
     async def _rest(self, request: web.Request) -> web.Response:
         body = await request.read()

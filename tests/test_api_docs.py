@@ -1,7 +1,8 @@
 """The API documents and the /docs page (balancer/apidocs/, balancer/static/docs/),
 in-process: both documents are well formed, they describe every route the
 balancer and the worker's speaker API register and nothing else, the
-WebSocket's real replies match the AsyncAPI payloads, the documentation needs
+WebSocket's real replies (and CLOSE's answer) match the AsyncAPI payloads, the
+events and StreamClosed are voicestream's, the documentation needs
 no token and loads nothing from another origin. One test renders the page in
 headless Chromium (integration). tests/test_schemathesis.py checks a live
 system's answers against the OpenAPI document."""
@@ -162,6 +163,45 @@ def test_both_documents_share_the_frame_reply_of_voicestream_replies():
     ws = asyncapi()["components"]["schemas"]["FrameReply"]["properties"]
     # Every field a client can receive; "error" makes a reply the documents' FrameError instead.
     assert set(rest) == set(ws) == set(FrameReply.__annotations__) - {"error"}
+    assert rest["events"]["items"] == inline(openapi(), rest["events"]["items"])  # no reference: both inline it
+
+
+def test_the_events_and_stream_closed_are_voicestream_events_and_replies():
+    """Each event type of voicestream/events.py is one branch of the reply's
+    events, with its fields, all required; StreamClosed is the answer to
+    CLOSE, its message the reply of the CLOSE operation."""
+    from typing import get_args, get_type_hints
+
+    from voicestream import events
+    from voicestream.replies import StreamClosed
+    doc = asyncapi()
+    for schema in (doc["components"]["schemas"]["FrameReply"]["properties"]["events"],
+                   doc["components"]["schemas"]["StreamClosed"]["properties"]["events"]):
+        branches = {tuple(branch["properties"]["type"]["enum"]): branch for branch in schema["items"]["oneOf"]}
+        for kind in get_args(events.Event):
+            hints = get_type_hints(kind)
+            branch = branches[get_args(hints["type"])]
+            assert set(branch["properties"]) == set(branch["required"]) == set(hints), kind.__name__
+    closed = doc["components"]["schemas"]["StreamClosed"]
+    assert set(closed["properties"]) == set(StreamClosed.__annotations__)
+    assert set(closed["required"]) == StreamClosed.__required_keys__
+    assert doc["operations"]["receiveClose"]["reply"]["messages"] == [
+        {"$ref": "#/channels/frames/messages/streamClosed"}]
+    # The documented shapes of each event, by example: one of each validates, a wrong one does not.
+    reply = payload_validator("frameReply", doc)
+    base = {"account": "1691", "seq": 5, "time": "2023-01-20 13:44:44.123435", "voice": 1, "prob": 0.9, "db": -20.0,
+            "worker": 7001, "ms": 3.0}
+    at = {"seq": 5, "time": "2023-01-20 13:44:44.123435"}
+    good: list[dict[str, Any]] = [
+        {"type": "speech_start", **at}, {"type": "speech_end", **at},
+        {"type": "speaker_change", **at, "speaker": "alice", "score": None, "previous": None},
+        {"type": "segment", "speaker": "unknown", "score": 0.4, "start": at["time"], "end": at["time"],
+         "start_seq": 5, "end_seq": 5, "frames": 1, "final": True},
+        {"type": "tracker_restart", **at, "reason": "this worker had no state for the stream"}]
+    assert [reply.is_valid({**base, "events": [event]}) for event in good] == [True] * len(good)
+    bad: list[dict[str, Any]] = [{"type": "speech_start"}, {**good[3], "final": False}, {"type": "other", **at},
+                                 {**good[2], "time": "yesterday"}]
+    assert [reply.is_valid({**base, "events": [event]}) for event in bad] == [False] * len(bad)
 
 
 # --- the routes ---
@@ -285,23 +325,31 @@ def test_websocket_replies_are_the_asyncapi_payloads():
     assert header.is_valid(packets[0]) and json_packet.is_valid(json.loads(packets[2]))  # type: ignore[arg-type]
     assert literal.is_valid(packets[3]) and close.is_valid("CLOSE") and not header.is_valid(packets[4])
 
-    async def go() -> tuple[list[Any], list[Any]]:
+    stream_closed = payload_validator("streamClosed", doc)
+
+    async def go() -> tuple[list[Any], Any, list[Any]]:
         async with fake_workers(1) as workers, balancer(workers) as client:
             async with client.ws_connect("/ws") as ws:
                 for packet in packets:
                     await (ws.send_str(packet) if isinstance(packet, str) else ws.send_bytes(packet))
                 replies = [await ws.receive_json(timeout=10) for _ in range(5)]
+                workers[0].owed["1234", workers[0].frames[0]["stream"]] = [{
+                    "type": "segment", "speaker": "alice", "score": 0.8, "start": replies[0]["time"],
+                    "end": replies[2]["time"], "start_seq": 1, "end_seq": 3, "frames": 3, "final": True}]
                 await ws.send_str("CLOSE")
+                closed = await ws.receive_json(timeout=10)
                 closing = await ws.receive(timeout=10)
             # No worker at all: the error reply that says so.
             async with balancer([closed_port_url()]) as lone, lone.ws_connect("/ws") as ws:
                 await ws.send_str(packets[2])  # type: ignore[arg-type]
                 replies.append(await ws.receive_json(timeout=10))
-            return replies, [closing.type.name]
-    replies, closing = asyncio.run(go())
+            return replies, closed, [closing.type.name]
+    replies, closed, closing = asyncio.run(go())
     assert [reply.is_valid(r) for r in replies] == [True, True, True, False, False, False]
     assert [error.is_valid(r) for r in replies[3:]] == [True, True, True]
     assert replies[5]["error"].startswith("no worker available")
+    assert stream_closed.is_valid(closed) and closed["events"][0]["type"] == "segment"
+    assert not reply.is_valid(closed) and not stream_closed.is_valid(replies[0])
     assert closing == ["CLOSE"]
 
 

@@ -1,5 +1,6 @@
 """forward_frame and WorkerLink against in-process fake workers: which
-answers mean "try the next worker", and what the client is told."""
+answers mean "try the next worker", what the client is told, and which
+workers the frame may have reached (its stream's close goes there)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ from balancer.links import WorkerLink
 from balancer.packets import Header, Packet
 from balancer.routing import rank_workers
 from balancer.workers import WorkerPool
-from balancer_fakes import FakeWorker, fake_workers
+from balancer_fakes import FakeWorker, closed_port_url, fake_workers
 from voicestream.stamps import stamp_text
 from voicestream.wav import encode_wav
 
@@ -90,3 +91,32 @@ def test_every_worker_answering_a_retry_status_is_no_worker_available():
     reply = asyncio.run(go())
     assert reply == {"account": "acct", "seq": 7,
                      "error": "no worker available: tried 2: answered 502, answered 502"}
+
+
+def test_reached_names_the_workers_a_frame_may_have_reached():
+    # What a stream's close must reach (balancer/closing.py): a worker that
+    # answered, or that failed after the frame left (a timeout); not one that
+    # said "not here" (503) or refused the connection.
+    async def go() -> tuple[list[str], list[str], dict, list[str]]:
+        async with fake_workers(3) as workers:
+            first, second, third = by_rank(workers, "acct")
+            first.frames_error = (503, "application/json", '{"error": "worker is shutting down"}')
+            second.gate.clear()  # holds the frame past the timeout
+            pool = WorkerPool(tuple(w.url for w in workers))
+            reached: list[str] = []
+            async with aiohttp.ClientSession() as session:
+                await pool.check(session)
+                links = {w.url: WorkerLink(w.url, session, 0.5) for w in workers}
+                reply = await forward_frame(pool, links, PACKET, "stream", 7, STAMP, 0.5, reached=reached)
+                second.gate.set()
+            refused: list[str] = []
+            async with aiohttp.ClientSession() as session:
+                lone = closed_port_url()
+                pool = WorkerPool((lone,))
+                pool.mark(lone, True)
+                await forward_frame(pool, {lone: WorkerLink(lone, session, 1.0)}, PACKET, "stream", 8, STAMP, 1.0,
+                                    reached=refused)
+            return reached, [second.url, third.url], reply, refused
+    reached, expected, reply, refused = asyncio.run(go())
+    assert "error" not in reply and reached == expected
+    assert refused == []

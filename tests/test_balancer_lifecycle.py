@@ -78,6 +78,7 @@ def test_cleanup_ends_the_health_poll_and_the_requests_in_flight_then_closes_the
                 last = await ws.receive(timeout=10)
             return running, left, closed, last, worker
     running, left, closed, last, worker = asyncio.run(go())
-    assert running == ["balancer: /health poll", f"balancer: frames to {worker.url}/frames/batch"]
+    assert running == ["balancer: /health poll", f"balancer: frames to {worker.url}/frames/batch",
+                       "balancer: idle HTTP streams"]
     assert left == [] and closed
     assert last.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)  # the connection ended, no reply

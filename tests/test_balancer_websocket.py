@@ -104,21 +104,6 @@ def test_messages_over_the_size_limit():
     assert [m["account"] for m in worker.frames] == ["big", "big"]
 
 
-def test_close_ends_the_connection_without_a_reply():
-    async def go():
-        async with fake_workers(1) as (worker,), balancer([worker]) as client:
-            async with client.ws_connect("/ws") as ws:
-                await ws.send_str("ACCOUNTCODE=bye")
-                await ws.send_bytes(FRAME)
-                reply = await ws.receive_json(timeout=10)
-                await ws.send_str("CLOSE")
-                closing = await ws.receive(timeout=10)
-                return reply, closing
-    reply, closing = asyncio.run(go())
-    assert "error" not in reply
-    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == aiohttp.WSCloseCode.OK
-
-
 def test_connection_limit():
     async def go():
         async with fake_workers(1) as (worker,), balancer([worker], max_connections=4) as client:

@@ -44,6 +44,8 @@ async def stream(url: str, account: str, frames: list[bytes], form: str = "binar
                 await (ws.send_str(part) if isinstance(part, str) else ws.send_bytes(part))
             replies.append(await ws.receive_json(timeout=30))
         await ws.send_str("CLOSE")
+        closed = await ws.receive_json(timeout=10)  # the account's StreamClosed, then the close
+        assert (closed["account"], closed["closed"], "error" in closed) == (account, True, False), closed
         closing = await ws.receive(timeout=10)
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     return replies

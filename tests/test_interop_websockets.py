@@ -74,7 +74,7 @@ def test_every_packet_form_close_and_error_replies(system: System) -> None:
     account = "wsinterop"
     frames = frames_of("us_female_16k.wav", 4)
 
-    async def go() -> tuple[list[dict[str, Any]], int | None]:
+    async def go() -> tuple[list[dict[str, Any]], dict[str, Any], int | None]:
         replies = []
         async with connect(system.ws_url) as ws:
             await ws.send(f"ACCOUNTCODE={account}")  # 1: a text part, then the WAV as a binary message
@@ -93,12 +93,14 @@ def test_every_packet_form_close_and_error_replies(system: System) -> None:
             await ws.send(frames[3])
             replies.append(await receive_json(ws))
             await ws.send("CLOSE")
-            with pytest.raises(ConnectionClosedOK):  # the balancer closes, 1000
+            closed = await receive_json(ws)  # the account's StreamClosed (its last events)...
+            with pytest.raises(ConnectionClosedOK):  # ...then the balancer closes, 1000
                 await asyncio.wait_for(ws.recv(), timeout=10)
-            return replies, ws.close_code
-    replies, close_code = asyncio.run(go())
+            return replies, closed, ws.close_code
+    replies, closed, close_code = asyncio.run(go())
 
     assert close_code == 1000
+    assert closed == {"account": account, "closed": True, "events": closed["events"]}
     assert [reply["seq"] for reply in replies] == [1, 2, 3, 4, 5, 6]
     frame_replies = [replies[i] for i in (0, 1, 2, 5)]
     assert all("error" not in reply and reply["account"] == account for reply in frame_replies), replies

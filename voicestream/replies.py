@@ -29,10 +29,16 @@ class FrameReply(TypedDict, total=False):
     events: list[Event]  # what changed at this frame, in order (events.py); absent when nothing did
 
 
-class StreamClosed(TypedDict):
-    """The answer to a stream's CLOSE, one per account the stream sent frames
-    for: the events its pending final labels made (events.py), then the
-    balancer closes the connection."""
+class _Closed(TypedDict):
     account: str
     closed: bool  # always true
     events: list[Event]
+
+
+class StreamClosed(_Closed, total=False):
+    """The answer to a stream's CLOSE, one per account the stream sent frames
+    for: the events its pending final labels made (events.py), then the
+    balancer closes the connection."""
+    # A worker that took frames of the stream did not answer its close: the
+    # final labels pending there will not come (events holds the others').
+    error: str

@@ -2,14 +2,15 @@
 
 What balancer/packets.py reads (three packet forms and CLOSE) and what
 balancer/session.py answers: one reply per packet, in order, a FrameReply
-(voicestream/replies.py) or an error reply (balancer/errors.py error_reply).
+(voicestream/replies.py) with its events (voicestream/events.py) or an error
+reply (balancer/errors.py error_reply); to CLOSE, a StreamClosed per account.
 Operations are the balancer's: it receives packets and sends replies.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from .schemas import FRAME_ERROR, HEADER_PATTERN, Schema, frame_reply
+from .schemas import ACCOUNT, FRAME_ERROR, HEADER_PATTERN, Schema, events, frame_reply
 
 Document = dict[str, Any]
 
@@ -60,7 +61,11 @@ def messages() -> Document:
                           "payload": "{'text': 'ACCOUNTCODE=1691', 'binary_data': b'RIFF$\\x00\\x00\\x00WAVE...'}"}]},
         "close": {
             "name": "close", "title": "CLOSE",
-            "summary": "Ends the session: the balancer closes the WebSocket (1000).",
+            "summary": "Ends the session: the balancer answers one streamClosed per account the connection sent "
+                       "frames for, then closes the WebSocket (1000).",
+            "description": "Without CLOSE (the client goes away, the balancer shuts down) the stream is closed at "
+                           "the workers all the same, so the accounts' records get every final label; only the "
+                           "client does not see them.",
             "contentType": "text/plain", "payload": {"type": "string", "enum": ["CLOSE"]}},
         "frameReply": {
             "name": "frameReply", "title": "Frame reply",
@@ -73,7 +78,26 @@ def messages() -> Document:
                 "db": -21.4, "worker": 7001, "ms": 3.2}},
                 {"name": "with a speaker", "payload": {
                     "account": "1691", "seq": 18, "time": "2023-01-20 13:44:44.223435", "voice": 1, "prob": 0.97,
-                    "db": -20.9, "worker": 7001, "ms": 31.0, "speaker": "alice", "score": 0.71}}]},
+                    "db": -20.9, "worker": 7001, "ms": 31.0, "speaker": "alice", "score": 0.71}},
+                {"name": "with events", "payload": {
+                    "account": "1691", "seq": 31, "time": "2023-01-20 13:44:45.623435", "voice": 1, "prob": 0.95,
+                    "db": -22.0, "worker": 7001, "ms": 30.2, "speaker": "bob", "score": 0.68, "events": [
+                        {"type": "speaker_change", "seq": 31, "time": "2023-01-20 13:44:45.623435",
+                         "speaker": "bob", "score": 0.68, "previous": "alice"},
+                        {"type": "segment", "speaker": "alice", "score": 0.74, "start": "2023-01-20 13:44:44.123435",
+                         "end": "2023-01-20 13:44:44.923435", "start_seq": 17, "end_seq": 25, "frames": 9,
+                         "final": True}]}}]},
+        "streamClosed": {
+            "name": "streamClosed", "title": "Stream closed",
+            "summary": "The answer to CLOSE, one per account the connection sent frames for "
+                       "(voicestream/replies.py StreamClosed), before the balancer closes the WebSocket.",
+            "description": "events: what the account's pending final labels made once the stream ended (its last "
+                           "segments). A client that ignores messages after CLOSE sees the session end as before.",
+            "contentType": "application/json", "payload": {"$ref": "#/components/schemas/StreamClosed"},
+            "examples": [{"name": "last segment", "payload": {"account": "1691", "closed": True, "events": [
+                {"type": "segment", "speaker": "bob", "score": 0.7, "start": "2023-01-20 13:44:45.623435",
+                 "end": "2023-01-20 13:44:47.023435", "start_seq": 31, "end_seq": 45, "frames": 15,
+                 "final": True}]}}]},
         "errorReply": {
             "name": "errorReply", "title": "Error reply",
             "summary": "A packet that got no analysis: the connection stays open.",
@@ -87,6 +111,16 @@ def messages() -> Document:
     }
 
 
+STREAM_CLOSED: Schema = {
+    "type": "object", "required": ["account", "closed", "events"],
+    "properties": {
+        "account": ACCOUNT,
+        "closed": {"type": "boolean", "enum": [True], "description": "Always true: tells this from a frame reply."},
+        "events": events("asyncapi", "The events the stream's close made, in order: its last segments."),
+        "error": {"type": "string", "description": "A worker that took frames of the stream did not answer its "
+                                                   "close: the final labels pending there will not come."},
+    },
+}
 PACKETS = ("accountHeader", "wavFrame", "jsonPacket", "literalPacket")
 REPLIES = ("frameReply", "errorReply")
 
@@ -99,7 +133,13 @@ def asyncapi_document(version: str, host: str = "localhost:6001", protocol: str 
             "title": "voicestream balancer WebSocket",
             "version": version,
             "description": "Stream 100 ms WAV frames per account and get one JSON reply per packet, in order, on "
-                           "the same socket. The REST API is in /openapi.json.",
+                           "the same socket; a reply's events say what changed at its frame (speech start and end, "
+                           "speaker changes, final labels as segments), each once; CLOSE is answered with the "
+                           "last segments. When a worker fails mid-stream, the next frame goes to another worker "
+                           "whose tracker starts afresh: that frame's reply carries a tracker_restart event, and "
+                           "frames before it whose segment has not come will not get one. A client that ignores "
+                           "events and the messages after CLOSE sees the protocol as before. The REST API is in "
+                           "/openapi.json.",
         },
         "defaultContentType": "application/json",
         "servers": {"balancer": {
@@ -116,7 +156,7 @@ def asyncapi_document(version: str, host: str = "localhost:6001", protocol: str 
                            "closes with 1001 after the reply in progress; a message over 4x --max-message-bytes "
                            "closes the connection (1009), a smaller one over the limit gets an error reply.",
             "messages": {name: {"$ref": f"#/components/messages/{name}"}
-                         for name in (*PACKETS, "close", *REPLIES)},
+                         for name in (*PACKETS, "close", *REPLIES, "streamClosed")},
             "bindings": {"ws": {"method": "GET", "query": {
                 "type": "object",
                 "properties": {"token": {"type": "string", "description": "The balancer's --token, if any."}}}}},
@@ -132,6 +172,7 @@ def asyncapi_document(version: str, host: str = "localhost:6001", protocol: str 
             "receiveClose": {
                 "action": "receive", "channel": {"$ref": f"#/channels/{CHANNEL}"},
                 "title": "CLOSE", "summary": "The client ends the session.", "messages": [message_ref("close")],
+                "reply": {"channel": {"$ref": f"#/channels/{CHANNEL}"}, "messages": [message_ref("streamClosed")]},
             },
             "sendReply": {
                 "action": "send", "channel": {"$ref": f"#/channels/{CHANNEL}"},
@@ -140,7 +181,8 @@ def asyncapi_document(version: str, host: str = "localhost:6001", protocol: str 
             },
         },
         "components": {
-            "schemas": {"FrameReply": frame_reply("asyncapi"), "ErrorReply": FRAME_ERROR},
+            "schemas": {"FrameReply": frame_reply("asyncapi"), "ErrorReply": FRAME_ERROR,
+                        "StreamClosed": STREAM_CLOSED},
             "messages": messages(),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "The balancer's --token."},

@@ -1,5 +1,5 @@
 """JSON Schemas both API documents use: account codes, speaker names, the
-frame reply and the error shape, written once.
+frame reply with its events and the error shape, written once.
 
 The OpenAPI document speaks OpenAPI 3.0's schema dialect ("nullable") and
 the AsyncAPI one JSON Schema draft 7 (a "null" type), so the few schemas with
@@ -52,6 +52,51 @@ def nullable(schema: Schema, dialect: Dialect) -> Schema:
     return {**schema, "type": [schema["type"], "null"]}
 
 
+def events(dialect: Dialect, description: str) -> Schema:
+    """A list of voicestream/events.py's events, in order (docs/protocol.md#events)."""
+    frame_seq: Schema = {"type": "integer", "minimum": 0,
+                         "description": "The seq of the frame it happened at, in the stream the worker saw: a "
+                                        "WebSocket's seq; for HTTP ingest the balancer's count of the account's "
+                                        "frames, not the request's 'seq' (match a frame by 'time')."}
+    speaker: Schema = {"type": "string", "description": "An enrolled speaker's name, or 'unknown'."}
+
+    def event(kinds: list[str], description: str, required: list[str], properties: Schema) -> Schema:
+        return {"type": "object", "description": description, "required": ["type", *required],
+                "properties": {"type": {"type": "string", "enum": kinds}, **properties}}
+    at_frame = {"seq": frame_seq, "time": FRAME_TIME}
+    return {"type": "array", "description": description, "items": {"oneOf": [
+        event(["speech_start", "speech_end"],
+              "Voice turned on at this frame (the VAD's decision), or off: its first unvoiced frame.",
+              ["seq", "time"], at_frame),
+        event(["speaker_change"], "The immediate label ('speaker') changed at this frame; a stream's first "
+                                  "label has previous null.",
+              ["seq", "time", "speaker", "score", "previous"],
+              {**at_frame, "speaker": speaker,
+               "score": nullable({"type": "number", "description": "The window score behind the label."}, dialect),
+               "previous": nullable({"type": "string", "description": "The label before."}, dialect)}),
+        event(["segment"], "Final labels: a run of consecutive voiced frames of the stream with one final "
+                           "speaker, sent once, at most --speaker-lag-ms after its last frame (or in the answer "
+                           "to CLOSE); every voiced frame of an account with enrolled speakers is in exactly one.",
+              ["speaker", "score", "start", "end", "start_seq", "end_seq", "frames", "final"],
+              {"speaker": speaker,
+               "score": nullable({"type": "number", "description": "Mean window score of the speaker over the "
+                                                                  "segment (unknown: of the best voiceprint)."},
+                                 dialect),
+               "start": {**FRAME_TIME, "description": "The 'time' of its first frame."},
+               "end": {**FRAME_TIME, "description": "The 'time' of its last frame."},
+               "start_seq": {**frame_seq, "description": "The seq of its first frame (as an event's 'seq')."},
+               "end_seq": {**frame_seq, "description": "The seq of its last frame (as an event's 'seq')."},
+               "frames": {"type": "integer", "minimum": 1, "description": "Its frames: end_seq - start_seq + 1."},
+               "final": {"type": "boolean", "enum": [True], "description": "Always true."}}),
+        event(["tracker_restart"], "The worker had no state for this stream, which was already going (a "
+                                   "failover, or state forgotten when idle): VAD and speaker tracking start "
+                                   "afresh at this frame, and frames before it whose segment has not come will "
+                                   "not get one.",
+              ["seq", "time", "reason"],
+              {**at_frame, "reason": {"type": "string", "description": "Why, for a person to read."}}),
+    ]}}
+
+
 def frame_reply(dialect: Dialect) -> Schema:
     """voicestream/replies.py FrameReply as a client receives it (an error
     reply is FRAME_ERROR)."""
@@ -77,6 +122,8 @@ def frame_reply(dialect: Dialect) -> Schema:
             "duplicate": {"type": "boolean", "enum": [True],
                           "description": "An earlier attempt of this frame was already logged (by a worker that "
                                          "then failed): not logged again."},
+            "events": events(dialect, "What changed at this frame, in order; absent when nothing did. Each event "
+                                      "comes once. A client that ignores this field sees the replies as before."),
         },
     }
 
