@@ -19,6 +19,7 @@ import soundfile as sf
 
 from speaker_helpers import call, ge2e_system, silence
 from voicestream.logline import parse_line
+from voicestream.segments import parse_segment
 from voicestream.wav import encode_wav
 from voicetools.cluster import System, wait_until
 from voicetools.paths import REPO
@@ -140,6 +141,26 @@ def pixels_of_color(driver: Any, color: str) -> int:
         return n;""", color))
 
 
+def drawn_segments(driver: Any) -> list[dict[str, str]]:
+    """The final segments the page lists (newest first): each one's data-*
+    fields and text, read in one script."""
+    return list(driver.execute_script("""
+        return [...document.querySelectorAll("#segments li.segment")].map(
+            (item) => ({...item.dataset, text: item.textContent}));"""))
+
+
+def listed_restarts(driver: Any) -> list[dict[str, str]]:
+    return list(driver.execute_script("""
+        return [...document.querySelectorAll("#segments li.restart")].map(
+            (item) => ({...item.dataset, text: item.textContent}));"""))
+
+
+def current_worker(driver: Any) -> int | None:
+    """The worker port of the latest reply, as the page's summary shows it."""
+    found = re.search(r"worker (\d+)", text_of(driver, "summary"))
+    return int(found[1]) if found else None
+
+
 def page_problems(driver: Any) -> list[str]:
     """The errors the page's console logged about its own files or the
     policy: a blocked script, style or connection, or a file that did not
@@ -203,6 +224,18 @@ def test_enroll_from_the_microphone_stream_and_see_the_name_then_delete_it(speak
     legend_key = page.find_element(By.CSS_SELECTOR, f'#legend .key[data-name="{name}"]')
     color = legend_key.get_attribute("data-color")
     wait_for(page, lambda d: pixels_of_color(d, color) > 0, 30, f"{name}'s colour {color} in the timeline")
+    # A final segment of the voice: listed with the name and its frames, as the
+    # worker wrote it in the account's segments file.
+    wait_for(page, lambda d: any(s["speaker"] == name for s in drawn_segments(d)), 60,
+             f"a final segment of {name} in the segments list")
+    segment = next(s for s in drawn_segments(page) if s["speaker"] == name)
+    start_seq, end_seq = int(segment["startSeq"]), int(segment["endSeq"])
+    assert 1 <= start_seq <= end_seq and int(segment["frames"]) == end_seq - start_seq + 1, segment
+    assert segment["text"].startswith(name) and f"frames {start_seq}–{end_seq}" in segment["text"], segment
+    written = [parse_segment(line) for line in
+               (speaker_system.log_dir / f"{account}.segments.txt").read_text().splitlines()]
+    assert any(w is not None and (w.speaker, w.start_seq, w.end_seq) == (name, start_seq, end_seq)
+               for w in written), (segment, written)
     if SCREENSHOT:
         # Some seconds of timeline make a better picture.
         wait_for(page, lambda d: text_of(d, "summary").startswith("frame ")
@@ -222,6 +255,29 @@ def test_enroll_from_the_microphone_stream_and_see_the_name_then_delete_it(speak
     # With the token on the page only: its style and script loaded without it,
     # and the policy let every fetch and the WebSocket through.
     assert styled(page) and page_problems(page) == []
+
+
+@needs_browser
+def test_a_worker_that_takes_over_a_stream_shows_a_tracker_restart(vad_system, browser):
+    """kill -9 the worker of a streaming account: the balancer moves the
+    stream to the other worker, which has no state for it and says so in a
+    tracker_restart event; the page lists it and marks the timeline."""
+    from selenium.webdriver.common.by import By
+
+    system = vad_system(n_workers=2)
+    browser.get(system.url + "/")
+    fill(browser, "account", "browserrestart")
+    browser.find_element(By.ID, "mic").click()
+    wait_for(browser, lambda d: current_worker(d) is not None, 30, "a first reply")
+    serving = current_worker(browser)
+    system.workers[system.worker_ports.index(serving)].kill()
+    wait_for(browser, lambda d: listed_restarts(d), 60, "a tracker restart in the list")
+    [restart] = listed_restarts(browser)
+    assert int(restart["seq"]) > 1 and f"tracker restarted at frame {restart['seq']}" in restart["text"], restart
+    assert current_worker(browser) not in (None, serving)
+    assert pixels_of_color(browser, "#c2185b") > 0, "the restart's line on the timeline"
+    browser.find_element(By.ID, "stop").click()
+    assert page_problems(browser) == []
 
 
 @needs_browser
