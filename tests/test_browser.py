@@ -240,6 +240,7 @@ def test_enroll_from_the_microphone_stream_and_see_the_name_then_delete_it(speak
         # Some seconds of timeline make a better picture.
         wait_for(page, lambda d: text_of(d, "summary").startswith("frame ")
                  and int(text_of(d, "summary").split()[1].rstrip(":")) >= 200, 60, "200 frames streamed")
+        page.set_window_size(1100, 1150)  # the whole page, the final segments' list too
         page.save_screenshot(SCREENSHOT)
     page.find_element(By.ID, "stop").click()
     wait_for(page, lambda d: "connection closed" in text_of(d, "status"), 30, "the stream to close")

@@ -23,11 +23,14 @@ import pytest
 from PIL import Image
 
 from speaker_helpers import call, wait_encoders
+from voicestream.events import SEGMENT, Segment as SegmentEvent
 from voicestream.logline import parse_line
+from voicestream.segments import format_segment, parse_segment
 from voicetools import timeline
 from voicetools.cluster import make_system
 from voicetools.paths import REPO
-from voicetools.timeline import Frame, Segment, last_run, read_lines, rttm_lines, segments, strip, to_frames
+from voicetools.timeline import (Frame, Segment, final_by_frame, final_segments, last_run, read_lines,
+                                 read_segment_lines, rttm_lines, segments, stream_span, strip, to_frames)
 
 DATA = REPO / "data"
 
@@ -46,6 +49,26 @@ def log(*cells: str, start_second: int = 0, step_ms: int = 100) -> list[str]:
         else:
             lines.append(f"{stamp} voice=1, 7001, 14ms, speaker={cell}, score=0.81")
     return lines
+
+
+def segment_line(lines: list[str], first: int, last: int, speaker: str, score: float | None = 0.8,
+                 stream: str = "s1", first_seq: int = 1) -> str:
+    """A segments-file line (voicestream.segments' format) for lines[first..last]
+    of a stream whose frame first_seq is lines[0]."""
+    event: SegmentEvent = {"type": SEGMENT, "speaker": speaker, "score": score, "start": lines[first][:26],
+                           "end": lines[last][:26], "start_seq": first + first_seq, "end_seq": last + first_seq,
+                           "frames": last - first + 1, "final": True}
+    return format_segment(event, stream)
+
+
+def frames_of(lines: list[str], **kwargs) -> list[Frame]:
+    parsed, skipped = read_lines(lines)
+    assert skipped == 0
+    return to_frames(parsed, **kwargs)
+
+
+def spans(segs: list[Segment]) -> list[tuple[str, float, float, int]]:
+    return [(s.speaker, round(s.start, 3), round(s.end, 3), s.frames) for s in segs]
 
 
 def segs_of(lines: list[str], **kwargs) -> list[Segment]:
@@ -125,7 +148,145 @@ def test_lines_that_are_not_frame_lines_are_skipped_and_counted():
 def test_strip_shows_one_character_per_frame_with_a_legend():
     frames = [Frame(i / 10, (i + 1) / 10, voice, speaker, None)
               for i, (voice, speaker) in enumerate([(0, None), (1, None), (1, "bob"), (1, "unknown"), (1, "al")])]
-    assert strip(frames) == ["by frame (. silence, # voice without a decision, A bob, B al, ? unknown):", ".#A?B"]
+    assert strip(frames) == ["by frame (. silence, # voice without a label, A bob, B al, ? unknown):", ".#A?B"]
+
+
+def test_strip_with_final_labels_has_a_final_and_an_immediate_row():
+    frames = [Frame(i / 10, (i + 1) / 10, voice, speaker, None)
+              for i, (voice, speaker) in enumerate([(0, None), (1, "unknown"), (1, "bob"), (1, "bob"), (1, None)])]
+    assert strip(frames, width=3, finals=[None, "bob", "bob", "bob", None]) == [
+        "by frame (. silence, # voice without a label, A bob, ? unknown):",
+        "final     .AA", "immediate .?A", "final     A#", "immediate A#"]
+
+
+# --- final labels: hand-made segments files ------------------------------------
+
+def test_a_final_segment_covers_its_frames_on_the_stamps_clock():
+    lines = log(".", "#", "alice", "alice", "alice", ".", "bob", "bob")
+    frames = frames_of(lines)
+    parsed, skipped = read_segment_lines([segment_line(lines, 1, 4, "alice"), segment_line(lines, 6, 7, "bob")])
+    assert skipped == 0
+    # First frame's stamp to the last frame's stamp plus a frame (100 ms).
+    assert spans(final_segments(parsed, frames)) == [("alice", 0.1, 0.5, 4), ("bob", 0.6, 0.8, 2)]
+
+
+def test_on_the_frames_clock_frame_k_of_a_stream_covers_k_minus_1_to_k_frames():
+    # Streamed fast (10 ms apart): the stamps say 0.01-0.05, the audio 0.1-0.5.
+    lines = log(".", "#", "alice", "alice", "alice", ".", "bob", "bob", step_ms=10)
+    parsed, _ = read_segment_lines([segment_line(lines, 1, 4, "alice"), segment_line(lines, 6, 7, "bob")])
+    assert [stream_span(line) for line in parsed] == [(pytest.approx(0.1), pytest.approx(0.5)),
+                                                      (pytest.approx(0.6), pytest.approx(0.8))]
+    assert spans(final_segments(parsed, frames_of(lines, clock="frames"), clock="frames")) == [
+        ("alice", 0.1, 0.5, 4), ("bob", 0.6, 0.8, 2)]
+    # On the stamps clock the fast frames end where the next starts, and so do segments (the last lasts a frame).
+    assert spans(final_segments(parsed, frames_of(lines))) == [("alice", 0.01, 0.06, 4), ("bob", 0.06, 0.17, 2)]
+
+
+def test_on_the_frames_clock_a_stream_starts_where_the_log_has_it():
+    # A log of two runs: the second stream's frame 1 is the log's frame 4.
+    lines = log("alice", "alice", ".") + log(".", "bob", "bob", start_second=2)
+    parsed, _ = read_segment_lines([segment_line(lines, 0, 1, "alice", stream="s1"),
+                                    segment_line(lines, 4, 5, "bob", stream="s2", first_seq=-2)])
+    assert [(line.stream, line.start_seq, line.end_seq) for line in parsed] == [("s1", 1, 2), ("s2", 2, 3)]
+    assert spans(final_segments(parsed, frames_of(lines, clock="frames"), clock="frames")) == [
+        ("alice", 0.0, 0.2, 2), ("bob", 0.4, 0.6, 2)]
+
+
+def test_final_segments_are_ordered_whatever_the_file_order():
+    # Written in the order labels became final; two streams may interleave.
+    lines = log("alice", "alice", "bob", "bob", "alice")
+    parsed, _ = read_segment_lines([segment_line(lines, 4, 4, "alice"), segment_line(lines, 0, 1, "alice"),
+                                    segment_line(lines, 2, 3, "bob")])
+    segs = final_segments(parsed, frames_of(lines))
+    assert spans(segs) == [("alice", 0.0, 0.2, 2), ("bob", 0.2, 0.4, 2), ("alice", 0.4, 0.5, 1)]
+    assert rttm_lines("1234", segs) == ["SPEAKER 1234 1 0.000 0.200 <NA> <NA> alice <NA> <NA>",
+                                        "SPEAKER 1234 1 0.200 0.200 <NA> <NA> bob <NA> <NA>",
+                                        "SPEAKER 1234 1 0.400 0.100 <NA> <NA> alice <NA> <NA>"]
+
+
+def test_segment_lines_that_are_not_segment_lines_are_skipped_and_counted():
+    lines = log("alice", "alice")
+    good = segment_line(lines, 0, 1, "alice", score=None)
+    parsed, skipped = read_segment_lines(["garbage\n", "\n", good, lines[0] + "\n", good.replace("seqs=1-2", "seqs=1")])
+    assert [(line.speaker, line.score, line.frames) for line in parsed] == [("alice", None, 2)]
+    assert skipped == 3
+    assert parsed == [parse_segment(good)]
+
+
+def test_only_segments_of_the_frames_read_count():
+    # The file has an earlier run's segment; --last-run reads the latest run only.
+    lines = log("alice", "alice") + log(".", "bob", "bob", start_second=60)
+    parsed, _ = read_segment_lines([segment_line(lines, 0, 1, "alice"), segment_line(lines, 3, 4, "bob")])
+    frames = last_run(frames_of(lines), gap_seconds=5)
+    assert timeline.among(parsed, frames) == parsed[1:]
+    assert spans(final_segments(timeline.among(parsed, frames), frames)) == [("bob", 0.1, 0.3, 2)]
+
+
+def test_each_frame_gets_the_final_label_of_the_segment_holding_it():
+    lines = log(".", "unknown", "alice", "alice", "#", "bob")
+    parsed, _ = read_segment_lines([segment_line(lines, 1, 3, "alice"), segment_line(lines, 5, 5, "bob")])
+    assert final_by_frame(parsed, frames_of(lines)) == [None, "alice", "alice", "alice", None, "bob"]
+
+
+def write_logs(directory: Path, lines: list[str], segment_lines: list[str] | None) -> None:
+    directory.mkdir(exist_ok=True)
+    (directory / "acct.txt").write_text("\n".join(lines) + "\n")
+    if segment_lines is not None:
+        (directory / "acct.segments.txt").write_text("".join(segment_lines))
+
+
+def test_cli_rttm_and_summary_come_from_the_final_labels(tmp_path, capsys):
+    # The immediate labels start unknown and switch late; the final ones, later, say alice then bob.
+    lines = log(".", "unknown", "alice", "alice", "alice", "bob", ".")
+    write_logs(tmp_path, lines, [segment_line(lines, 1, 3, "alice", 0.74), segment_line(lines, 4, 5, "bob", None),
+                                 "not a segment line\n"])
+    rttm, png = tmp_path / "final.rttm", tmp_path / "acct.png"
+    assert timeline.main(["acct", "--log-dir", str(tmp_path), "--rttm", str(rttm), "--summary",
+                          "--out", str(png)]) == 0
+    assert rttm.read_text().splitlines() == ["SPEAKER acct 1 0.100 0.300 <NA> <NA> alice <NA> <NA>",
+                                             "SPEAKER acct 1 0.400 0.200 <NA> <NA> bob <NA> <NA>"]
+    captured = capsys.readouterr()
+    assert "skipped 1 line(s) of" in captured.err and "not segment lines" in captured.err
+    out = captured.out.splitlines()
+    assert out[0] == "acct: 7 frames, 5 with voice"
+    assert out[1] == f"  final labels: 2 segments ({tmp_path / 'acct.segments.txt'})"
+    assert [line.split() for line in out[3:5]] == [["alice", "3", "0.3", "1"], ["bob", "2", "0.2", "1"]]
+    assert out[5] == "  immediate labels:"
+    assert [line.split() for line in out[7:10]] == [
+        ["alice", "3", "0.3", "1"], ["bob", "1", "0.1", "1"], ["unknown", "1", "0.1", "1"]]
+    assert out[-3:-1] == ["  final     .AAABB.", "  immediate .?AAAB."]
+    with Image.open(png) as image:
+        assert (image.format, image.size) == ("PNG", timeline.SIZE)
+
+    # The immediate labels on request, as before the segments file existed.
+    assert timeline.main(["acct", "--log-dir", str(tmp_path), "--rttm", "-", "--labels", "immediate"]) == 0
+    assert [line.split()[7] for line in capsys.readouterr().out.splitlines()] == ["alice", "bob"]
+
+
+def test_cli_without_a_segments_file_says_so_and_uses_the_immediate_labels(tmp_path, capsys):
+    write_logs(tmp_path, log(".", "alice", "alice"), None)
+    assert timeline.main(["acct", "--log-dir", str(tmp_path), "--rttm", "-"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "SPEAKER acct 1 0.100 0.200 <NA> <NA> alice <NA> <NA>\n"
+    assert (f"speaker turns from the immediate labels of the frame log (no segments file "
+            f"{tmp_path / 'acct.segments.txt'}: an older worker, or VAD only)") in captured.err
+    # Asked for final labels, none: an error, not a silent fallback.
+    assert timeline.main(["acct", "--log-dir", str(tmp_path), "--rttm", "-", "--labels", "final"]) == 2
+    assert "--labels final: no segments file" in capsys.readouterr().err
+
+
+def test_cli_reads_the_segments_file_beside_a_log_or_as_given(tmp_path, capsys, monkeypatch):
+    import io
+    lines = log("alice", "bob")
+    write_logs(tmp_path, lines, [segment_line(lines, 0, 0, "alice"), segment_line(lines, 1, 1, "bob")])
+    assert timeline.main(["acct", "--log", str(tmp_path / "acct.txt"), "--rttm", "-"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    # From stdin (a piped tail of this run's lines) the file is named: here the tail has the last frame only.
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines[1] + "\n"))
+    assert timeline.main(["acct", "--log", "-", "--segments", str(tmp_path / "acct.segments.txt"), "--rttm", "-"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "SPEAKER acct 1 0.000 0.100 <NA> <NA> bob <NA> <NA>\n"
+    assert "left out 1 segment(s)" in captured.err
 
 
 def test_cli_writes_rttm_summary_and_a_png_of_the_asked_size(tmp_path, capsys):
@@ -139,7 +300,8 @@ def test_cli_writes_rttm_summary_and_a_png_of_the_asked_size(tmp_path, capsys):
                                              "SPEAKER acct 1 0.500 0.100 <NA> <NA> bob <NA> <NA>"]
     out = capsys.readouterr().out
     assert "acct: 6 frames, 4 with voice" in out
-    assert [line.split() for line in out.splitlines()[2:5]] == [
+    assert out.splitlines()[1].startswith("  final labels: none (no segments file")
+    assert [line.split() for line in out.splitlines()[4:7]] == [
         ["alice", "2", "0.2", "1"], ["bob", "1", "0.1", "1"], ["unknown", "1", "0.1", "1"]]
     with Image.open(png) as image:
         assert (image.format, image.size) == ("PNG", (800, 400))

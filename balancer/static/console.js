@@ -538,7 +538,7 @@ function drawTimeline() {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);
-  const left = 64, lane = 22, voiceTop = 2, nowTop = voiceTop + lane + 4, finalTop = nowTop + lane + 4;
+  const left = 76, lane = 22, voiceTop = 2, nowTop = voiceTop + lane + 4, finalTop = nowTop + lane + 4;
   const axisTop = finalTop + lane + 2;
   ctx.font = "12px system-ui, sans-serif";
   ctx.fillStyle = "#666";
