@@ -423,12 +423,14 @@ function trackerRestarted(restart) {
 
 // The answer to CLOSE ({"account", "closed": true, "events"}): the final
 // labels still pending, made final now; then the balancer closes the socket.
+// With "error", a worker did not answer: its pending labels will not come.
 function streamClosed(answer) {
   const before = finals.length;
   showEvents(answer.events || []);
   const made = finals.length - before;
-  const item = element("li", `stream closed: ${made} last segment${made === 1 ? "" : "s"} made final at CLOSE`,
-                       "closed");
+  let text = `stream closed: ${made} last segment${made === 1 ? "" : "s"} made final at CLOSE`;
+  if (answer.error) text += `; ${answer.error}`;
+  const item = element("li", text, answer.error ? "closed error" : "closed");
   item.dataset.segments = String(made);
   listEvent(item);
   noteSegments();
