@@ -8,13 +8,13 @@ four demo speakers are enrolled from data/enroll/, then run the script on the
 account's frame log and segments file.
 
 Measured (this machine, GE2E, defaults, the issue 15 tracker): of the call's
-108 voiced frames, the final labels (7 segments) name 100: gb_male 39,
-us_female 49, and us_male 12 (a gb_male turn: their espeak-ng voices are
-close); the immediate labels name 106: gb_male 35, us_female 55, us_male 14,
-unknown 2. The last 8 voiced frames had no final label: the replay's CLOSE
-did not reach the worker (the balancer's side of CLOSE is another branch of
-issue 15), and nothing after them made their labels final. The bar below
-(80% of the labels for the call's two voices) leaves room for us_male.
+108 voiced frames, the immediate labels name 106: gb_male 35, us_female 55,
+us_male 14 (in a gb_male turn: their espeak-ng voices are close), unknown 2.
+The final labels name all 108 in 8 segments: gb_male 39, us_female 57,
+us_male 12, once the balancer answers the replay's CLOSE (issue 15's balancer
+side) and so makes the last segment final; without that, the last 8 voiced
+frames have none (7 segments). The bar below (80% of the labels for the
+call's two voices) leaves room for us_male.
 """
 from __future__ import annotations
 
@@ -279,6 +279,19 @@ def test_cli_without_a_segments_file_says_so_and_uses_the_immediate_labels(tmp_p
     # Asked for final labels, none: an error, not a silent fallback.
     assert timeline.main(["acct", "--log-dir", str(tmp_path), "--rttm", "-", "--labels", "final"]) == 2
     assert "--labels final: no segments file" in capsys.readouterr().err
+
+
+def test_cli_with_no_final_segment_of_the_frames_read_says_so_and_uses_the_immediate_labels(tmp_path, capsys):
+    earlier = log("bob", "bob")
+    lines = log(".", "alice", "alice", start_second=60)
+    write_logs(tmp_path, lines, [segment_line(earlier, 0, 1, "bob")])
+    assert timeline.main(["acct", "--log-dir", str(tmp_path), "--rttm", "-", "--summary"]) == 0
+    captured = capsys.readouterr()
+    assert "SPEAKER acct 1 0.100 0.200 <NA> <NA> alice <NA> <NA>" in captured.out.splitlines()
+    path = tmp_path / "acct.segments.txt"
+    assert f"final labels: none (no segment of {path} is of the frames read)" in captured.out
+    assert f"left out 1 segment(s) of {path}" in captured.err
+    assert "speaker turns from the immediate labels of the frame log" in captured.err
 
 
 def test_cli_reads_the_segments_file_beside_a_log_or_as_given(tmp_path, capsys, monkeypatch):

@@ -204,7 +204,7 @@ def final_segments(lines: Sequence[SegmentLine], frames: Sequence[Frame], frame_
     """Segment lines of frames (among()) on the frames' time axis (the
     module's docstring defines it), in order."""
     index = {f.time: i for i, f in enumerate(frames)}
-    kept = [line for line in lines if line.start in index]
+    kept = among(lines, frames)
     if clock == "frames":
         # Each stream starts where the log has its first final segment's first frame.
         origins: dict[str, float] = {}
