@@ -13,7 +13,8 @@
 #      through the balancer's REST API,
 #   6. every data/chunks_* streamed concurrently at real-time pace, one account each,
 #   7. per account: the first log line of each speaker segment, frames per
-#      speaker, a strip of frames and a timeline PNG (voicestream-timeline);
+#      speaker (final and immediate labels), a strip of frames and a timeline
+#      PNG (voicestream-timeline);
 #      then the system is stopped.
 #
 # Accounts: one per streamed sample, named after it (us_female_16k, call_16k,
@@ -333,11 +334,12 @@ for account in "${accounts[@]}"; do
         step "$file: $new_lines lines written in this run, last $tail_lines:"
         tail -n "$tail_lines" "$file"
     fi
-    # Frames per speaker, one character per frame (the pauses between
-    # sentences show as gaps) and the PNG: voicestream-timeline reads the
-    # lines with voicestream.logline, the project's one log-line parser.
+    # Frames per speaker, final and immediate labels, one character per frame
+    # (the pauses between sentences show as gaps) and the PNG:
+    # voicestream-timeline reads this run's frame lines and, of the account's
+    # segments file, the final segments of those frames.
     tail -n "$new_lines" "$file" | .venv/bin/voicestream-timeline "$account" --log - --summary \
-        --out "$log_dir/$account.png" ${threshold:+--threshold "$threshold"}
+        --segments "$log_dir/$account.segments.txt" --out "$log_dir/$account.png" ${threshold:+--threshold "$threshold"}
 done
 
 if [[ $replay_status -ne 0 ]]; then

@@ -19,6 +19,7 @@ import soundfile as sf
 
 from speaker_helpers import call, ge2e_system, silence
 from voicestream.logline import parse_line
+from voicestream.segments import parse_segment
 from voicestream.wav import encode_wav
 from voicetools.cluster import System, wait_until
 from voicetools.paths import REPO
@@ -79,13 +80,16 @@ def speaker_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]
         yield system
 
 
+def longest_speaker_file(speakers_dir: Path) -> Path:
+    return max(sorted(speakers_dir.glob("speaker_*/*.wav")), key=lambda path: sf.info(path).duration)
+
+
 @pytest.fixture
 def speaker_browser(speakers_dir: Path, tmp_path: Path) -> Iterator[Any]:
     """Chromium whose microphone plays one real speaker: the longest file of
     the set, so that enrollment and streaming both hear speech (the fake
     capture loops the file and starts it again for each capture)."""
-    longest = max(sorted(speakers_dir.glob("speaker_*/*.wav")), key=lambda path: sf.info(path).duration)
-    with chromium(fake_microphone_file(longest, tmp_path)) as driver:
+    with chromium(fake_microphone_file(longest_speaker_file(speakers_dir), tmp_path)) as driver:
         yield driver
 
 
@@ -138,6 +142,44 @@ def pixels_of_color(driver: Any, color: str) -> int:
         let n = 0;
         for (let i = 0; i < data.length; i += 4) if (data[i] === r && data[i + 1] === g && data[i + 2] === b) n++;
         return n;""", color))
+
+
+def drawn_segments(driver: Any) -> list[dict[str, str]]:
+    """The final segments the page lists (newest first): each one's data-*
+    fields and text, read in one script."""
+    return list(driver.execute_script("""
+        return [...document.querySelectorAll("#segments li.segment")].map(
+            (item) => ({...item.dataset, text: item.textContent}));"""))
+
+
+def listed_restarts(driver: Any) -> list[dict[str, str]]:
+    return list(driver.execute_script("""
+        return [...document.querySelectorAll("#segments li.restart")].map(
+            (item) => ({...item.dataset, text: item.textContent}));"""))
+
+
+def listed_closes(driver: Any) -> list[dict[str, str]]:
+    return list(driver.execute_script("""
+        return [...document.querySelectorAll("#segments li.closed")].map(
+            (item) => ({...item.dataset, text: item.textContent, className: item.className}));"""))
+
+
+def frame_shown(driver: Any) -> int:
+    """The seq of the latest reply, as the page's summary shows it (0 before any)."""
+    found = re.match(r"frame (\d+):", text_of(driver, "summary"))
+    return int(found[1]) if found else 0
+
+
+def final_up_to(driver: Any) -> int:
+    """The last frame the final labels reached, as the page notes it (0 before any)."""
+    found = re.search(r"final up to frame (\d+)", text_of(driver, "segments-note"))
+    return int(found[1]) if found else 0
+
+
+def current_worker(driver: Any) -> int | None:
+    """The worker port of the latest reply, as the page's summary shows it."""
+    found = re.search(r"worker (\d+)", text_of(driver, "summary"))
+    return int(found[1]) if found else None
 
 
 def page_problems(driver: Any) -> list[str]:
@@ -203,10 +245,25 @@ def test_enroll_from_the_microphone_stream_and_see_the_name_then_delete_it(speak
     legend_key = page.find_element(By.CSS_SELECTOR, f'#legend .key[data-name="{name}"]')
     color = legend_key.get_attribute("data-color")
     wait_for(page, lambda d: pixels_of_color(d, color) > 0, 30, f"{name}'s colour {color} in the timeline")
+    # A final segment of the voice: listed with the name and its frames, as the
+    # worker wrote it in the account's segments file.
+    wait_for(page, lambda d: any(s["speaker"] == name for s in drawn_segments(d)), 60,
+             f"a final segment of {name} in the segments list")
+    segment = next(s for s in drawn_segments(page) if s["speaker"] == name)
+    start_seq, end_seq = int(segment["startSeq"]), int(segment["endSeq"])
+    assert 1 <= start_seq <= end_seq and int(segment["frames"]) == end_seq - start_seq + 1, segment
+    assert segment["text"].startswith(name) and f"frames {start_seq}–{end_seq}" in segment["text"], segment
+    written = [parse_segment(line) for line in
+               (speaker_system.log_dir / f"{account}.segments.txt").read_text().splitlines()]
+    assert any(w is not None and (w.speaker, w.start_seq, w.end_seq) == (name, start_seq, end_seq)
+               for w in written), (segment, written)
+    # The stream's first label was a speaker change: the page says since when.
+    assert text_of(page, "speaker-change").startswith("since "), text_of(page, "speaker-change")
     if SCREENSHOT:
         # Some seconds of timeline make a better picture.
         wait_for(page, lambda d: text_of(d, "summary").startswith("frame ")
                  and int(text_of(d, "summary").split()[1].rstrip(":")) >= 200, 60, "200 frames streamed")
+        page.set_window_size(1100, 1150)  # the whole page, the final segments' list too
         page.save_screenshot(SCREENSHOT)
     page.find_element(By.ID, "stop").click()
     wait_for(page, lambda d: "connection closed" in text_of(d, "status"), 30, "the stream to close")
@@ -222,6 +279,61 @@ def test_enroll_from_the_microphone_stream_and_see_the_name_then_delete_it(speak
     # With the token on the page only: its style and script loaded without it,
     # and the policy let every fetch and the WebSocket through.
     assert styled(page) and page_problems(page) == []
+
+
+@needs_browser
+@pytest.mark.xfail(strict=True, reason="needs the balancer's answer to CLOSE (StreamClosed, branch s15-balancer): "
+                                       "remove this mark when merging it")
+def test_stop_mid_speech_draws_the_segments_the_close_made_final(speaker_system, speaker_browser, speakers_dir,
+                                                                 tmp_path):
+    from selenium.webdriver.common.by import By
+
+    page, account, name = speaker_browser, "consoleclose", "bea"
+    voice = fake_microphone_file(longest_speaker_file(speakers_dir), tmp_path)
+    reply = call(f"{speaker_system.url}/accounts/{account}/speakers/{name}?token={TOKEN}", "POST",
+                 voice.read_bytes())
+    assert reply.status == 201, reply
+    page.get(f"{speaker_system.url}/?token={TOKEN}&account={account}")
+    wait_for(page, lambda d: name in listed(d), 30, f"{name} in the speakers list")
+    page.find_element(By.ID, "mic").click()
+    wait_for(page, lambda d: drawn_segments(d), 90, "a first final segment")
+    # Stop in speech: the voiced frames since the last final segment are
+    # pending; CLOSE makes their labels final.
+    wait_for(page, lambda d: d.find_element(By.ID, "light").get_attribute("class") == "on"
+             and frame_shown(d) > final_up_to(d) + 3, 60, "speech not final yet")
+    page.find_element(By.ID, "stop").click()
+    # The answer comes before the balancer closes the socket.
+    wait_for(page, lambda d: "connection closed" in text_of(d, "status"), 30, "the stream to close")
+    [closed] = listed_closes(page)
+    assert closed["className"] == "closed" and int(closed["segments"]) >= 1, closed
+    newest = drawn_segments(page)[0]
+    last = parse_segment((speaker_system.log_dir / f"{account}.segments.txt").read_text().splitlines()[-1])
+    assert last is not None and (last.speaker, last.start_seq, last.end_seq) == (
+        newest["speaker"], int(newest["startSeq"]), int(newest["endSeq"])), (last, newest)
+    assert final_up_to(page) == last.end_seq
+
+
+@needs_browser
+def test_a_worker_that_takes_over_a_stream_shows_a_tracker_restart(vad_system, browser):
+    """kill -9 the worker of a streaming account: the balancer moves the
+    stream to the other worker, which has no state for it and says so in a
+    tracker_restart event; the page lists it and marks the timeline."""
+    from selenium.webdriver.common.by import By
+
+    system = vad_system(n_workers=2)
+    browser.get(system.url + "/")
+    fill(browser, "account", "browserrestart")
+    browser.find_element(By.ID, "mic").click()
+    wait_for(browser, lambda d: current_worker(d) is not None, 30, "a first reply")
+    serving = current_worker(browser)
+    system.workers[system.worker_ports.index(serving)].kill()
+    wait_for(browser, lambda d: listed_restarts(d), 60, "a tracker restart in the list")
+    [restart] = listed_restarts(browser)
+    assert int(restart["seq"]) > 1 and f"tracker restarted at frame {restart['seq']}" in restart["text"], restart
+    assert current_worker(browser) not in (None, serving)
+    assert pixels_of_color(browser, "#c2185b") > 0, "the restart's line on the timeline"
+    browser.find_element(By.ID, "stop").click()
+    assert page_problems(browser) == []
 
 
 @needs_browser

@@ -11,8 +11,12 @@ const RATE = 16000, FRAME = 1600;
 const ACCOUNT = /^[A-Za-z0-9_-]{1,64}$/;
 const HEALTH_EVERY_MS = 3000;
 const TIMELINE_KEEP = 3000;           // frames kept (5 minutes); the canvas shows the latest that fit
+const SEGMENTS_LISTED = 100;          // final segments listed under the timeline, newest first
 const FRAME_PX = 3;                   // canvas width of one 100 ms frame
+const FRAME_SECONDS = 0.1;            // frame seq k covers (k-1)..k x 100 ms of the stream
 const VOICE_COLOR = "#2a8a2a", UNKNOWN_COLOR = "#9e9e9e";
+// Not final yet: frames with an immediate label after the last final segment.
+const PENDING_COLOR = "#e2e2e2", CHANGE_COLOR = "#222", RESTART_COLOR = "#c2185b";
 // One colour per speaker name, in the order names are first seen; grey is
 // kept for "unknown", so it is not in the palette.
 const PALETTE = ["#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#17becf", "#e377c2", "#8c564b", "#bcbd22"];
@@ -173,7 +177,8 @@ function colorOf(name) {
 }
 
 function renderLegend() {
-  const names = [...new Set([...enrolled, ...timeline.map((f) => f.speaker).filter(Boolean)])];
+  const names = [...new Set([...enrolled, ...timeline.map((f) => f.speaker).filter(Boolean),
+                             ...finals.map((s) => s.speaker)])];
   const keys = [...names.filter((n) => n !== "unknown"), "unknown"].map((name) => {
     const key = element("span", "", "key");
     key.dataset.name = name;
@@ -328,6 +333,12 @@ function send(frame) {
   socket.send(wav(frame));
 }
 
+// A message on the WebSocket: a frame's reply, or the answer to CLOSE.
+function receive(message) {
+  if (message.closed === true) { streamClosed(message); return; }
+  show(message);
+}
+
 function show(reply) {
   if (reply.error) { say($("status"), reply.error, true); return; }
   addFrame(reply);
@@ -336,12 +347,13 @@ function show(reply) {
   $("summary").textContent =
     `frame ${reply.seq}: voice=${reply.voice} p=${reply.prob} ${reply.db} dBFS${who}, worker ${reply.worker}, ${reply.ms} ms`;
   showSpeaker(reply);
+  showEvents(reply.events || []);
 }
 
 let lastSpeaker = null;  // the latest decision of this stream
 
-// A speaker decision holds for the following voiced frames (the worker
-// re-scores every half second of speech); frames without voice carry none.
+// The immediate label holds for the following voiced frames (the worker
+// scores a window every 0.2 s of speech); frames without voice carry none.
 function showSpeaker(reply) {
   const current = $("current"), note = $("speaker-note");
   if (reply.speaker) {
@@ -356,14 +368,94 @@ function showSpeaker(reply) {
     note.textContent = lastSpeaker ? "silence (last heard above)" : "silence";
   } else if (!lastSpeaker) {
     current.classList.remove("silent");
-    note.textContent = "voice, no decision yet (needs enrolled speakers and 1.5 s of speech)";
+    note.textContent = "voice, no decision yet (needs enrolled speakers)";
   }
 }
 
+// ===== Events: speaker changes, final segments, tracker restarts ============
+// What a reply's "events" say (voicestream/events.py), in order. speech_start
+// and speech_end need nothing here: the voice lane shows them.
+function showEvents(events) {
+  for (const event of events) {
+    if (event.type === "segment") addSegment(event);
+    else if (event.type === "speaker_change") speakerChanged(event);
+    else if (event.type === "tracker_restart") trackerRestarted(event);
+  }
+}
+
+// Seconds of the stream at the start of frame seq (the timeline's axis).
+function secondsAt(seq) { return ((seq - 1) * FRAME_SECONDS).toFixed(1); }
+
+function speakerChanged(change) {
+  marks.push({ seq: change.seq, kind: "change" });
+  $("speaker-change").textContent = change.previous
+    ? `since ${secondsAt(change.seq)} s, after ${change.previous}` : `since ${secondsAt(change.seq)} s`;
+  scheduleDraw();
+}
+
+// A segment's labels are final: the worker sends it once, its frames'
+// labels no longer change (up to --speaker-lag-ms after its last frame).
+function addSegment(segment) {
+  finals.push(segment);
+  const item = element("li", "", "segment");
+  item.dataset.speaker = segment.speaker;
+  item.dataset.startSeq = String(segment.start_seq);
+  item.dataset.endSeq = String(segment.end_seq);
+  item.dataset.frames = String(segment.frames);
+  const score = segment.score == null ? "" : `, score ${segment.score.toFixed(2)}`;
+  item.append(swatch(colorOf(segment.speaker)), element("span", segment.speaker, "name"),
+              ` ${secondsAt(segment.start_seq)}–${secondsAt(segment.end_seq + 1)} s, ` +
+              `frames ${segment.start_seq}–${segment.end_seq}${score}`);
+  listEvent(item);
+  if (!$("legend").querySelector(`[data-name="${CSS.escape(segment.speaker)}"]`)) renderLegend();
+  noteSegments();
+  scheduleDraw();
+}
+
+function trackerRestarted(restart) {
+  marks.push({ seq: restart.seq, kind: "restart" });
+  const item = element("li", `tracker restarted at frame ${restart.seq} (${secondsAt(restart.seq)} s): ` +
+                             restart.reason, "restart");
+  item.dataset.seq = String(restart.seq);
+  listEvent(item);
+  scheduleDraw();
+}
+
+// The answer to CLOSE ({"account", "closed": true, "events"}): the final
+// labels still pending, made final now; then the balancer closes the socket.
+// With "error", a worker did not answer: its pending labels will not come.
+function streamClosed(answer) {
+  const before = finals.length;
+  showEvents(answer.events || []);
+  const made = finals.length - before;
+  let text = `stream closed: ${made} last segment${made === 1 ? "" : "s"} made final at CLOSE`;
+  if (answer.error) text += `; ${answer.error}`;
+  const item = element("li", text, answer.error ? "closed error" : "closed");
+  item.dataset.segments = String(made);
+  listEvent(item);
+  noteSegments();
+}
+
+function listEvent(item) {
+  const list = $("segments");
+  list.prepend(item);
+  while (list.children.length > SEGMENTS_LISTED) list.lastElementChild.remove();
+}
+
+function noteSegments() {
+  const last = finals[finals.length - 1];
+  $("segments-note").textContent = last
+    ? `${finals.length} in this stream, final up to frame ${last.end_seq} (${secondsAt(last.end_seq + 1)} s)`
+    : "none yet";
+}
+
 function resetStreamView() {
-  timeline = []; framesSeen = 0; lastSpeaker = null;
+  timeline = []; lastSeq = 0; finals = []; marks = []; lastSpeaker = null;
   $("speaker").textContent = "—"; $("speaker-swatch").hidden = true; $("current").classList.add("silent");
   $("speaker-note").textContent = "listening";
+  $("speaker-change").textContent = "";
+  $("segments").replaceChildren();
+  noteSegments();
   renderLegend(); scheduleDraw();
 }
 
@@ -372,7 +464,7 @@ function connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     socket = new WebSocket(`${scheme}//${location.host}/ws` + (token() ? "?token=" + encodeURIComponent(token()) : ""));
     socket.binaryType = "arraybuffer";
-    socket.onmessage = (event) => show(JSON.parse(event.data));
+    socket.onmessage = (event) => receive(JSON.parse(event.data));
     socket.onopen = () => resolve();
     socket.onerror = () => reject(new Error("could not connect (wrong token?)"));
     socket.onclose = (event) => { say($("status"), `connection closed (${event.code})`); finish(); };
@@ -417,13 +509,19 @@ async function wavFile(file) {
   return () => clearInterval(timer);
 }
 
-// ===== Timeline: voice (probability) and speaker lanes on a canvas ==========
-let timeline = [], framesSeen = 0, drawing = false;
+// ===== Timeline: voice, immediate and final speaker lanes on a canvas =======
+// Positions are by frame seq (the balancer numbers a connection's frames from
+// 1), so a frame without a reply (an error) leaves a hole, and a segment's
+// start_seq..end_seq lands on its frames.
+let timeline = [], lastSeq = 0, finals = [], marks = [], drawing = false;
 
 function addFrame(reply) {
-  timeline.push({ voice: reply.voice, prob: reply.prob, speaker: reply.speaker });
-  framesSeen++;
+  timeline.push({ seq: reply.seq, voice: reply.voice, prob: reply.prob, speaker: reply.speaker });
+  lastSeq = Math.max(lastSeq, reply.seq);
   if (timeline.length > TIMELINE_KEEP) timeline.splice(0, timeline.length - TIMELINE_KEEP);
+  const oldest = lastSeq - TIMELINE_KEEP;
+  if (finals.length && finals[0].end_seq < oldest) finals = finals.filter((s) => s.end_seq >= oldest);
+  if (marks.length && marks[0].seq < oldest) marks = marks.filter((m) => m.seq >= oldest);
   if (reply.speaker && !$("legend").querySelector(`[data-name="${CSS.escape(reply.speaker)}"]`)) renderLegend();
   scheduleDraw();
 }
@@ -442,32 +540,64 @@ function drawTimeline() {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);
-  const left = 64, lane = 22, voiceTop = 2, speakerTop = voiceTop + lane + 4, axisTop = speakerTop + lane + 2;
+  const left = 76, lane = 22, voiceTop = 2, nowTop = voiceTop + lane + 4, finalTop = nowTop + lane + 4;
+  const axisTop = finalTop + lane + 2;
   ctx.font = "12px system-ui, sans-serif";
   ctx.fillStyle = "#666";
   ctx.fillText("voice", 4, voiceTop + 15);
-  ctx.fillText("speaker", 4, speakerTop + 15);
+  ctx.fillText("immediate", 4, nowTop + 15);
+  ctx.fillText("final", 4, finalTop + 15);
   ctx.fillStyle = "#f6f6f6";
-  ctx.fillRect(left, voiceTop, width - left, lane);
-  ctx.fillRect(left, speakerTop, width - left, lane);
-  const shown = timeline.slice(-Math.floor((width - left) / FRAME_PX)), first = framesSeen - shown.length;
-  shown.forEach((frame, i) => {
-    const x = left + i * FRAME_PX, bar = Math.max(1, frame.prob * lane);
+  for (const top of [voiceTop, nowTop, finalTop]) ctx.fillRect(left, top, width - left, lane);
+  // The newest frames that fit, the newest at the right edge.
+  const first = Math.max(1, lastSeq - Math.floor((width - left) / FRAME_PX) + 1);
+  const x = (seq) => left + (seq - first) * FRAME_PX;
+  const finalUpTo = finals.length ? finals[finals.length - 1].end_seq : 0;
+  for (const frame of timeline) {
+    if (frame.seq < first) continue;
+    const bar = Math.max(1, frame.prob * lane);
     // Voice lane: the frame's speech probability, green where VAD said voice.
     ctx.fillStyle = frame.voice ? VOICE_COLOR : "#d0d0d0";
-    ctx.fillRect(x, voiceTop + lane - bar, FRAME_PX, bar);
-    // Speaker lane: the decision's colour, grey for unknown, none for silence.
+    ctx.fillRect(x(frame.seq), voiceTop + lane - bar, FRAME_PX, bar);
+    // Immediate lane: the frame's label as it was streamed, grey for unknown,
+    // none for silence.
     if (frame.speaker) {
       ctx.fillStyle = colorOf(frame.speaker);
-      ctx.fillRect(x, speakerTop, FRAME_PX, lane);
+      ctx.fillRect(x(frame.seq), nowTop, FRAME_PX, lane);
+      // Final lane: labelled frames the final labels have not reached yet.
+      if (frame.seq > finalUpTo) {
+        ctx.fillStyle = PENDING_COLOR;
+        ctx.fillRect(x(frame.seq), finalTop, FRAME_PX, lane);
+      }
     }
-    const n = first + i;  // a tick each second, a label each 5 s since the stream began
-    if (n % 10 === 0) {
-      ctx.fillStyle = "#999";
-      ctx.fillRect(x, axisTop, 1, n % 50 === 0 ? 6 : 3);
-      if (n % 50 === 0) ctx.fillText(`${n / 10} s`, x + 2, axisTop + 16);
+  }
+  // Final lane: each segment over its frames, start_seq to end_seq.
+  for (const segment of finals) {
+    if (segment.end_seq < first) continue;
+    const from = Math.max(first, segment.start_seq);
+    ctx.fillStyle = colorOf(segment.speaker);
+    ctx.fillRect(x(from), finalTop, (segment.end_seq + 1 - from) * FRAME_PX, lane);
+  }
+  // Speaker changes: a tick at the top of the immediate lane; a tracker
+  // restart: a line across the lanes.
+  for (const mark of marks) {
+    if (mark.seq < first) continue;
+    if (mark.kind === "restart") {
+      ctx.fillStyle = RESTART_COLOR;
+      ctx.fillRect(x(mark.seq), voiceTop, 2, finalTop + lane - voiceTop);
+    } else {
+      ctx.fillStyle = CHANGE_COLOR;
+      ctx.fillRect(x(mark.seq), nowTop - 3, 1, 6);
     }
-  });
+  }
+  // A tick each second, a label each 5 s since the stream began.
+  ctx.fillStyle = "#999";
+  for (let seq = first; seq <= lastSeq; seq++) {
+    const n = seq - 1;
+    if (n % 10 !== 0) continue;
+    ctx.fillRect(x(seq), axisTop, 1, n % 50 === 0 ? 6 : 3);
+    if (n % 50 === 0) ctx.fillText(`${n / 10} s`, x(seq) + 2, axisTop + 16);
+  }
 }
 
 // ===== Status panel: the balancer's /health =================================
