@@ -282,8 +282,6 @@ def test_enroll_from_the_microphone_stream_and_see_the_name_then_delete_it(speak
 
 
 @needs_browser
-@pytest.mark.xfail(strict=True, reason="needs the balancer's answer to CLOSE (StreamClosed, branch s15-balancer): "
-                                       "remove this mark when merging it")
 def test_stop_mid_speech_draws_the_segments_the_close_made_final(speaker_system, speaker_browser, speakers_dir,
                                                                  tmp_path):
     from selenium.webdriver.common.by import By
