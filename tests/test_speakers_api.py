@@ -206,12 +206,18 @@ def test_streaming_frames_carry_the_speaker(ge2e, voices):
     decided = [(r, who) for r, who in zip(replies, truth, strict=True) if "speaker" in r]
     assert all(r["voice"] == 1 and isinstance(r["score"], float) for r, _ in decided)
     assert sum(r["speaker"] == who for r, who in decided) >= 0.8 * len(decided)
+    # The stream's first two voiced frames carry no speaker: the tracker's
+    # first window comes at 0.3 s of speech; from then on every voiced frame
+    # carries one (the label holds through the pauses between turns).
+    voiced_all = [i for i, r in enumerate(replies) if r["voice"] == 1]
+    assert all("speaker" not in replies[i] for i in voiced_all[:2]) and "speaker" in replies[voiced_all[2]]
+    assert all("speaker" in replies[i] for i in voiced_all[2:])
     for who, _, _ in turns[::2]:
         turn = [r for r, w in zip(replies, truth, strict=True) if w == who]
         voiced = [i for i, r in enumerate(turn) if r["voice"] == 1]
-        # The first 1.5 s of speech of a turn carry no speaker: nothing to decide on yet.
-        assert all("speaker" not in turn[i] for i in voiced[:14]), who
-        assert any(turn[i].get("speaker") == who for i in voiced[15:]), who
+        # After the turn's first second of speech, the turn's speaker.
+        right = sum(turn[i].get("speaker") == who for i in voiced[10:])
+        assert right >= 0.8 * len(voiced[10:]), (who, [turn[i].get("speaker") for i in voiced])
 
     lines = ge2e.account_log(account)
     assert len(lines) == len(replies)

@@ -90,13 +90,22 @@ def test_a_batch_is_answered_frame_by_frame_and_logged_once_per_frame(app: Flask
     assert [status for status, _ in answered] == [200] * len(frames)
     replies = [reply for _, reply in answered]
     for reply in replies:
-        assert set(reply) == {"voice", "prob", "db", "worker", "ms"} and reply["worker"] == PORT
+        # VAD only: the analysis fields, and events where voice turned on or off.
+        assert set(reply) - {"events"} == {"voice", "prob", "db", "worker", "ms"} and reply["worker"] == PORT
         assert reply["voice"] in (0, 1) and 0 <= reply["prob"] <= 1 and -100 <= reply["db"] <= 0
     assert any(r["voice"] == 1 for r in replies)
     lines = [parse_line(line) for line in log_lines(app, "acme")]
     assert [line.time for line in lines if line] == [stamp_text(STAMP + i) for i in range(len(speech_frames))]
     acme_replies = replies[:3] + replies[4:]
     assert [line.voice for line in lines if line] == [r["voice"] for r in acme_replies]
+    # speech_start at each frame whose voice came on, speech_end at each where it went off, per account.
+    before = 0
+    for i, reply in enumerate(acme_replies):
+        expected = ([{"type": "speech_start", "seq": i + 1, "time": stamp_text(STAMP + i)}] if reply["voice"] > before
+                    else [{"type": "speech_end", "seq": i + 1, "time": stamp_text(STAMP + i)}]
+                    if reply["voice"] < before else [])
+        assert reply.get("events", []) == expected, (i, reply)
+        before = reply["voice"]
     assert len(log_lines(app, "other")) == 1
 
 

@@ -238,8 +238,10 @@ class SpeakerTracker:
             self._unreadable(account.code, exc)
             return account.speech, []
         track = account.speech
-        if track is not None and track.windows.sample_rate == sample_rate and same_voiceprints(track.enrolled,
-                                                                                               enrolled):
+        if track is not None and same_voiceprints(track.enrolled, enrolled):
+            if track.windows.sample_rate != sample_rate:
+                # Another device: its windows start afresh, the speaker decision goes on.
+                track.windows = windows_for(encoder.name, sample_rate, getattr(encoder, "basis", None))
             return track, []
         owed = track.flush() if track is not None else []
         if enrolled is None:
