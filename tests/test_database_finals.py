@@ -6,6 +6,7 @@ not in PostgreSQL yet waits in the spool and is applied after them, through
 an outage and a restart."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -15,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from test_database_frames import T0, Worker, eventually, frames, logged_between
-from worker.storage.postgres.frames import LABEL_PATIENCE_SECONDS
+from worker.storage.postgres.frames import LABEL_PATIENCE_SECONDS, insert_with_labels
 from worker.storage.postgres.notify import FRAMES_CHANNEL
 from worker.storage.postgres.spool import Spool
 from worker.storage.rows import FinalLabel, FrameRow
@@ -263,3 +264,20 @@ def test_final_scores_read_back_as_the_line_shows_them(worker, pg_url):
         stored = [score for (score,) in conn.execute("SELECT final_score FROM frames ORDER BY seq")]
     assert [None if s is None else f"{s:.2f}" for s in stored] == \
         [None if s is None else f"{s:.2f}" for s in scores]
+
+
+def test_a_label_reaches_its_rows_through_the_key_whatever_the_tables_size(worker, pg_url):
+    # The plan, not a timing: a sequential scan of frames would cost every
+    # batch with a label more as the table grows.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO frames (account, stream, seq, stamp, voice, worker, ms, host) "
+                     "SELECT 'acc' || (seq %% 50), 's1', seq, %s + seq, 1, 7001, 3, 'host-a' "
+                     "FROM generate_series(0, 49999) seq", (T0,))
+        conn.execute("ANALYZE frames")
+        final = label(100, 105, account="acc0")
+        plan = "\n".join(row[0] for row in conn.execute(
+            "EXPLAIN " + insert_with_labels(1),
+            (json.dumps([]), *worker.rows._label(final))))  # the statement record() sends
+    updating = plan[plan.index("Update on frames"):plan.index("CTE segs")]
+    assert "Index Scan on frames_pkey" in updating or "Index Scan using frames_pkey" in updating, plan
+    assert "Seq Scan" not in updating, plan
