@@ -1,6 +1,7 @@
-"""A frame's record: what its log line shows, and its key. Its own module so
-the frame pipeline builds rows without loading psycopg on a worker that has
-no --database (postgres/frames.py stores them)."""
+"""A frame's record: what its log line shows, and its key; and a segment's,
+the final label of its frames. Its own module so the frame pipeline builds
+them without loading psycopg on a worker that has no --database
+(postgres/frames.py stores them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
