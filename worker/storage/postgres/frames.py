@@ -165,7 +165,7 @@ class FrameRows:
             # stream reach PostgreSQL in the order they were made.
             direct = labels if not self.spool.labels else []
             try:
-                short = self._write(batch, direct)
+                short = self._write(batch, direct) if batch or direct else []
             except DatabaseUnavailable:
                 pass  # the database is marked down now
             except psycopg.Error as exc:  # e.g. a missing table: keep the rows until it is fixed
@@ -260,6 +260,8 @@ class FrameRows:
     def _flush_labels(self) -> bool:
         """The oldest spooled labels none of whose rows are still spooled,
         applied; whether any left the spool."""
+        if not self.spool.labels:
+            return False
         ready: list[tuple[int, Label]] = []
         for spool_id, label in self.spool.oldest_labels(FLUSH_LABELS):
             if self.spool.holds_rows(label):
