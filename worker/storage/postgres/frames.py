@@ -78,7 +78,8 @@ def insert_with_labels(count: int) -> str:
     few and reaches their rows through the primary key (EXPLAIN ANALYZE: an
     index scan). From JSON, estimated at 100 labels, it hashed them and
     scanned the whole frames table, a cost growing with the table: record()
-    took 8.6 ms per one-frame batch with a label at 17,000 rows."""
+    took 8.6 ms per one-frame batch with a label at 17,000 rows (on this
+    2-core machine, busy with other work: the plan is the point)."""
     one = f"({{}}, {', '.join(f'%s::{kind}' for kind in LABEL_TYPES)})"
     values = ", ".join(one.format(n) for n in range(1, count + 1))
     return f"""
