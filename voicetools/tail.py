@@ -213,13 +213,12 @@ class FinalLines:
         """The lines that can be printed now, in frame order."""
         self.held.sort(key=lambda held: held.key)
         now, lines = time.monotonic(), []
-        while self.held:
-            held = self.held[0]
+        for held in self.held:
             waited = now - held.seen >= FINAL_WAIT_SECONDS or self.newest - held.row[1] >= FINAL_WAIT_SECONDS * 1e6
             if not (settled(held.row) or waited):
                 break
-            lines.append(final_line(held.row))
-            self.held.pop(0)
+            lines.append(frame_line(held.row))
+        del self.held[:len(lines)]
         return lines
 
 
@@ -229,7 +228,8 @@ def settled(row: tuple[Any, ...]) -> bool:
     return row[5] is not None or row[2] == 0
 
 
-def final_line(row: tuple[Any, ...]) -> str:
+def frame_line(row: tuple[Any, ...]) -> str:
+    """A LINES or FINAL_LINES row's log line."""
     return row_line(*row[1:7])
 
 
@@ -245,7 +245,7 @@ class Mode:
     text: Callable[[tuple[Any, ...]], str]
 
 
-MODES = {"lines": Mode(LINES, final_line), "final": Mode(FINAL_LINES, final_line),
+MODES = {"lines": Mode(LINES, frame_line), "final": Mode(FINAL_LINES, frame_line),
          "segments": Mode(SEGMENTS, segment_text)}
 
 
