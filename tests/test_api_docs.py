@@ -32,6 +32,7 @@ from balancer.config import BalancerConfig
 from balancer_fakes import balancer, closed_port_url, fake_workers
 from voicestream.wav import encode_wav
 from voicetools.cluster import Process, free_port, http_ok, wait_until
+from worker.routes.segments import bp as segment_routes
 from worker.routes.speakers import bp as speaker_routes
 
 FRAME = encode_wav([0, 100, -100, 0] * 400, 16000)  # 0.1 s
@@ -133,6 +134,14 @@ def test_the_parameters_are_the_codes_own_patterns():
     assert params["name"]["pattern"] == f"^{SPEAKER_NAME.pattern}$"
     name = jsonschema_rs.Draft4Validator(params["name"])
     assert name.is_valid("alice") and not name.is_valid("Unknown") and not name.is_valid(".hidden")
+    from worker.routes import segments
+    query = {p["name"]: p["schema"] for p in openapi()["paths"]["/accounts/{account}/segments"]["get"]["parameters"]}
+    assert (query["limit"]["default"], query["limit"]["maximum"], query["stream"]["maxLength"]) == \
+        (segments.DEFAULT_LIMIT, segments.MAX_LIMIT, segments.MAX_STREAM_LENGTH)
+    since = jsonschema_rs.Draft4Validator(query["since"])
+    for text in ("1674222284123435", "2023-01-20 13:44:44.123435", "2023-01-20 13:44:44", "2023-01-20 13:44:44.1"):
+        assert since.is_valid(text) and segments.parse_since(text) is not None, text
+    assert not since.is_valid("2023-01-20T13:44:44") and not since.is_valid("1" * 18)
 
 
 def test_the_asyncapi_document_is_well_formed():
@@ -237,6 +246,7 @@ def test_every_route_of_the_balancer_is_documented_and_every_documented_one_exis
 def test_the_speaker_api_documented_is_the_one_the_worker_serves():
     app = Flask(__name__)
     app.register_blueprint(speaker_routes)
+    app.register_blueprint(segment_routes)
     served = {(method.lower(), re.sub(r"<(\w+)>", lambda m: "{account}" if m[1] == "code" else f"{{{m[1]}}}",
                                       rule.rule))
               for rule in app.url_map.iter_rules() if rule.endpoint != "static"

@@ -96,7 +96,8 @@ def test_a_batch_is_one_row_per_frame_in_one_statement(pg_server, pg_url, tmp_pa
         statements = [line for line in logged.splitlines() if "LOG:  statement:" in line or "LOG:  execute" in line]
         assert len(statements) == 1 and "INSERT INTO frames" in logged, logged
         assert set(stored_keys(pg_url)) == keys(batch) and len(stored_keys(pg_url)) == 60
-        assert w.rows.health() == {"mode": "postgresql", "state": "up", "spooled": 0, "dropped": 0}
+        assert w.rows.health() == {"mode": "postgresql", "state": "up", "spooled": 0, "dropped": 0,
+                                   "spooled_finals": 0, "dropped_finals": 0}
     finally:
         w.close()
 
@@ -179,7 +180,8 @@ def test_an_outage_spools_rows_and_flushes_them_exactly_once(own_pg, tmp_path):
         after = frames(10, "after")
         w.rows.record(after)
         assert stored_keys(url) == sorted(keys(before + during + after))  # none missing; the key admits no twice
-        assert w.rows.health() == {"mode": "postgresql", "state": "up", "spooled": 0, "dropped": 0}
+        assert w.rows.health() == {"mode": "postgresql", "state": "up", "spooled": 0, "dropped": 0,
+                                   "spooled_finals": 0, "dropped_finals": 0}
     finally:
         w.close()
 

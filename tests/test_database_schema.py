@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from worker.storage.postgres.connection import Database
-from worker.storage.postgres.schema import SCHEMA_VERSION, migrate
+from worker.storage.postgres.schema import MIGRATIONS, SCHEMA_MIGRATIONS, SCHEMA_VERSION, migrate
 
 pytest_plugins = ["pg"]  # pg_server, pg_url
 pytestmark = pytest.mark.integration  # a PostgreSQL server process
@@ -19,8 +19,11 @@ TABLES = {
     "voiceprints": {"account", "name", "encoder", "model", "dim", "vector", "embedding_sum", "samples",
                     "speech_seconds", "created", "updated"},
     "activity": {"id", "time", "event", "worker", "account", "fields"},
-    "frames": {"id", "account", "stream", "seq", "stamp", "voice", "worker", "ms", "speaker", "score", "host"},
+    "frames": {"id", "account", "stream", "seq", "stamp", "voice", "worker", "ms", "speaker", "score", "host",
+               "final_speaker", "final_score"},
     "account_settings": {"account", "encoder", "threshold", "updated"},
+    "segments": {"id", "account", "stream", "start_seq", "end_seq", "start_stamp", "end_stamp", "speaker", "score",
+                 "frames", "host"},
 }
 
 
@@ -38,11 +41,32 @@ def test_a_fresh_database_gets_the_schema(pg_url):
         assert migrate(conn) == SCHEMA_VERSION
         assert columns(conn) == TABLES
         keys = dict(conn.execute("SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
-                                 "WHERE contype = 'p' AND conrelid::regclass::text IN ('frames', 'voiceprints')"))
-        # A frame's identity: its stream keeps two balancer replicas' frames apart.
-        assert keys == {"frames": "PRIMARY KEY (account, stream, seq)", "voiceprints": "PRIMARY KEY (account, name)"}
-        indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'frames'")}
-        assert {"frames_account_stamp", "frames_account_id"} <= indexes
+                                 "WHERE contype = 'p' AND conrelid::regclass::text IN ('frames', 'voiceprints', "
+                                 "'segments')"))
+        # A frame's identity: its stream keeps two balancer replicas' frames
+        # apart; a segment's: its stream and first frame.
+        assert keys == {"frames": "PRIMARY KEY (account, stream, seq)", "voiceprints": "PRIMARY KEY (account, name)",
+                        "segments": "PRIMARY KEY (account, stream, start_seq)"}
+        indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename IN "
+                                                  "('frames', 'segments')")}
+        assert {"frames_account_stamp", "frames_account_id", "segments_account_end", "segments_account_id"} <= indexes
+
+
+def test_rows_from_before_final_labels_keep_their_values(pg_url):
+    # A database a worker of schema version 2 used: migrating adds the final
+    # label columns, NULL for its rows, and the segments table.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(SCHEMA_MIGRATIONS)
+            for version, migration in MIGRATIONS[:2]:
+                conn.execute(migration)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        conn.execute("INSERT INTO frames (account, stream, seq, stamp, voice, worker, ms, speaker, score, host) "
+                     "VALUES ('acme', 's1', 1, 1674222284123435, 1, 7001, 4, 'alice', 0.81, 'h')")
+        assert migrate(conn) == SCHEMA_VERSION
+        assert conn.execute("SELECT seq, speaker, final_speaker, final_score FROM frames").fetchall() == \
+            [(1, "alice", None, None)]
+        assert columns(conn) == TABLES
 
 
 def test_a_rerun_is_a_no_op(pg_url):

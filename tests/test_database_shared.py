@@ -26,7 +26,8 @@ def open_shared(url: str, spool_dir, port: int = 7001, host: str = "127.0.0.2") 
 def test_a_worker_keeps_voiceprints_activity_and_frames_in_postgresql(pg_url, tmp_path):
     shared = open_shared(pg_url, tmp_path / "spool")
     try:
-        assert shared.health() == {"mode": "postgresql", "state": "up", "spooled": 0, "dropped": 0}
+        assert shared.health() == {"mode": "postgresql", "state": "up", "spooled": 0, "dropped": 0,
+                                   "spooled_finals": 0, "dropped_finals": 0}
         shared.voiceprints.enroll("acme", "alice", EncoderId("ecapa", "m", 2), np.array([1, 0], np.float32), 3.0)
         shared.activity.write("enroll", "acme", speaker="alice")
         shared.frames.record([FrameRow("acme", "conn-1", 0, 1_674_222_284_123_435, 1, 7001, 3.0, "alice", 0.9)])

@@ -1,14 +1,17 @@
-"""The frame rows' spool (a SQLite file on the worker's disk): durable across
-a restart, each frame once, bounded with a count of what it dropped. No
-PostgreSQL needed: while the database is unreachable every row goes here."""
+"""The frame rows' spool (a SQLite file on the worker's disk), and the final
+labels waiting in it: durable across a restart, each frame (each label) once,
+bounded with a count of what it dropped. No PostgreSQL needed: while the
+database is unreachable every row goes here."""
 from __future__ import annotations
+
+import sqlite3
 
 import pytest
 
 from voicetools.cluster import free_port
 from worker.storage.postgres.connection import Database
 from worker.storage.postgres.frames import FrameRows
-from worker.storage.postgres.spool import Spool, SpoolInUse
+from worker.storage.postgres.spool import SCHEMA, Spool, SpoolInUse
 from worker.storage.rows import FrameRow
 
 
@@ -85,3 +88,61 @@ def test_frame_rows_of_an_unreachable_database_spool_and_report_drops(tmp_path):
         finally:
             rows.close()
             spool.close()
+
+
+def label(start: int, end: int, stream: str = "s1") -> tuple:
+    return ("acme", stream, start, end, 1_700_000_000_000_000 + start, 1_700_000_000_000_000 + end, "alice", 0.71,
+            end - start + 1, "host-a")
+
+
+def test_final_labels_wait_in_order_once_each_and_survive_a_restart(tmp_path):
+    spool = Spool(tmp_path / "spool.db", max_rows=100)
+    spool.add([row(i) for i in range(3)], [label(0, 2)])  # rows and their label in one transaction
+    spool.add([], [label(3, 5), label(0, 2)])  # the first again: kept once
+    assert (len(spool), spool.labels) == (3, 2)
+    spool.close()
+    again = Spool(tmp_path / "spool.db", max_rows=100)
+    try:
+        assert (len(again), again.labels) == (3, 2)
+        assert [found for _, found in again.oldest_labels(10)] == [label(0, 2), label(3, 5)]
+        again.remove_labels([spool_id for spool_id, _ in again.oldest_labels(1)])
+        assert [found for _, found in again.oldest_labels(10)] == [label(3, 5)] and again.labels == 1
+    finally:
+        again.close()
+
+
+def test_a_label_knows_whether_its_rows_are_still_spooled(tmp_path):
+    spool = Spool(tmp_path / "spool.db", max_rows=100)
+    try:
+        spool.add([row(4), row(9, stream="s2")])
+        assert spool.holds_rows(label(2, 4)) and spool.holds_rows(label(4, 7))
+        assert not spool.holds_rows(label(5, 8)) and not spool.holds_rows(label(9, 9))  # s2's seq 9 is not s1's
+        spool.remove([spool_id for spool_id, _ in spool.oldest(1)])
+        assert not spool.holds_rows(label(2, 4))
+    finally:
+        spool.close()
+
+
+def test_a_spool_from_before_final_labels_gets_their_table(tmp_path):
+    with sqlite3.connect(tmp_path / "spool.db") as old:  # a spool file as workers before issue 15 left it
+        old.execute(SCHEMA)
+        old.execute("INSERT INTO frame_rows (account, stream, seq, stamp, voice, worker, ms, host) "
+                    "VALUES ('acme', 's1', 1, 1700000000000001, 1, 7001, 3, 'host-a')")
+    old.close()
+    spool = Spool(tmp_path / "spool.db", max_rows=100)
+    try:
+        assert (len(spool), spool.labels) == (1, 0)
+        spool.add([], [label(1, 1)])
+        assert spool.labels == 1
+    finally:
+        spool.close()
+
+
+def test_a_full_spool_drops_new_labels_and_counts_them(tmp_path):
+    spool = Spool(tmp_path / "spool.db", max_rows=2)
+    try:
+        assert spool.add([row(0)], [label(i, i) for i in range(4)]) == 1
+        assert (len(spool), spool.labels, spool.dropped, spool.dropped_labels) == (1, 2, 0, 2)
+        assert [found for _, found in spool.oldest_labels(10)] == [label(0, 0), label(1, 1)]  # the oldest kept
+    finally:
+        spool.close()

@@ -80,7 +80,8 @@ def test_an_unreachable_database_is_down_not_an_error(tmp_path):
         rows = FrameRows(database, spool, host="host-a")
         try:
             rows.record([FrameRow("acme", "s1", seq, 1_700_000_000_000_000 + seq, 1, 7001, 3.0) for seq in range(3)])
-            assert rows.health() == {**health, "spooled": 3, "dropped": 0}
+            assert rows.health() == {**health, "spooled": 3, "dropped": 0, "spooled_finals": 0,
+                                     "dropped_finals": 0}
         finally:
             rows.close()
             spool.close()

@@ -320,6 +320,8 @@ def test_a_worker_with_its_database_down_shows_the_spool(unreachable_database: F
     assert value(samples, "voicestream_worker_database_up") == 0
     assert value(samples, "voicestream_worker_spooled_rows") == 3
     assert value(samples, "voicestream_worker_dropped_rows_total") == 2
+    assert value(samples, "voicestream_worker_spooled_finals") == 0  # --encoder none: no segments
+    assert value(samples, "voicestream_worker_dropped_finals_total") == 0
 
 
 @pytest.fixture(scope="module")

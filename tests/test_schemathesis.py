@@ -111,6 +111,9 @@ def test_real_requests_get_the_answers_the_document_describes(live: System, sche
     assert reply["account"] == "openapi" and reply["voice"] in (0, 1)
     answer(schema, live, "GET", "/", 200)
     answer(schema, live, "GET", "/health", 200)
+    segments = answer(schema, live, "GET", "/accounts/{account}/segments", 200, path_parameters=account,
+                      query={"limit": "10"})
+    assert segments["account"] == "openapi" and isinstance(segments["segments"], list)
 
     # Refusals, each as documented.
     answer(schema, live, "POST", "/accounts/{account}/speakers/{name}", 422,
@@ -121,6 +124,8 @@ def test_real_requests_get_the_answers_the_document_describes(live: System, sche
            media_type="application/json")
     answer(schema, live, "POST", "/", 400, body={"ACCOUNTCODE": "no spaces", "data": [0]},
            media_type="application/json")
+    answer(schema, live, "GET", "/accounts/{account}/segments", 400, path_parameters=account,
+           query={"since": "yesterday"})
     answer(schema, live, "DELETE", "/accounts/{account}/speakers/{name}", 200, path_parameters=alice)
     answer(schema, live, "GET", "/accounts/{account}/speakers/{name}", 404, path_parameters=alice)
     answer(schema, live, "POST", "/accounts/{account}/verify", 404, path_parameters=account,

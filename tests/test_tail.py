@@ -1,7 +1,11 @@
 """voicetools.tail (voicestream-tail) as a user runs it (a real subprocess)
 against a real PostgreSQL: an account's lines in the exact log format ordered by frame time,
 --follow printing rows as they are committed (LISTEN/NOTIFY, a look-back for
-late commits), and a clear exit 2 for a bad URL or an unreachable database."""
+late commits), --final with the final speaker labels (with --follow, each
+frame once its label is final), --segments in the segments file's format,
+and a clear exit 2 for a bad URL or an unreachable database.
+(tests/test_segment_record.py runs --final and --segments on a real
+conversation's record.)"""
 from __future__ import annotations
 
 import os
@@ -16,15 +20,18 @@ from typing import IO
 import psycopg
 import pytest
 
+from voicestream.events import SEGMENT, Segment
 from voicestream.logline import format_line, parse_line
-from voicestream.stamps import stamp_time
+from voicestream.segments import format_segment, parse_segment
+from voicestream.stamps import stamp_text, stamp_time
 from voicetools.cluster import free_port
 from voicetools.paths import REPO
+from voicetools.tail import FINAL_WAIT_SECONDS
 from worker.storage.postgres.connection import Database
 from worker.storage.postgres.frames import FrameRows
 from worker.storage.postgres.notify import FRAMES_CHANNEL
 from worker.storage.postgres.spool import Spool
-from worker.storage.rows import FrameRow
+from worker.storage.rows import FinalLabel, FrameRow
 
 pytest_plugins = ["pg"]  # pg_server, pg_url
 pytestmark = pytest.mark.integration  # a PostgreSQL server process and the tail command
@@ -77,11 +84,53 @@ def test_the_url_may_come_from_the_environment(frame_rows, pg_url):
     assert run_tail("nobody", env={"DATABASE_URL": pg_url}).stdout == ""
 
 
+def final(row: FrameRow, speaker: str | None = None, score: float | None = None) -> str:
+    """The frame's line with a final label (or none) in place of its immediate one."""
+    return format_line(stamp_time(row.stamp), row.voice, row.worker, row.ms, speaker, score)
+
+
+def label(rows: list[FrameRow], speaker: str, score: float | None) -> FinalLabel:
+    """The final label of consecutive rows of one stream."""
+    return FinalLabel(rows[0].account, rows[0].stream, rows[0].seq, rows[-1].seq, speaker, score, len(rows),
+                      rows[0].stamp, rows[-1].stamp)
+
+
+def segment(final: FinalLabel) -> str:
+    """The label's line in the segments file."""
+    event: Segment = {"type": SEGMENT, "speaker": final.speaker, "score": final.score,
+                      "start": stamp_text(final.start), "end": stamp_text(final.end), "start_seq": final.start_seq,
+                      "end_seq": final.end_seq, "frames": final.frames, "final": True}
+    return format_segment(event, final.stream)
+
+
+def test_final_prints_the_final_labels_in_place_of_the_immediate_ones(frame_rows, pg_url):
+    rows = [FrameRow("acme", "conn-1", seq, T0 + seq * 100_000, 1, 7001, 4.0, "alice", 0.6) for seq in range(6)]
+    rows[3] = FrameRow("acme", "conn-1", 3, T0 + 300_000, 0, 7001, 4.0)  # unvoiced: in no segment
+    frame_rows.record(rows[:4], [label(rows[:3], "bob", 0.714)])
+    frame_rows.record(rows[4:])  # 4 and 5: no final label yet
+    done = run_tail("acme", "--database", pg_url, "--final")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "".join([final(r, "bob", 0.71) for r in rows[:3]] + [final(r) for r in rows[3:]])
+    assert all(parse_line(text) is not None for text in done.stdout.splitlines())
+
+
+def test_segments_prints_the_segments_files_lines_ordered_by_end(frame_rows, pg_url):
+    one = [FrameRow("acme", "conn-1", seq, T0 + seq * 100_000, 1, 7001, 4.0) for seq in range(6)]
+    two = [FrameRow("acme", "conn-2", seq, T0 + 50_000 + seq * 100_000, 1, 7002, 4.0) for seq in range(6)]
+    labels = [label(one[3:], "alice", 0.8), label(two[:2], "unknown", None), label(one[:3], "bob", 0.55)]
+    frame_rows.record(one + two + [FrameRow("other", "conn-3", 0, T0, 1, 7001, 3.0)],
+                      labels + [label([FrameRow("other", "conn-3", 0, T0, 1, 7001, 3.0)], "carol", 0.9)])
+    done = run_tail("acme", "--database", pg_url, "--segments")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "".join(segment(f) for f in sorted(labels, key=lambda f: f.end))
+    assert all(parse_segment(text) is not None for text in done.stdout.splitlines())
+
+
 class Follow:
     """voicestream-tail --follow as a subprocess; its lines arrive on a queue."""
 
-    def __init__(self, account: str, url: str) -> None:
-        self.proc = subprocess.Popen([*TAIL, account, "--database", url, "--follow"], cwd=REPO,
+    def __init__(self, account: str, url: str, *args: str) -> None:
+        self.proc = subprocess.Popen([*TAIL, account, "--database", url, "--follow", *args], cwd=REPO,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.errors: queue.Queue[str] = queue.Queue()
@@ -192,6 +241,55 @@ def test_follow_outlives_a_database_restart(own_pg, tmp_path):
         finally:
             frame_rows.close()
             spool.close()
+
+
+def test_follow_final_prints_each_frame_once_its_label_is_final(frame_rows, pg_url):
+    def frame(seq: int, voice: int = 1, seconds: float = 0.0) -> FrameRow:
+        return FrameRow("acme", "conn-1", seq, T0 + seq * 100_000 + round(seconds * 1e6), voice, 7001, 4.0,
+                        "alice" if voice else None, 0.6 if voice else None)
+
+    history = [frame(0, 0), frame(1), frame(2)]
+    frame_rows.record(history, [label(history[1:2], "bob", 0.7)])
+    tail = Follow("acme", pg_url, "--final")
+    try:
+        # Frame 2 waits for its label: nothing after it is printed before it.
+        assert tail.expect(2) == [final(history[0]), final(history[1], "bob", 0.7)]
+        later = [frame(3), frame(4, 0)]
+        frame_rows.record(later)
+        frame_rows.record([], [label([history[2], later[0]], "carol", 0.81)])  # their segment closes
+        assert tail.expect(3) == [final(history[2], "carol", 0.81), final(later[0], "carol", 0.81), final(later[1])]
+        # A voiced frame that never gets a label (its tracker restarted):
+        # printed without a speaker once frames FINAL_WAIT_SECONDS newer come.
+        orphan, after = frame(5), frame(6, 0, seconds=FINAL_WAIT_SECONDS)
+        frame_rows.record([orphan])
+        frame_rows.record([after])
+        assert tail.expect(2) == [final(orphan), final(after)]
+        assert tail.lines.empty()
+    finally:
+        tail.stop()
+
+
+def test_follow_segments_prints_segments_as_they_are_committed(frame_rows, pg_url):
+    rows = [FrameRow("acme", "conn-1", seq, T0 + seq * 100_000, 1, 7001, 4.0) for seq in range(6)]
+    first = label(rows[:2], "alice", 0.8)
+    frame_rows.record(rows[:3], [first])
+    tail = Follow("acme", pg_url, "--segments")
+    try:
+        assert tail.expect(1) == [segment(first)]
+        second = label(rows[2:], "bob", None)
+        frame_rows.record(rows[3:], [second])
+        frame_rows.record([], [first])  # applied again: not a new segment
+        assert tail.expect(1) == [segment(second)]
+        frame_rows.record([FrameRow("acme", "conn-2", 0, T0, 1, 7001, 4.0)],
+                          [label([FrameRow("acme", "conn-2", 0, T0, 1, 7001, 4.0)], "carol", 0.5)])
+        assert len(tail.expect(1)) == 1 and tail.lines.empty()
+    finally:
+        tail.stop()
+
+
+def test_final_and_segments_are_one_or_the_other(pg_url):
+    done = run_tail("acme", "--database", pg_url, "--final", "--segments")
+    assert done.returncode == 2 and done.stdout == "" and "not allowed with argument" in done.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -89,7 +89,8 @@ def test_every_frame_is_one_row_and_a_retry_adds_none(client: FlaskClient, pg_ur
     lines = (tmp_path / "logs" / "acme.txt").read_text().splitlines()
     assert len(lines) == len(frames) and all(parse_line(line) for line in lines)
     health = client.get("/health").get_json()
-    assert health["database"] == {"mode": "postgresql", "state": "up", "spooled": 0, "dropped": 0}
+    assert health["database"] == {"mode": "postgresql", "state": "up", "spooled": 0, "dropped": 0,
+                                  "spooled_finals": 0, "dropped_finals": 0}
 
 
 def test_an_unreachable_database_does_not_stop_the_worker(tmp_path: Path, own_pg, frames: list[bytes]):

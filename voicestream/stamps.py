@@ -41,6 +41,13 @@ def stamp_text(stamp: int) -> str:
     return stamp_time(stamp).strftime(TEXT_FORMAT)
 
 
+def text_stamp(text: str) -> int:
+    """A stamp from its text (stamp_text's inverse); ValueError if text is not
+    one ('2023-01-20 13:44:44.123435', the fraction optional)."""
+    fmt = TEXT_FORMAT if "." in text else TEXT_FORMAT.removesuffix(".%f")
+    return stamp_micros(datetime.strptime(text, fmt))
+
+
 def check_stamp(value: object) -> int:
     """A stamp as it arrives in a batch (int) or a header (digits), checked."""
     if type(value) is int and 0 <= value < 10**MAX_STAMP_DIGITS:

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from .config import WorkerConfig
 from .context import EXTENSION, create_worker
-from .routes import frames, health, metrics, speakers
+from .routes import frames, health, metrics, segments, speakers
 from .routes.replies import http_error
 
 
@@ -23,5 +23,6 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(speakers.bp)
+    app.register_blueprint(segments.bp)
     app.register_error_handler(HTTPException, http_error)
     return app

@@ -110,14 +110,16 @@ class WorkerConfig:
         shown_default="per encoder: GE2E 0.65 in streams, 0.70 in /verify; ECAPA 0.25", group="speakers")
     database: str = option(
         "", "--database", "DATABASE_URL",
-        "PostgreSQL URL (postgresql://user@host:port/db) shared by every host: voiceprints, the activity log and "
-        "every frame's result live there; empty: this host's SQLite store and log files", parse=database_url,
+        "PostgreSQL URL (postgresql://user@host:port/db) shared by every host: voiceprints, the activity log, "
+        "every frame's result and every segment live there; empty: this host's SQLite store and log files",
+        parse=database_url,
         group="database")
     spool_dir: str = option("spool", "--spool-dir", "SPOOL_DIR",
                             "where frame results wait, on this host's disk, while the database is unreachable",
                             group="database")
     spool_max_rows: int = option(2_000_000, "--spool-max-rows", "SPOOL_MAX_ROWS",
-                                 "most frame results the spool holds; past it new ones are dropped and counted",
+                                 "most frame results (and, apart, most segments) the spool holds; past it new "
+                                 "ones are dropped and counted",
                                  parse=COUNT, group="database")
     database_timeout: float = option(0.5, "--database-timeout", "DATABASE_TIMEOUT",
                                      "seconds a frame batch waits for the database before its results are spooled",

@@ -60,7 +60,7 @@ def open_storage(config: WorkerConfig) -> Storage:
         from .storage.postgres.shared import SharedDatabase
         return SharedDatabase.open(config.database, timeout=config.database_timeout, spool_dir=config.spool_dir,
                                    spool_max_rows=config.spool_max_rows, host=config.host, port=config.port)
-    return EmbeddedStorage(config.store_path, config.activity_log, config.port)
+    return EmbeddedStorage(config.store_path, config.activity_log, config.port, config.log_dir)
 
 
 def create_speakers(config: WorkerConfig, vad: VadEngine,

@@ -156,8 +156,7 @@ class FramePipeline:
         self.segments.append(account.code, [(c.stream, c.event) for c in closed])
         mine: list[Event] = []
         for c in closed:
-            finals.append(FinalLabel(account.code, c.stream, c.event["start_seq"], c.event["end_seq"],
-                                     c.event["speaker"], c.event["score"]))
+            finals.append(FinalLabel.of(account.code, c.stream, c.event))
             if c.stream == stream:
                 mine.append(c.event)
             else:

@@ -1,8 +1,9 @@
 """The OpenAPI 3.0 document of the balancer's REST API, served at /openapi.json.
 
 Statuses are the ones the code answers: the balancer's own (balancer/root.py,
-ingest.py, proxy.py, middleware.py) and, for the speaker API it proxies, the
-worker's (worker/routes/speakers.py and worker/speakers/service.py). Every
+ingest.py, proxy.py, middleware.py) and, for the speaker API and the segments
+it proxies, the worker's (worker/routes/speakers.py, worker/speakers/service.py
+and worker/routes/segments.py). Every
 error body is {"error": "..."}. tests/test_api_docs.py keeps the paths and the
 balancer's routes in step; tests/test_schemathesis.py checks the answers of a
 live system against this document.
@@ -11,7 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rest_schemas import REST_SCHEMAS
+from .rest_schemas import (
+    REST_SCHEMAS,
+    SEGMENTS_DEFAULT_LIMIT,
+    SEGMENTS_MAX_LIMIT,
+    SEGMENTS_MAX_STREAM_LENGTH,
+    SINCE_PATTERN,
+)
 from .schemas import ACCOUNT, COMMON_RATES, ERROR, FRAME_ERROR, SEQ, SPEAKER_NAME, Schema, frame_reply
 
 Document = dict[str, Any]
@@ -160,6 +167,38 @@ def speaker_paths() -> Document:
     }
 
 
+def segment_paths() -> Document:
+    return {
+        "/accounts/{account}/segments": {
+            "parameters": [{**ACCOUNT_PARAMETER, "description": "The account (ACCOUNTCODE) the frames belong to."}],
+            "get": operation(
+                "listSegments", "segments", "The account's final speaker segments",
+                "Runs of one stream's consecutive voiced frames with one final speaker (the label with the "
+                "workers' --speaker-lag-ms of look-ahead), as the account's record keeps them: the segments file "
+                "on the account's worker's host, or with --database PostgreSQL's, every host's. The same "
+                "segments a WebSocket client gets as segment events, for clients of HTTP ingest and anyone "
+                "else; scores as the record shows them, 2 places. Ordered by end (then stream and first "
+                "frame); when 'more' is true, ask again with 'since' set to the last one's 'end'.",
+                {"200": reply("The segments (an empty list when none).", ref("schemas", "Segments")),
+                 "400": error("An invalid account code or path, or a bad or unknown parameter (named)."),
+                 "404": error(NO_SUCH_PATH), **PROXY_ERRORS},
+                parameters=[
+                    {"name": "since", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": SINCE_PATTERN, "example": "2023-01-20 13:44:44.123435"},
+                     "description": "Only segments that end after this frame stamp: microseconds since the epoch "
+                                    "(UTC), or the stamp as a log line starts with it (the fraction optional)."},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": SEGMENTS_MAX_LIMIT,
+                                "default": SEGMENTS_DEFAULT_LIMIT},
+                     "description": "At most this many segments, the earliest ends first."},
+                    {"name": "stream", "in": "query", "required": False,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": SEGMENTS_MAX_STREAM_LENGTH},
+                     "description": "Only this stream's: the client connection's id (printable characters)."},
+                ]),
+        },
+    }
+
+
 def stateless_paths() -> Document:
     return {
         "/embed": {"post": operation(
@@ -234,8 +273,8 @@ def components() -> Document:
             "WorkerFailed": error("The worker failed in the middle of the request: it may have been applied, "
                                   "check before sending it again."),
             "Unavailable": error("No worker is up; or the worker's speaker encoder is disabled (--encoder none) "
-                                 "or still loading; or its voiceprint database is unreachable. Nothing was "
-                                 "changed."),
+                                 "or still loading; or its voiceprint database (for segments, its record) is "
+                                 "unreachable. Nothing was changed."),
         },
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
@@ -280,9 +319,11 @@ def openapi_document(version: str) -> Document:
         "tags": [{"name": "frames", "description": "Frames in, analysis out (the WebSocket is in /asyncapi.json)."},
                  {"name": "speakers", "description": "Voiceprints per account, kept by the workers."},
                  {"name": "voiceprints", "description": "Stateless embedding and scoring on any worker."},
+                 {"name": "segments", "description": "Who spoke when, final: an account's speaker segments as its "
+                                                     "record keeps them."},
                  {"name": "monitoring", "description": "For probes, load balancers and Prometheus: no token."}],
         # The token is needed only when the balancer runs with --token ({}: none).
         "security": [{}, {"bearer": []}, {"token": []}],
-        "paths": {**balancer_paths(), **speaker_paths(), **stateless_paths()},
+        "paths": {**balancer_paths(), **speaker_paths(), **segment_paths(), **stateless_paths()},
         "components": components(),
     }

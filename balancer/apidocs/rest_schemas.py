@@ -1,13 +1,13 @@
 """Schemas of the REST bodies in the OpenAPI document (OpenAPI 3.0 dialect):
-what worker/speakers/service.py and worker/storage/voiceprints.py return,
-what POST /compare reads (service.py parse_voiceprint), and the balancer's /
-and /health.
+what worker/speakers/service.py, worker/storage/voiceprints.py and
+worker/routes/segments.py return, what POST /compare reads (service.py
+parse_voiceprint), and the balancer's / and /health.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from .schemas import ACCOUNT, SPEAKER_NAME, Schema
+from .schemas import ACCOUNT, FRAME_TIME, SPEAKER_NAME, Schema
 
 
 def obj(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
@@ -68,6 +68,29 @@ SETTINGS_FIELDS: dict[str, Schema] = {
 }
 SETTINGS = obj(SETTINGS_FIELDS)
 
+# GET /accounts/{account}/segments: worker/routes/segments.py's limits, and
+# ?since= as it reads it: microseconds (voicestream/stamps.py check_stamp) or
+# a stamp's text (text_stamp), the fraction optional.
+SEGMENTS_DEFAULT_LIMIT = 100
+SEGMENTS_MAX_LIMIT = 1000
+SEGMENTS_MAX_STREAM_LENGTH = 256
+SINCE_PATTERN = r"^(\d{1,17}|\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?)$"
+# voicestream/events.py Segment as the record keeps it, with its stream.
+SEGMENT = obj({
+    "type": {"type": "string", "enum": ["segment"]},
+    "speaker": {"type": "string", "description": "An enrolled speaker's name, or 'unknown'."},
+    "score": {"type": "number", "nullable": True,
+              "description": "The speaker's mean window score over the segment (unknown: the best voiceprint's), "
+                             "2 places; null when no window was scored."},
+    "start": {**FRAME_TIME, "description": "Its first frame's stamp, as that frame's log line starts."},
+    "end": {**FRAME_TIME, "description": "Its last frame's stamp."},
+    "start_seq": {"type": "integer", "minimum": 0, "description": "Its first frame's number in its stream."},
+    "end_seq": {"type": "integer", "minimum": 0, "description": "Its last frame's number in its stream."},
+    "frames": {"type": "integer", "minimum": 1, "description": "Frames in it."},
+    "final": {"type": "boolean", "enum": [True], "description": "Always true: a segment's labels are final."},
+    "stream": {"type": "string", "description": "The stream (client connection) its frames came in."},
+})
+
 REST_SCHEMAS: dict[str, Schema] = {
     "Voiceprint": VOICEPRINT,
     "AccountVoiceprint": obj({"account": ACCOUNT, **VOICEPRINT_FIELDS,
@@ -118,6 +141,10 @@ REST_SCHEMAS: dict[str, Schema] = {
                               "b": {"$ref": "#/components/schemas/VoiceprintInput"}}),
     "Comparison": obj({"score": {"type": "number", "minimum": -1, "maximum": 1, "description": "Cosine, 6 decimals."},
                        "encoder": ENCODER, "model": MODEL}),
+    "Segment": SEGMENT,
+    "Segments": obj({"account": ACCOUNT,
+                     "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"}},
+                     "more": {"type": "boolean", "description": "The limit cut the list: there are more."}}),
     "ServiceInfo": obj({"service": {"type": "string", "example": "voice stream balancer"},
                         "websocket": {"type": "string", "example": "/ws",
                                       "description": "The WebSocket path (/ also upgrades)."},

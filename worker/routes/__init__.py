@@ -1,5 +1,5 @@
 """The worker's HTTP routes as blueprints: frames, health (and drain),
-metrics, speakers. The only part of the worker, with app.py, that imports
+metrics, speakers, segments. The only part of the worker, with app.py, that imports
 Flask: views reach the process's Worker (worker/context.py) through
 current_worker()."""
 from __future__ import annotations

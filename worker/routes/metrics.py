@@ -50,6 +50,12 @@ class WorkerState(Collector):
         yield CounterMetricFamily("voicestream_worker_dropped_rows",
                                   "Frame rows never stored: the spool was full, or PostgreSQL would refuse them.",
                                   value=database.get("dropped", 0))
+        yield GaugeMetricFamily("voicestream_worker_spooled_finals",
+                                "Final labels (segments) in this host's spool, waiting for their rows to reach "
+                                "PostgreSQL.", value=database.get("spooled_finals", 0))
+        yield CounterMetricFamily("voicestream_worker_dropped_finals",
+                                  "Final labels (segments) never stored: the spool was full, or PostgreSQL would "
+                                  "refuse them.", value=database.get("dropped_finals", 0))
 
 
 def worker_registry(worker: Worker) -> CollectorRegistry:

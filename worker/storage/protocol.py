@@ -6,7 +6,8 @@ Two backends, chosen once per worker (worker/context.py):
   (sqlite.py) and the activity log file (activity.py);
 - shared (postgres/, --database): PostgreSQL for every host, with one row
   per frame and the on-disk spool that holds rows while it is down.
-Both write every frame's line to this host's log files (framelog.py).
+Both write every frame's line to this host's log files (framelog.py), and
+every segment's to its segments file (segments.py).
 
 Each backend turns its driver's errors (sqlite3's, psycopg's and its pool's)
 into StorageUnavailable, so the callers above - the streaming tracker and the
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+
+from voicestream.segments import SegmentLine
 
 from .rows import FinalLabel, FrameRow
 from .voiceprints import AccountThreshold, EncoderId, Voiceprint
@@ -80,7 +83,21 @@ class FrameRecorder(Protocol):
     def record(self, rows: Sequence[FrameRow], finals: Sequence[FinalLabel] = ()) -> None:
         """Store the rows durably (postgres/frames.py: PostgreSQL or this
         host's spool) before the frames are answered, and the final labels
-        that frames already stored got (their rows' final_speaker)."""
+        (closed segments) of frames stored now or before: the segment, and
+        its frames' rows' final speaker and score."""
+        ...
+
+
+class SegmentReader(Protocol):
+    """An account's final segments as its record keeps them: segments.SegmentLog
+    (this host's segments file) or postgres.segments.PostgresSegments (every
+    host's). Scores as the record shows them: 2 places."""
+
+    def read(self, account: str, *, since: int | None = None, stream: str | None = None,
+             limit: int = 100) -> list[SegmentLine]:
+        """Up to limit segments of the account (of one stream if given) that
+        end after since (a frame stamp), ordered by their end, stream and
+        first frame. Raises StorageUnavailable when the record cannot be read."""
         ...
 
 
@@ -96,6 +113,12 @@ class Storage(Protocol):
     @property
     def frames(self) -> FrameRecorder | None:
         """Every frame's row, or None where the log files are the only record (embedded)."""
+        ...
+
+    @property
+    def segments(self) -> SegmentReader:
+        """Where GET /accounts/<code>/segments reads: this host's segments
+        files (embedded) or PostgreSQL's segments table (shared)."""
         ...
 
     def health(self) -> dict[str, Any]:

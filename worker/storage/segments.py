@@ -6,17 +6,25 @@ A segment is written once, by the worker whose tracker made its labels
 final: a retried frame is answered from memory, never tracked again, and a
 frame retried on another worker starts that worker's tracker afresh (its
 stream gets a tracker_restart event), so no segment is written twice.
+
+read() serves GET /accounts/<code>/segments on a worker without --database:
+the segments this host's workers made final (an account that moved to
+another host continues its file there).
 """
 from __future__ import annotations
 
 import fcntl
+import heapq
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from voicestream.accounts import is_valid_account
 from voicestream.events import Segment
-from voicestream.segments import format_segment
+from voicestream.segments import SegmentLine, format_segment, parse_segment
+from voicestream.stamps import stamp_text
+
+from .protocol import StorageUnavailable
 
 SUFFIX = ".segments.txt"
 
@@ -43,3 +51,30 @@ class SegmentLog:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+    def read(self, account: str, *, since: int | None = None, stream: str | None = None,
+             limit: int = 100) -> list[SegmentLine]:
+        """The storage protocol's SegmentReader.read, from this host's file.
+        Reads the whole file: its lines are in the order segments closed,
+        which is by end within a stream, not across an account's streams."""
+        after = stamp_text(since) if since is not None else ""  # stamp texts sort as their times
+        try:
+            with open(self.path(account), encoding="utf-8", errors="replace") as file:
+                found = heapq.nsmallest(limit, _matching(file, after, stream), key=_order)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageUnavailable(f"the segments file of account {account} cannot be read ({exc})") from exc
+        return found
+
+
+def _matching(lines: Iterator[str], after: str, stream: str | None) -> Iterator[SegmentLine]:
+    for text in lines:
+        # A line cut short by a writer killed mid-write does not parse: skipped.
+        line = parse_segment(text)
+        if line is not None and line.end > after and (stream is None or line.stream == stream):
+            yield line
+
+
+def _order(line: SegmentLine) -> tuple[str, str, int]:
+    return line.end, line.stream, line.start_seq

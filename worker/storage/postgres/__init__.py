@@ -8,7 +8,10 @@ without the pool):
     notify.py       the dedicated LISTEN connection (also probes and migrates)
     voiceprints.py  PostgresVoiceprintStore: the storage protocol's VoiceprintStore
     activity.py     ActivityRows: the activity log as rows
-    frames.py       FrameRows: one row per frame, exactly once, via the spool
-    spool.py        Spool: frame rows waiting on disk while the database is down
+    frames.py       FrameRows: one row per frame, exactly once, via the spool;
+                    the final labels in the rows and the segments table
+    segments.py     PostgresSegments: an account's segments, for GET .../segments
+    spool.py        Spool: frame rows (and final labels) waiting on disk while
+                    the database is down
     shared.py       SharedDatabase: all of the above for one worker, from its options
 """

@@ -77,6 +77,30 @@ CREATE TABLE account_settings (
     PRIMARY KEY (account, encoder)
 );
 """),
+    (3, """
+-- Final speaker labels (--speaker-lag-ms of look-ahead): each frame's row
+-- gets its segment's, NULL until then and for frames in no segment (no
+-- voice, no enrolled speakers, a tracker that restarted before it).
+ALTER TABLE frames ADD COLUMN final_speaker text, ADD COLUMN final_score real;
+-- The segments themselves (events.Segment), as the segments files list them.
+CREATE TABLE segments (
+    id          bigserial,          -- insertion order, for tail --segments --follow
+    account     text     NOT NULL,
+    stream      text     NOT NULL,
+    start_seq   bigint   NOT NULL,
+    end_seq     bigint   NOT NULL,
+    start_stamp bigint   NOT NULL,  -- its first and last frames' stamps: UTC microseconds
+    end_stamp   bigint   NOT NULL,
+    speaker     text     NOT NULL,
+    score       real,               -- rounded to 2 places, as the segments file shows it
+    frames      integer  NOT NULL,
+    host        text     NOT NULL,  -- the worker's host that made it final
+    PRIMARY KEY (account, stream, start_seq)
+);
+-- GET /accounts/{account}/segments?since= reads by end.
+CREATE INDEX segments_account_end ON segments (account, end_stamp);
+CREATE INDEX segments_account_id ON segments (account, id);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -7,7 +7,8 @@ create_worker only chooses between it and the embedded one:
                                  host=config.host, port=config.port)
     shared.voiceprints   # PostgresVoiceprintStore, in place of the SQLite store
     shared.activity      # ActivityRows, in place of the activity log file
-    shared.frames        # FrameRows: record() each batch's rows
+    shared.frames        # FrameRows: record() each batch's rows and final labels
+    shared.segments      # PostgresSegments: an account's segments, for the REST route
     shared.health()      # /health's "database"
     shared.close()
 """
@@ -22,6 +23,7 @@ from typing import Any
 from .activity import ActivityRows
 from .connection import Database
 from .frames import FrameRows
+from .segments import PostgresSegments
 from .spool import Spool
 from .voiceprints import PostgresVoiceprintStore
 
@@ -46,6 +48,7 @@ class SharedDatabase:
     frames: FrameRows
     voiceprints: PostgresVoiceprintStore
     activity: ActivityRows
+    segments: PostgresSegments
 
     @classmethod
     def open(cls, url: str, *, timeout: float, spool_dir: str | os.PathLike, spool_max_rows: int, host: str,
@@ -58,7 +61,7 @@ class SharedDatabase:
         spool = Spool(spool_path(spool_dir, port), spool_max_rows)
         database.open(wait)
         return cls(database, spool, FrameRows(database, spool, host_name(host)), PostgresVoiceprintStore(database),
-                   ActivityRows(database, name))
+                   ActivityRows(database, name), PostgresSegments(database))
 
     def health(self) -> dict[str, Any]:
         return self.frames.health()

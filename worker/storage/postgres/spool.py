@@ -1,10 +1,12 @@
-"""Spool: frame rows waiting on the worker's disk while the database is down.
+"""Spool: frame rows waiting on the worker's disk while the database is down,
+and the final labels (segments) waiting for PostgreSQL to hold their rows.
 
 One SQLite file per worker process (WAL; synchronous=FULL, as these rows may
 be their frames' only record): a row is on disk before the frame is answered,
 survives a restart, and leaves only once PostgreSQL holds it. A frame is in
-the spool at most once (its key is unique here too). Bounded: past max_rows
-new rows are dropped, counted and logged, so an outage cannot fill the disk.
+the spool at most once (its key is unique here too), and so is a segment.
+Bounded: past max_rows new rows (and past max_rows final labels, new labels)
+are dropped, counted and logged, so an outage cannot fill the disk.
 """
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ log = logging.getLogger("worker.database")
 # A frame row in the frames table's column order.
 Row = tuple[str, str, int, int, int, int, int, str | None, float | None, str]
 COLUMNS = ("account", "stream", "seq", "stamp", "voice", "worker", "ms", "speaker", "score", "host")
+# A final label (rows.FinalLabel, with the host that made it final) in the
+# segments table's column order.
+Label = tuple[str, str, int, int, int, int, str, float | None, int, str]
+LABEL_COLUMNS = ("account", "stream", "start_seq", "end_seq", "start_stamp", "end_stamp", "speaker", "score", "frames",
+                 "host")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frame_rows (
     id      INTEGER PRIMARY KEY,  -- spool order
@@ -36,6 +43,21 @@ CREATE TABLE IF NOT EXISTS frame_rows (
     score   REAL,
     host    TEXT    NOT NULL,
     UNIQUE (account, stream, seq)
+)"""
+LABELS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS final_labels (
+    id          INTEGER PRIMARY KEY,  -- spool order: labels are applied in it
+    account     TEXT    NOT NULL,
+    stream      TEXT    NOT NULL,
+    start_seq   INTEGER NOT NULL,
+    end_seq     INTEGER NOT NULL,
+    start_stamp INTEGER NOT NULL,
+    end_stamp   INTEGER NOT NULL,
+    speaker     TEXT    NOT NULL,
+    score       REAL,
+    frames      INTEGER NOT NULL,
+    host        TEXT    NOT NULL,
+    UNIQUE (account, stream, start_seq)
 )"""
 DROP_LOG_SECONDS = 10.0  # one warning per this while rows are being dropped
 
@@ -63,35 +85,51 @@ class Spool:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.execute(SCHEMA)
+        self._conn.execute(LABELS_SCHEMA)  # a spool file from before final labels gets the table too
         self._lock = threading.Lock()
         self._count: int = self._conn.execute("SELECT count(*) FROM frame_rows").fetchone()[0]
-        self.dropped = 0  # since this process started
+        self._labels: int = self._conn.execute("SELECT count(*) FROM final_labels").fetchone()[0]
+        self.dropped = 0  # rows, since this process started
+        self.dropped_labels = 0
         self._drop_logged = 0.0
 
     def __len__(self) -> int:
+        """Frame rows waiting."""
         return self._count
 
-    def add(self, rows: Sequence[Row]) -> int:
-        """Keep rows on disk (durably, before returning); returns how many were
-        kept. Rows past max_rows are dropped; a row already here is not added
-        twice."""
+    @property
+    def labels(self) -> int:
+        """Final labels waiting."""
+        return self._labels
+
+    def add(self, rows: Sequence[Row], labels: Sequence[Label] = ()) -> int:
+        """Keep rows and final labels on disk (durably, in one transaction,
+        before returning); returns how many rows were kept. Rows (labels)
+        past max_rows are dropped; one already here is not added twice."""
         with self._lock:
             keep = list(rows[:max(0, self.max_rows - self._count)])
-            if keep:
-                before = self._conn.total_changes
+            keep_labels = list(labels[:max(0, self.max_rows - self._labels)])
+            if keep or keep_labels:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
+                    before = self._conn.total_changes
                     self._conn.executemany(
                         f"INSERT OR IGNORE INTO frame_rows ({', '.join(COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(COLUMNS))})", keep)
+                    added = self._conn.total_changes - before
+                    self._conn.executemany(
+                        f"INSERT OR IGNORE INTO final_labels ({', '.join(LABEL_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(LABEL_COLUMNS))})", keep_labels)
+                    added_labels = self._conn.total_changes - before - added
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
-                self._count += self._conn.total_changes - before
-            dropped = len(rows) - len(keep)
-            if dropped:
-                self._dropped(dropped)
+                self._count += added
+                self._labels += added_labels
+            dropped, dropped_labels = len(rows) - len(keep), len(labels) - len(keep_labels)
+            if dropped or dropped_labels:
+                self._dropped(dropped, dropped_labels)
             return len(keep)
 
     def oldest(self, limit: int) -> list[tuple[int, Row]]:
@@ -113,15 +151,44 @@ class Spool:
                 raise
             self._count -= removed
 
+    def oldest_labels(self, limit: int) -> list[tuple[int, Label]]:
+        """Up to limit final labels, oldest first, each with its spool id for remove_labels()."""
+        with self._lock:
+            found = self._conn.execute(f"SELECT id, {', '.join(LABEL_COLUMNS)} FROM final_labels ORDER BY id "
+                                       "LIMIT ?", (limit,)).fetchall()
+        return [(row[0], tuple(row[1:])) for row in found]
+
+    def holds_rows(self, label: Label) -> bool:
+        """Whether any frame row the label names is still here."""
+        account, stream, start_seq, end_seq = label[:4]
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM frame_rows WHERE account = ? AND stream = ? AND seq BETWEEN ? "
+                                      "AND ? LIMIT 1", (account, stream, start_seq, end_seq)).fetchone() is not None
+
+    def remove_labels(self, ids: Sequence[int]) -> None:
+        """Forget final labels the database now holds."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = self._conn.executemany("DELETE FROM final_labels WHERE id = ?",
+                                                 [(i,) for i in ids]).rowcount
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._labels -= removed
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
             os.close(self._lock_fd)
 
-    def _dropped(self, count: int) -> None:
-        self.dropped += count
+    def _dropped(self, rows: int, labels: int) -> None:
+        self.dropped += rows
+        self.dropped_labels += labels
         now = time.monotonic()
         if now - self._drop_logged >= DROP_LOG_SECONDS:
             self._drop_logged = now
-            log.error("spool %s is full (%d rows): dropped %d frame rows so far; they will be missing from the "
-                      "database", self.path, self.max_rows, self.dropped)
+            log.error("spool %s is full (%d rows, or %d final labels): dropped %d frame rows and %d final labels "
+                      "so far; they will be missing from the database", self.path, self.max_rows, self.max_rows,
+                      self.dropped, self.dropped_labels)
