@@ -103,7 +103,10 @@ def test_malformed_wavs_of_every_kind_name_the_problem(limited, speech16k):
         (["ACCOUNTCODE=m1", frame[:30]], "unreadable WAV"),
         (["ACCOUNTCODE=m1", lie(frame, 24, "<I", 1_000_003)], "sample rate 1000003 Hz not accepted"),
         (["ACCOUNTCODE=m1", lie(frame, 22, "<H", 1000)], "WAV header claims 1000 channels"),
-        (["ACCOUNTCODE=m1", frame[:44]], "WAV holds no samples"),
+        (["ACCOUNTCODE=m1", frame[:44]], "WAV data chunk claims 3200 bytes but 0 are present"),
+        (["ACCOUNTCODE=m1", frame[:44 + 1601]], "claims 3200 bytes but 1601 are present"),
+        (["ACCOUNTCODE=m1", lie(frame[:44], 40, "<I", 0)], "WAV holds no samples"),  # unknown length: none there
+        (["ACCOUNTCODE=m1", lie(frame, 40, "<I", 0xFFFFFFFF)[:44 + 1601]], "WAV data ends mid-sample"),
         (["ACCOUNTCODE=m1", b""], "empty body"),
         (["ACCOUNTCODE=m1", b"hello, not a wav"], "not a WAV file"),
         (["ACCOUNTCODE=m1", wav(nan, 16000, "FLOAT")], "NaN or infinite samples"),
