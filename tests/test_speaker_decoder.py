@@ -66,7 +66,10 @@ def test_hmm_steps_are_probabilities():
     assert p.sum() == pytest.approx(1.0) and p[0] > 0.5
     assert predict(np.array([1.0, 0.0, 0.0]), 0.3) == pytest.approx([0.8, 0.1, 0.1])
     # Backward with no evidence is flat: smoothing then equals filtering.
-    assert np.allclose(backward(np.zeros(3), np.zeros(3), 0.3), 0.0)
+    assert np.allclose(backward(np.full(3, 1 / 3), np.ones(3), 0.3), 1 / 3)
+    # Evidence at the next frame for state 0 raises state 0 most, the others through the mix.
+    beta = backward(np.full(3, 1 / 3), np.array([1.0, 0.1, 0.1]), 0.3)
+    assert beta.sum() == pytest.approx(1.0) and beta[0] > beta[1] == pytest.approx(beta[2])
 
 
 def test_the_score_model_weighs_short_windows_less_at_a_lower_threshold():

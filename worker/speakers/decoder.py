@@ -62,6 +62,7 @@ class _Voiced(Generic[Ref]):
     obs: Observation | None = None     # the final decoder's observation, once settled
     settled: bool = False
     alpha: np.ndarray | None = None    # the final decoder's forward posterior
+    likelihood: np.ndarray | None = None  # exp of obs's log-likelihoods, scaled to a maximum of 1
 
 
 @dataclass
@@ -79,6 +80,8 @@ class SpeakerDecoder(Generic[Ref]):
     _gap: float = float("inf")  # unvoiced seconds since the last voiced frame
     _voiced: float = 0.0
     _stream: float = 0.0
+    _last_obs: Observation | None = None
+    _last_ll: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -163,11 +166,11 @@ class SpeakerDecoder(Generic[Ref]):
             if not settled:
                 return
             frame.settled, frame.obs = True, obs
-            likelihoods = (self.scores.log_likelihoods(obs.scores, obs.seconds) if obs is not None
-                           else np.zeros(len(self.names) + 1))
+            likelihoods = self._log_likelihoods(obs)
             prior = (self.turns.prior(len(self.names)) if self._final_alpha is None
                      else predict(self._final_alpha, frame.mix))
             self._final_alpha = frame.alpha = update(prior, likelihoods)
+            frame.likelihood = np.exp(likelihoods - likelihoods.max())
 
     def _finals(self, force: bool) -> list[Final[Ref]]:
         self._settle(force=False)
@@ -204,15 +207,25 @@ class SpeakerDecoder(Generic[Ref]):
                 continue
             break
 
-    def _smoothed(self, frame: _Voiced[Ref], until: float) -> Label:
-        assert frame.alpha is not None
-        after = [f for f in self._pending if f is not frame and f.settled and f.voiced_end <= until + 1e-9
-                 and f.voiced_end > frame.voiced_end]
-        beta = np.zeros(len(self.names) + 1)
-        for f in reversed(after):
-            likelihoods = (self.scores.log_likelihoods(f.obs.scores, f.obs.seconds) if f.obs is not None
-                           else np.zeros(len(self.names) + 1))
-            beta = backward(beta, likelihoods, f.mix)
-        log_post = np.log(np.maximum(frame.alpha, 1e-300)) + beta
-        return self._label(np.exp(log_post - log_post.max()), frame.obs)
+    def _log_likelihoods(self, obs: Observation | None) -> np.ndarray:
+        """obs's log-likelihoods; consecutive frames often share one window: computed once for it."""
+        if obs is None:
+            return np.zeros(len(self.names) + 1)
+        if obs is not self._last_obs:
+            self._last_obs, self._last_ll = obs, self.scores.log_likelihoods(obs.scores, obs.seconds)
+        return self._last_ll
 
+    def _smoothed(self, frame: _Voiced[Ref], until: float) -> Label:
+        """frame's final label: its forward posterior times the backward
+        message of the settled frames after it, up to `until`. In probability
+        space, each step scaled to sum 1: only the argmax is wanted."""
+        assert frame.alpha is not None
+        after = [f for f in self._pending if f is not frame and f.settled and frame.voiced_end < f.voiced_end
+                 <= until + 1e-9]
+        if not after:
+            return self._label(frame.alpha, frame.obs)
+        beta = np.ones(len(self.names) + 1)
+        for f in reversed(after):
+            assert f.likelihood is not None
+            beta = backward(beta, f.likelihood, f.mix)
+        return self._label(frame.alpha * beta, frame.obs)

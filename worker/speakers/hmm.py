@@ -85,10 +85,10 @@ def update(prior: np.ndarray, log_likelihoods: np.ndarray) -> np.ndarray:
     return post / post.sum()
 
 
-def backward(log_beta_next: np.ndarray, log_likelihoods_next: np.ndarray, mix: float) -> np.ndarray:
-    """log beta_t from log beta_{t+1}, the observation at t+1 and the mix of
-    the transition t -> t+1 (uniform mixing: O(states))."""
-    x = log_beta_next + log_likelihoods_next
-    top = x.max()
-    e = np.exp(x - top)
-    return np.log((1.0 - mix) * e + mix * e.mean()) + top
+def backward(beta_next: np.ndarray, likelihood_next: np.ndarray, mix: float) -> np.ndarray:
+    """beta_t from beta_{t+1}, the likelihood of the observation at t+1 (in
+    probability space, any scale) and the mix of the transition t -> t+1
+    (uniform mixing: O(states)); scaled to sum 1, as only ratios matter."""
+    y = beta_next * likelihood_next
+    beta = (1.0 - mix) * y + mix * y.mean()
+    return beta / beta.sum()

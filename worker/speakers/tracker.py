@@ -48,6 +48,8 @@ UNREADABLE_LOG_SECONDS = 10.0
 # IER by 0.3 and named the stranger on 1.1 points more of their speech; 70%
 # after a pause cost 0.4-1.3 points of immediate IER at every setting tried.
 TURNS = TurnModel(speech_mix=0.004, pause_mix=0.9, pause_frames=round(PAUSE_SECONDS / 0.1), unknown_prior=0.5)
+# A posterior this high is a sure decision (windows.SURE_STEP_SECONDS).
+SURE = 0.99
 # Of a final label's look-ahead, how much goes to centering the windows on
 # their frames (decoder.py): half a window.
 SHIFT_SECONDS = 0.5
@@ -132,6 +134,12 @@ class SpeakerTrack:
     open: _OpenSegment | None = None
     closed: list[ClosedSegment] = field(default_factory=list)
 
+    def sure(self) -> bool:
+        """Whether the immediate decision is sure enough for windows to come
+        less often (windows.SURE_STEP_SECONDS)."""
+        alpha = self.decoder.alpha
+        return alpha is not None and float(alpha.max()) >= SURE
+
     def take_finals(self, finals: Sequence[Final[FrameRef]]) -> None:
         """Final labels into segments: a segment closes as soon as it is
         known to end (the next frame's final label differs, or no voiced
@@ -208,7 +216,7 @@ class SpeakerTracker:
             track, owed = self._track(frame.account, frame.audio.sample_rate)
             tracks.append((track, owed))
             if track is not None:
-                window = track.windows.add(frame.audio.samples, frame.voice)
+                window = track.windows.add(frame.audio.samples, frame.voice, track.sure())
                 if window is not None:
                     due.append(_Due(i, track, window))
         observations, encoder_ms = self._score(due)

@@ -39,6 +39,14 @@ from .ge2e_features import GE2E_HOP, GE2E_N_FFT, GE2E_TARGET_DBFS, mel_of_frames
 
 WINDOW_SECONDS = 1.0
 WINDOW_STEP_SECONDS = 0.2
+# While the account's decision is sure (its posterior at least tracker.SURE)
+# and the run already holds a full window, a window every 0.4 s is enough:
+# on the three benchmarks, 31% fewer windows (0.33 per voiced frame instead of
+# 0.48: the encoder's work per frame of the 1.6 s partials every 0.5 s
+# before) for final-label IER +0.1 / -0.4 points and leave one out -0.7 /
+# +0.9 points; a change of speaker makes the decision unsure, and the windows
+# come every 0.2 s again.
+SURE_STEP_SECONDS = 0.4
 FIRST_WINDOW_SECONDS = 0.3
 PAUSE_SECONDS = 0.3
 MELS, WAVS = "mels", "wavs"  # what a window stream hands its encoder (engine.py)
@@ -87,8 +95,10 @@ class SpeakerWindows(Protocol):
     sample_rate: int
     kind: str  # MELS or WAVS: which encoder call takes its windows
 
-    def add(self, samples: np.ndarray, voice: int) -> Window | None:
-        """Take one frame at the stream's rate; the window to embed when one is due."""
+    def add(self, samples: np.ndarray, voice: int, sure: bool = False) -> Window | None:
+        """Take one frame at the stream's rate; the window to embed when one
+        is due (sure: the account's decision is sure, windows may come less
+        often)."""
 
 
 @dataclass
@@ -97,13 +107,12 @@ class _Runs:
     and the silence that ends a run."""
     sample_rate: int
     voiced: int = 0         # voiced samples (16 kHz) of the current run
-    due: int = 0            # voiced samples at which the next window is due
+    last: int = 0           # voiced samples of the run at its last window (0: none yet)
     silence: int = 0        # unvoiced samples (stream rate) since the last voiced frame
     upsampler: Upsampler | None = None
 
     def __post_init__(self) -> None:
         self.upsampler = to_16k_stream(self.sample_rate)
-        self.due = round(FIRST_WINDOW_SECONDS * SAMPLE_RATE)
 
     def voiced_16k(self, samples: np.ndarray, voice: int) -> np.ndarray | None:
         """The frame at 16 kHz when it is voiced; counts silence otherwise.
@@ -112,21 +121,27 @@ class _Runs:
             self.silence += len(samples)
             return None
         if self.silence >= PAUSE_SECONDS * self.sample_rate:
-            self.voiced, self.due = 0, round(FIRST_WINDOW_SECONDS * SAMPLE_RATE)
+            self.voiced, self.last = 0, 0
         self.silence = 0
         return self.upsampler(samples) if self.upsampler is not None else samples
 
-    def window_due(self, new: int) -> int:
-        """Samples (16 kHz) of the window due after new voiced samples, or 0.
-        At most one window per frame: a frame longer than a step skips the
-        windows it completed before its end."""
+    def window_due(self, new: int, sure: bool = False) -> int:
+        """Samples (16 kHz) of the window due after new voiced samples, or 0:
+        the run's first at FIRST_WINDOW_SECONDS of speech, then one every
+        WINDOW_STEP_SECONDS, or every SURE_STEP_SECONDS while the decision is
+        sure and the run holds a full window. At most one per frame (a frame
+        longer than a step hands over the latest window only)."""
         self.voiced += new
-        if self.voiced < self.due:
+        first = round(FIRST_WINDOW_SECONDS * SAMPLE_RATE)
+        full = round(WINDOW_SECONDS * SAMPLE_RATE)
+        if self.voiced < first:
             return 0
-        step = round(WINDOW_STEP_SECONDS * SAMPLE_RATE)
-        while self.due <= self.voiced:
-            self.due += step
-        return min(self.voiced, round(WINDOW_SECONDS * SAMPLE_RATE))
+        if self.last:
+            step = SURE_STEP_SECONDS if sure and self.voiced >= full else WINDOW_STEP_SECONDS
+            if self.voiced - self.last < round(step * SAMPLE_RATE):
+                return 0
+        self.last = self.voiced
+        return min(self.voiced, full)
 
 
 @dataclass
@@ -135,14 +150,14 @@ class SampleWindows(_Runs):
     kind: str = WAVS
     samples: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
 
-    def add(self, samples: np.ndarray, voice: int) -> Window | None:
+    def add(self, samples: np.ndarray, voice: int, sure: bool = False) -> Window | None:
         new = self.voiced_16k(samples, voice)
         if new is None:
             return None
         if self.voiced == 0:
             self.samples = np.empty(0, np.float32)
         self.samples = np.concatenate((self.samples, new))[-round(WINDOW_SECONDS * SAMPLE_RATE):]
-        length = self.window_due(len(new))
+        length = self.window_due(len(new), sure)
         return Window(self.samples[-length:], length / SAMPLE_RATE) if length else None
 
 
@@ -160,12 +175,12 @@ class Ge2eWindows(_Runs):
     mel_start: int = 0     # frame index of mel[0]
     energy_start: int = 0  # block index of energy[0]
 
-    def add(self, samples: np.ndarray, voice: int) -> Window | None:
+    def add(self, samples: np.ndarray, voice: int, sure: bool = False) -> Window | None:
         new = self.voiced_16k(samples, voice)
         if new is None:
             return None
         self._take(new)
-        length = self.window_due(len(new))
+        length = self.window_due(len(new), sure)
         if not length:
             return None
         # The newest mel frame also needs 40 samples past the frame's end: a
@@ -182,7 +197,12 @@ class Ge2eWindows(_Runs):
         buf = np.concatenate((self.tail, new))
         n = (len(buf) - GE2E_N_FFT) // GE2E_HOP + 1 if len(buf) >= GE2E_N_FFT else 0
         if n > 0:
-            mel = mel_of_frames(np.lib.stride_tricks.sliding_window_view(buf, GE2E_N_FFT)[::GE2E_HOP][:n], self.basis)
+            # as_strided: the frames as views of buf (sliding_window_view's checks
+            # were a third of this function's time).
+            frames = np.lib.stride_tricks.as_strided(buf, shape=(n, GE2E_N_FFT),
+                                                     strides=(GE2E_HOP * buf.strides[0], buf.strides[0]),
+                                                     writeable=False)
+            mel = mel_of_frames(frames, self.basis)
             self.mel = np.concatenate((self.mel, mel)) if len(self.mel) else mel
             buf = buf[n * GE2E_HOP:]
         self.tail = buf
