@@ -15,11 +15,11 @@ from worker.speakers.loader import load_onnx_encoder
 from worker.speakers.windows import (
     FIRST_WINDOW_SECONDS,
     PAUSE_SECONDS,
+    SURE_STEP_SECONDS,
     WINDOW_SECONDS,
     WINDOW_STEP_SECONDS,
     Ge2eWindows,
     SampleWindows,
-    SURE_STEP_SECONDS,
     Upsampler,
     windows_for,
 )
