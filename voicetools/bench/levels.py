@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from .audio import Speaker, StreamSource, account_speakers, speaker_source
 from .config import BenchConfig
 from .database import BenchDatabase
+from .floor import Floor
+from .floor import measure as measure_floor
 from .processes import ProcessWatch, cpu_probe_ms, other_cpu_pct
 from .report import level_line
 from .stats import LevelPlan
@@ -33,6 +35,13 @@ class Bench:
         self.worker_urls = list(worker_urls)
         self.enrolled = enrolled if enrolled is not None else set()
         self.speakers, self.speech_sources = audio
+        # VAD mode: silero's floor on the same frames, measured here, before any level.
+        self.floor: Floor | None = None
+        if config.mode == "vad" and self.speech_sources:
+            self.floor = measure_floor(self.speech_sources)
+            us = ", ".join(f"{rate} Hz {v:.1f} µs" for rate, v in sorted(self.floor.us_per_chunk.items()))
+            print(f"silero's floor: {us} per chunk in batches of {self.floor.batch} "
+                  f"(this process's CPU, one thread)", flush=True)
 
     def sources(self, n: int) -> list[StreamSource]:
         if self.config.mode == "vad":
@@ -96,8 +105,15 @@ class Bench:
         plan = LevelPlan(n, self.config.seconds, self.config.warmup, seed=self.config.seed)
         rows_before = self.database.count_frames() if self.database else 0
         probe_before = cpu_probe_ms()
-        level = asyncio.run(run_level(plan, self.target, self.sources(n), self.watch, self.config.criteria))
+        sources = self.sources(n)
+        level = asyncio.run(run_level(plan, self.target, sources, self.watch, self.config.criteria))
         level["cpu_probe_ms"] = [probe_before, cpu_probe_ms()]
+        if self.floor is not None:
+            # silero's own batched cost on this level's streams (stream i sends sources[i % len]).
+            floor = self.floor.ms_per_frame([sources[i % len(sources)] for i in range(n)])
+            cpu = level.get("system_cpu_ms_per_frame")
+            level["silero_floor_ms_per_frame"] = round(floor, 4)
+            level["cpu_over_floor"] = round(cpu / floor, 2) if cpu is not None and floor > 0 else None
         if self.database:
             check_rows(self.database, level, rows_before, self.worker_urls)
         print(level_line(level), flush=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 TABLE_HEAD = ("N", "frames/s", "target", "e2e p50", "p95", "p99", "max", "model p50", "p99",
-              "send lag p99", "errors", "lost", "late", "behind", "busiest worker", "CPU ms/frame", "machine CPU%",
+              "send lag p99", "errors", "lost", "late", "behind", "busiest worker", "CPU ms/frame", "x floor",
+              "machine CPU%",
               "other CPU%", "probe ms", "held")
 PROCESS_TABLE_TITLE = "CPU% of one core / peak RSS MB (during the level; VmHWM in brackets)"
 COMPARISON_HEAD = ("N", "runs", "first", "CPU ms/frame embedded", "PG served", "PG server", "PG/emb",
@@ -42,7 +43,8 @@ def level_row(lv: dict) -> tuple[str, ...]:
             fmt(lv["client_send_lag_ms"]["p99"]), str(lv["errors"]), str(lv["lost"]), str(lv["late"]),
             str(lv["behind_streams"]),
             f"{lv['busiest_worker_share']:.0%}" if lv.get("busiest_worker_share") else "-",
-            fmt(lv["system_cpu_ms_per_frame"], 2), fmt(lv["machine_cpu_pct"]), fmt(lv["other_cpu_pct"], 0),
+            fmt(lv["system_cpu_ms_per_frame"], 2), fmt(lv.get("cpu_over_floor"), 2), fmt(lv["machine_cpu_pct"]),
+            fmt(lv["other_cpu_pct"], 0),
             "/".join(f"{v:.1f}" for v in lv.get("cpu_probe_ms", [])) or "-", "yes" if lv["held"] else "NO")
 
 
