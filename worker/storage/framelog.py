@@ -52,7 +52,7 @@ class FrameLog:
         data = line.encode()
         path = self._file(account)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = open_for_append(path, os.O_RDWR)
         except OSError as exc:
             raise RecordWriteError("frame log", f"{account}.txt", exc) from exc
         try:
@@ -68,6 +68,17 @@ class FrameLog:
             raise RecordWriteError("frame log", f"{account}.txt", exc) from exc
         finally:
             os.close(fd)
+
+
+def open_for_append(path: str, mode: int) -> int:
+    """The file opened O_APPEND, made if missing - and its directory too,
+    when that was removed while the worker ran."""
+    flags = mode | os.O_APPEND | os.O_CREAT
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        make_directory(Path(path).parent)
+        return os.open(path, flags, 0o644)
 
 
 def make_directory(directory: Path) -> None:

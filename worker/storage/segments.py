@@ -25,7 +25,7 @@ from voicestream.segments import SegmentLine, format_segment, parse_segment
 from voicestream.stamps import stamp_text
 
 from .appends import RecordWriteError, append_whole
-from .framelog import make_directory
+from .framelog import make_directory, open_for_append
 from .protocol import StorageUnavailable
 
 SUFFIX = ".segments.txt"
@@ -50,7 +50,7 @@ class SegmentLog:
         data = "".join(format_segment(segment, stream) for stream, segment in segments).encode()
         name = f"{account}{SUFFIX}"
         try:
-            fd = os.open(self.path(account), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = open_for_append(str(self.path(account)), os.O_WRONLY)
         except OSError as exc:
             raise RecordWriteError("segments file", name, exc) from exc
         try:
