@@ -12,6 +12,7 @@ was processed but not recorded is held (held.py) for its resend.
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from .storage.protocol import FrameRecorder, RowsNotStored
 from .storage.rows import FinalLabel, FrameRow
 from .storage.segments import SegmentLog
 from .vad import VadEngine
+
+log = logging.getLogger("worker.record")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,8 @@ class FramePipeline:
             try:
                 events = self._segments(account, stream, closed, finals)
             except RecordWriteError as exc:
+                log.error("the close of stream %s of account %s made %d segments final that cannot be recorded: %s",
+                          stream[:64], code, len(closed), exc)
                 raise RecordFailed(self.guard.failed(exc)) from exc
             events = account.collect(stream) + events
         if self.records is not None and finals:
