@@ -232,7 +232,7 @@ class FramePipeline:
                 held.logged = self.log.append(held.account, held.line, once=held.once)
         except RecordWriteError as exc:
             return unrecorded(self.guard.failed(exc))
-        reply: FrameReply = {**held.reply}
+        reply = held.reply  # completed in place: once this is reached it is the frame's reply for good
         if not held.logged:
             reply["duplicate"] = True
         if held.events:
