@@ -120,7 +120,9 @@ def test_a_full_log_disk_answers_no_frame_ok_without_its_line_and_its_accounts_m
     says why it is out: 503 for frames and /health, naming the cause."""
     frames = speech_frames(seconds=6)
     with tmpfs(tmp_path / "disk", "64k") as disk:
-        fill(disk, leave=16 * 1024)  # room for about 350 lines: A's accounts send 480 frames
+        # About four 4 KiB pages left (tmpfs gives each file whole pages): a few of A's eight
+        # accounts' files take them, then every write fails; A's accounts send 480 frames.
+        fill(disk, leave=16 * 1024)
         roomy = tmp_path / "roomy"
         with cluster(tmp_path, [disk, roomy], ["--min-free-mb", "0"]) as system:
             a_port, b_port = system.worker_ports
