@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("storage", ("worker.storage",)),
     ("signal and metrics", ("worker.audio", "worker.vad", "worker.metrics")),
     ("speakers", ("worker.speakers",)),
-    ("frames", ("worker.accounts", "worker.pipeline")),
+    ("frames", ("worker.accounts", "worker.pipeline", "worker.held")),
     ("config", ("worker.config",)),
     ("context", ("worker.context",)),
     ("routes", ("worker.routes",)),

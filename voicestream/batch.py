@@ -16,10 +16,12 @@ lists:
     {"statuses": [200, 400, ...], "replies": [{...}, {...}, ...]}
 
 A frame's status is its own HTTP status: 200, 400 for a frame the worker
-cannot read, 409 for a seq of its stream already passed. It travels beside
+cannot read, 409 for a seq of its stream already passed, 500 for a frame
+whose account's record cannot be written there (not retried), 503 for one
+the worker cannot record now (retried on the next worker). It travels beside
 the reply, never inside it: a reply (replies.py) is what the client receives.
-A batch refused whole (400 malformed, 413 too large, 503 draining) gets that
-status and {"error": ...} instead.
+A batch refused whole (400 malformed, 413 too large, 503 draining or
+degraded) gets that status and {"error": ...} instead.
 """
 from __future__ import annotations
 

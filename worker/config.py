@@ -55,6 +55,16 @@ class WorkerConfig:
     threads: int = option(32, "--threads", "WORKER_THREADS", "request threads of the one worker process",
                           parse=COUNT, group="network")
     log_dir: str = option("logs", "--log-dir", "LOG_DIR", "per-account frame logs", group="frames")
+    # About a busy minute of the three workers of one host on one disk: each
+    # ~2,400 frames/s (the capacity measured in README.md) of lines of up to
+    # 73 bytes (10.5 MB a minute) and, with the database down, 170 bytes of
+    # spool per row (measured: 100,000 rows, 16.7 MB; 24.5 MB a minute):
+    # ~105 MB. Time to alert someone, and the host keeps room to work.
+    min_free_mb: int = option(100, "--min-free-mb", "MIN_FREE_MB",
+                              "free space (MB) the log directory (with --database also --spool-dir) must keep; "
+                              "under it frames are refused (503) and /health says degraded until there is more; "
+                              "0: until writes fail",
+                              parse=at_least(0, int), group="frames")
     # VAD defaults: VadParams' (worker/vad.py says why; docs/vad.md has the measurements).
     vad_threshold: float = option(0.3, "--vad-threshold", "VAD_THRESHOLD",
                                   "speech probability that turns voice on (off again under it minus 0.15)",

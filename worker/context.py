@@ -19,6 +19,7 @@ from .speakers.service import SpeakerService
 from .speakers.tracker import SpeakerTracker
 from .storage.embedded import EmbeddedStorage
 from .storage.framelog import FrameLog
+from .storage.guard import MB, DiskGuard
 from .storage.protocol import Storage
 from .vad import SileroOnnx, VadEngine, VadParams
 
@@ -46,8 +47,10 @@ def create_worker(config: WorkerConfig) -> Worker:
     storage = open_storage(config)
     vad = VadEngine(SileroOnnx(), VadParams.from_config(config))
     speakers, tracker = create_speakers(config, vad, storage)
+    guard = DiskGuard.of_log_dir(config.log_dir, config.min_free_mb * MB,
+                                 spool_dir=config.spool_dir if config.database else None)
     pipeline = FramePipeline(config.port, vad, FrameLog(config.log_dir), Accounts(config.account_idle_seconds),
-                             tracker, storage.frames)
+                             tracker, storage.frames, guard=guard)
     return Worker(config, pipeline, speakers, storage)
 
 

@@ -19,14 +19,18 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.registry import Collector
 
 from voicestream.batch import MAX_FRAMES
-from voicestream.replies import FrameReply
+
+from .storage.guard import REASONS
 
 # How the worker answered a frame of a batch: ok; duplicate (a retry of a
 # frame already processed here, or logged by a worker that died before
-# replying); invalid (refused: not a WAV, a bad account code or seq).
-FRAME_OUTCOMES = ("ok", "duplicate", "invalid")
-# Why a whole POST /frames/batch was refused (none of its frames counted).
-BATCH_REJECTIONS = ("draining", "malformed")
+# replying); invalid (refused: not a WAV, a bad account code or seq);
+# unrecorded (its record could not be written: an error reply).
+FRAME_OUTCOMES = ("ok", "duplicate", "invalid", "unrecorded")
+# Why a whole POST /frames/batch was refused (none of its frames counted in
+# the outcomes): draining (SIGTERM), degraded (its record cannot be written
+# now: its frames are counted by reason as unrecorded), malformed.
+BATCH_REJECTIONS = ("draining", "degraded", "malformed")
 SPEAKER_DECISIONS = ("known", "unknown")
 # A VAD call is ~1 ms per 100 ms frame; a speaker embedding 10-100 ms.
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -40,7 +44,12 @@ class FrameMetrics:
     def __init__(self) -> None:
         frames = Counter("voicestream_worker_frames_total", "Frames of batches answered, by outcome.",
                          ["outcome"], registry=None)
-        self.ok, self.duplicate, self.invalid = (frames.labels(outcome) for outcome in FRAME_OUTCOMES)
+        self.ok, self.duplicate, self.invalid, self.unrecorded = (frames.labels(outcome) for outcome in FRAME_OUTCOMES)
+        unrecorded = Counter("voicestream_worker_frames_unrecorded_total",
+                             "Frames answered with an error because their record (log line, segments, database "
+                             "row) could not be written, by reason; a batch refused whole while degraded counts each "
+                             "of its frames.", ["reason"], registry=None)
+        self.unrecorded_by = {reason: unrecorded.labels(reason) for reason in REASONS}
         rejected = Counter("voicestream_worker_batches_rejected_total",
                            "POST /frames/batch refused whole, by reason.", ["reason"], registry=None)
         self.rejected = {reason: rejected.labels(reason) for reason in BATCH_REJECTIONS}
@@ -52,12 +61,12 @@ class FrameMetrics:
         self.vad_seconds = Histogram("voicestream_worker_vad_seconds",
                                      "One VAD model call (one frame each of up to a batch's accounts).",
                                      buckets=SECONDS_BUCKETS, registry=None)
-        self.collectors: tuple[Collector, ...] = (frames, rejected, self.batch_frames, self.batch_seconds,
-                                                  self.vad_seconds)
+        self.collectors: tuple[Collector, ...] = (frames, unrecorded, rejected, self.batch_frames,
+                                                  self.batch_seconds, self.vad_seconds)
 
-    def answered(self, reply: FrameReply) -> None:
-        """Counts the reply of a frame the pipeline processed."""
-        (self.duplicate if reply.get("duplicate") else self.ok).inc()
+    def not_recorded(self, reason: str, frames: int = 1) -> None:
+        """Counts frames answered with an error for their record's sake."""
+        self.unrecorded_by[reason].inc(frames)
 
 
 class SpeakerMetrics:

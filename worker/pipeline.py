@@ -1,6 +1,18 @@
-"""One frame's path through a worker: VAD, speaker tracking, log line, reply."""
+"""One frame's path through a worker: VAD, speaker tracking, its record
+(log line, segments, database row), reply.
+
+A frame is answered ok only once its record is written. One that could not
+be is answered with the reason (storage/guard.py's Fault): a fault of the
+whole worker (a full disk, --min-free-mb, an unusable --log-dir, a spool that
+cannot be written) stops the rest of the batch too - frames not yet
+processed are not processed, so another worker can take them whole - while a
+fault of one account's files fails only that account's frames. A frame that
+was processed but not recorded is held (held.py) for its resend.
+"""
 from __future__ import annotations
 
+import enum
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,13 +24,18 @@ from voicestream.stamps import stamp_micros, stamp_text, stamp_time, utc_now
 
 from .accounts import Account, Accounts
 from .audio import Audio, dbfs
+from .held import HeldFrame, HeldFrames
 from .metrics import FrameMetrics
 from .speakers.tracker import NO_SPEAKER, ClosedSegment, FrameRef, SpeakerFrame, SpeakerTracker
+from .storage.appends import RecordWriteError
 from .storage.framelog import FrameLog
-from .storage.protocol import FrameRecorder
+from .storage.guard import DiskGuard, Fault
+from .storage.protocol import FrameRecorder, RowsNotStored
 from .storage.rows import FinalLabel, FrameRow
 from .storage.segments import SegmentLog
 from .vad import VadEngine
+
+log = logging.getLogger("worker.record")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +49,40 @@ class Frame:
     stamp: int | None = None
 
 
+class Outcome(enum.Enum):
+    OK = "ok"  # processed and recorded
+    DUPLICATE = "duplicate"  # answered from memory, or its line was already logged
+    PASSED = "passed"  # an older seq of its stream than one already processed: an error reply
+    UNRECORDED = "unrecorded"  # its record could not be written: FrameAnswer.fault says why
+
+
+@dataclass(frozen=True, slots=True)
+class FrameAnswer:
+    reply: FrameReply
+    outcome: Outcome
+    fault: Fault | None = None  # UNRECORDED only
+
+
+class RecordFailed(Exception):
+    """A stream's close whose segments could not be recorded (fault says why)."""
+
+    def __init__(self, fault: Fault) -> None:
+        super().__init__(fault.message)
+        self.fault = fault
+
+
+def unrecorded(fault: Fault) -> FrameAnswer:
+    return FrameAnswer({"error": fault.message}, Outcome.UNRECORDED, fault)
+
+
+# What a batch's answer slots hold until each is filled.
+_UNANSWERED = FrameAnswer({}, Outcome.OK)
+
+
 class FramePipeline:
     def __init__(self, port: int, vad: VadEngine, log: FrameLog, accounts: Accounts,
                  speakers: SpeakerTracker | None = None, records: FrameRecorder | None = None,
-                 segments: SegmentLog | None = None) -> None:
+                 segments: SegmentLog | None = None, guard: DiskGuard | None = None) -> None:
         self.port = port
         self.vad = vad
         self.log = log
@@ -43,51 +90,77 @@ class FramePipeline:
         self.accounts = accounts
         self.speakers = speakers
         self.records = records  # --database: every frame's row in the shared store
+        self.guard = guard if guard is not None else DiskGuard.of_log_dir(log.directory)
+        self.held = HeldFrames()
         self.frames = self.batches = 0  # served so far, for /health (approximate under threads)
         self.metrics = FrameMetrics()  # registered by create_app; the frames route counts outcomes
 
     def process_many(self, frames: list[Frame]) -> list[FrameReply]:
-        """Replies in the order of frames. Frames of distinct accounts share
+        """The replies of answer(frames), for callers that need no outcome."""
+        return [answer.reply for answer in self.answer(frames)]
+
+    def answer(self, frames: list[Frame]) -> list[FrameAnswer]:
+        """Answers in the order of frames. Frames of distinct accounts share
         one VAD batch; an account's own frames are processed in their order."""
         received, started = stamp_micros(utc_now()), time.perf_counter()
         self.frames += len(frames)
         self.batches += 1
-        replies: list[FrameReply] = [{}] * len(frames)
-        rows: list[FrameRow] = []
+        answers = [_UNANSWERED] * len(frames)  # every slot is filled below
+        rows: list[tuple[int, HeldFrame]] = []
         finals: list[FinalLabel] = []
         for indices in rounds(frames):
+            fault = self.guard.current  # set by a failed write of an earlier round
+            if fault is not None:
+                for i in indices:  # not processed: another worker can take them
+                    answers[i] = unrecorded(fault)
+                continue
             with self.accounts.hold(frames[i].account for i in indices) as accounts:
-                rows += self._process_locked([(i, frames[i], accounts[frames[i].account]) for i in indices],
-                                             received, replies, finals)
+                self._process_locked([(i, frames[i], accounts[frames[i].account]) for i in indices],
+                                     received, answers, rows, finals)
         if self.records is not None and (rows or finals):
-            # One round trip for the batch, outside the account locks, and
-            # before any reply: a worker killed after answering loses no row.
-            self.records.record(rows, finals)
+            self._store_rows(self.records, rows, finals, answers)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        return replies
+        return answers
 
     def close_stream(self, code: str, stream: str) -> list[Event]:
         """A stream's CLOSE: its account's pending final labels made final
-        now; the events owed to that stream."""
+        now; the events owed to that stream. RecordFailed (nothing closed,
+        while the worker cannot write) if their record could not be written."""
+        fault = self.guard.fault()
+        if fault is not None:
+            raise RecordFailed(fault)  # the labels stay pending: a later close or frame makes them final
         finals: list[FinalLabel] = []
         with self.accounts.hold([code]) as accounts:
             account = accounts[code]
             closed = self.speakers.close(account) if self.speakers is not None else []
-            events = account.collect(stream) + self._segments(account, stream, closed, finals)
+            try:
+                events = self._segments(account, stream, closed, finals)
+            except RecordWriteError as exc:
+                log.error("the close of stream %s of account %s made %d segments final that cannot be recorded: %s",
+                          stream[:64], code, len(closed), exc)
+                raise RecordFailed(self.guard.failed(exc)) from exc
+            events = account.collect(stream) + events
         if self.records is not None and finals:
-            self.records.record([], finals)
+            try:
+                self.records.record([], finals)
+            except RowsNotStored as exc:
+                raise RecordFailed(self.guard.failed(exc)) from exc
         return events
 
     def _process_locked(self, todo: list[tuple[int, Frame, Account]], received: int,
-                        replies: list[FrameReply], finals: list[FinalLabel]) -> list[FrameRow]:
-        """Fills the replies of todo; the shared-store rows of its new frames
-        (and in finals, the final labels its frames made)."""
+                        answers: list[FrameAnswer], rows: list[tuple[int, HeldFrame]],
+                        finals: list[FinalLabel]) -> None:
+        """Fills the answers of todo; in rows the frames whose rows are due
+        (with --database), in finals the final labels its frames made."""
         fresh: list[tuple[int, Frame, Account]] = []
-        rows: list[FrameRow] = []
         for i, frame, account in todo:
+            held = self.held.get(frame.account, frame.stream, frame.seq)
+            if held is not None:  # processed before, its record not (all) written then
+                answers[i] = self._record_again(i, held, account, rows, finals)
+                continue
             replayed = account.replayed(frame.stream, frame.seq)
             if replayed is not None:
-                replies[i] = replayed
+                answers[i] = FrameAnswer(replayed, Outcome.PASSED if "error" in replayed else Outcome.DUPLICATE)
             else:
                 fresh.append((i, frame, account))
         results = self.vad.process_many([(account.vad_stream(frame.audio.sample_rate), frame.audio.samples)
@@ -103,31 +176,87 @@ class FramePipeline:
         for (i, frame, account), result, found, stamp in zip(fresh, results, speakers, stamps, strict=True):
             speaker, score = found.speaker, found.score
             model_ms = result.model_ms + found.encoder_ms
-            line = format_line(stamp_time(stamp), result.voice, self.port, model_ms, speaker, score)
-            # With the balancer's stamp, the line is written once even if the
-            # frame was retried after a worker died between logging and replying.
-            logged = self.log.append(frame.account, line, once=frame.stamp is not None)
             reply: FrameReply = {"voice": result.voice, "prob": round(result.prob, 3),
                                  "db": dbfs(frame.audio.samples), "worker": self.port, "ms": round(model_ms, 2)}
             if speaker is not None:
                 reply["speaker"], reply["score"] = speaker, None if score is None else round(score, 3)
-            if not logged:
-                reply["duplicate"] = True
             events = self._frame_events(frame, account, result.voice, stamp)
             if found.change is not None:
                 events.append(found.change)
-            events += self._segments(account, frame.stream, found.segments, finals)
-            if events:
-                reply["events"] = events
-            account.remember(frame.stream, frame.seq, reply)
-            replies[i] = reply
-            if self.records is not None:
-                # Recorded even when this host's log already had the line: the
-                # worker that wrote it may have died before its row was stored;
-                # the row's key makes a second insert a no-op.
-                rows.append(FrameRow(frame.account, frame.stream, stamp if frame.seq is None else frame.seq, stamp,
-                                     result.voice, self.port, model_ms, speaker, score))
-        return rows
+            # Recorded even when this host's log already has the line: the
+            # worker that wrote it may have died before its row was stored;
+            # the row's key makes a second insert a no-op.
+            row = (FrameRow(frame.account, frame.stream, stamp if frame.seq is None else frame.seq, stamp,
+                            result.voice, self.port, model_ms, speaker, score)
+                   if self.records is not None else None)
+            # With the balancer's stamp, the line is written once even if the
+            # frame was retried after a worker died between logging and replying.
+            held = HeldFrame(frame.account, frame.stream, frame.seq, reply,
+                             format_line(stamp_time(stamp), result.voice, self.port, model_ms, speaker, score),
+                             frame.stamp is not None, row, events, list(found.segments))
+            answer = self._record(held, account, finals)
+            if answer.outcome is Outcome.UNRECORDED:
+                self.held.hold(held)
+            # The stream's memory has the frame either way: it was processed,
+            # and a resend is answered, never processed again.
+            account.remember(frame.stream, frame.seq, answer.reply)
+            answers[i] = answer
+            if row is not None and answer.outcome is not Outcome.UNRECORDED:
+                rows.append((i, held))
+
+    def _record_again(self, i: int, held: HeldFrame, account: Account, rows: list[tuple[int, HeldFrame]],
+                      finals: list[FinalLabel]) -> FrameAnswer:
+        """A held frame sent again: its answer if its record was completed
+        since, else the rest of its record written now."""
+        if held.answered is not None:
+            return FrameAnswer({**held.answered, "duplicate": True}, Outcome.DUPLICATE)
+        answer = self._record(held, account, finals)
+        if answer.outcome is not Outcome.UNRECORDED:
+            if held.row is not None:
+                rows.append((i, held))  # answered once the row is stored
+            else:
+                held.answered = answer.reply
+        return answer
+
+    def _record(self, held: HeldFrame, account: Account, finals: list[FinalLabel]) -> FrameAnswer:
+        """Writes what held's record still lacks (its segments, then its
+        line): its answer, ok or why not."""
+        fault = self.guard.current
+        if fault is not None:  # a write of this batch found the worker unable to write: none is tried
+            return unrecorded(fault)
+        try:
+            if held.segments:
+                held.events += self._segments(account, held.stream, held.segments, finals)
+                held.segments = []
+            if held.logged is None:
+                held.logged = self.log.append(held.account, held.line, once=held.once)
+        except RecordWriteError as exc:
+            return unrecorded(self.guard.failed(exc))
+        reply = held.reply  # completed in place: once this is reached it is the frame's reply for good
+        if not held.logged:
+            reply["duplicate"] = True
+        if held.events:
+            reply["events"] = held.events
+        return FrameAnswer(reply, Outcome.OK if held.logged else Outcome.DUPLICATE)
+
+    def _store_rows(self, records: FrameRecorder, rows: list[tuple[int, HeldFrame]], finals: list[FinalLabel],
+                    answers: list[FrameAnswer]) -> None:
+        """One round trip for the batch, outside the account locks, and
+        before any reply: a worker killed after answering loses no row. If
+        nothing durable took the rows, their frames are answered with that
+        (their lines are written: a retry elsewhere stores the row, and a
+        resend here does, from the held frame)."""
+        try:
+            records.record([held.row for _, held in rows if held.row is not None], finals)
+        except RowsNotStored as exc:
+            fault = self.guard.failed(exc)
+            for i, held in rows:
+                answers[i] = unrecorded(fault)
+                self.held.hold(held)
+            return
+        for i, held in rows:
+            if held.key is not None and self.held.get(*held.key) is held:
+                held.answered = answers[i].reply  # a held frame now recorded: resends get it as a duplicate
 
     @staticmethod
     def _frame_events(frame: Frame, account: Account, voice: int, stamp: int) -> list[Event]:

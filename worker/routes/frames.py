@@ -1,6 +1,13 @@
 """POST /frames/batch: the frames the balancer sends together
 (voicestream/batch.py), one status and one reply per frame, in order; POST
-/streams/close: a stream's CLOSE, its pending final labels."""
+/streams/close: a stream's CLOSE, its pending final labels.
+
+A frame's status says what the balancer may do with it: 200 (ok or a
+duplicate), 400 (unreadable), 409 (an older seq of its stream), 500 (its
+account's record cannot be written here: any worker of this host would fail
+it too, so it is not retried), 503 (this worker cannot write records now:
+another worker can take it). A batch refused whole gets 503 while the worker
+drains or is degraded (nothing of it was processed), 400 when malformed."""
 from __future__ import annotations
 
 import json
@@ -22,7 +29,8 @@ from voicestream.replies import FrameReply
 
 from ..audio import AudioError, decode_wav
 from ..config import WorkerConfig
-from ..pipeline import Frame
+from ..pipeline import Frame, FrameAnswer, Outcome, RecordFailed
+from ..storage.guard import Fault
 from . import current_worker
 from .replies import error, json_text
 
@@ -67,6 +75,11 @@ def frames_batch() -> Response:
     except BatchError as exc:
         metrics.rejected["malformed"].inc()
         return error(400, str(exc))
+    fault = worker.pipeline.guard.fault()  # looks at the disk at most once a second
+    if fault is not None:
+        metrics.rejected["degraded"].inc()
+        metrics.not_recorded(fault.reason, len(parts))
+        return error(503, f"{degraded(fault)}: send the frames to another worker")
     metrics.batch_frames.observe(len(parts))
     statuses = [200] * len(parts)
     replies: list[FrameReply] = [{}] * len(parts)  # every slot is filled below
@@ -81,12 +94,26 @@ def frames_batch() -> Response:
         else:
             good.append(i)
             frames.append(frame)
-    for i, reply in zip(good, worker.pipeline.process_many(frames), strict=True):
-        replies[i] = reply
-        if "error" in reply:  # a seq of its stream already passed
-            statuses[i] = 409
-        metrics.answered(reply)
+    for i, answer in zip(good, worker.pipeline.answer(frames), strict=True):
+        replies[i] = answer.reply
+        statuses[i] = status_of(answer)
+        if answer.fault is not None:
+            metrics.unrecorded.inc()
+            metrics.not_recorded(answer.fault.reason)
+        else:
+            (metrics.ok if answer.outcome is Outcome.OK else metrics.duplicate).inc()
     return json_text(encode_replies(statuses, replies), 200)
+
+
+def status_of(answer: FrameAnswer) -> int:
+    """A frame's own status inside its batch's 200 (see the module's docstring)."""
+    if answer.fault is not None:
+        return 503 if answer.fault.worker_wide else 500
+    return 409 if answer.outcome is Outcome.PASSED else 200
+
+
+def degraded(fault: Fault) -> str:
+    return f"this worker cannot record frames now: {fault.message}"
 
 
 @bp.post(CLOSE_PATH)
@@ -96,4 +123,9 @@ def close_stream() -> Response:
         account, stream = decode_close(request.get_data(cache=False))
     except BatchError as exc:
         return error(400, str(exc))
-    return json_text(json.dumps({"events": worker.pipeline.close_stream(account, stream)}), 200)
+    try:
+        events = worker.pipeline.close_stream(account, stream)
+    except RecordFailed as exc:
+        fault = exc.fault
+        return error(503 if fault.worker_wide else 500, degraded(fault) if fault.worker_wide else fault.message)
+    return json_text(json.dumps({"events": events}), 200)

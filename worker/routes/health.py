@@ -1,5 +1,6 @@
-"""GET /health: the balancer's view of this worker (503 while draining);
-POST /drain: start draining without stopping (a preStop hook, worker/drain.py)."""
+"""GET /health: the balancer's view of this worker (503 while draining, and
+while degraded: its record cannot be written, storage/guard.py); POST /drain:
+start draining without stopping (a preStop hook, worker/drain.py)."""
 from __future__ import annotations
 
 import sys
@@ -19,10 +20,19 @@ def health() -> ResponseReturnValue:
     if worker.draining.is_set():
         return jsonify(status="draining", port=port), 503
     pipeline = worker.pipeline
-    return jsonify(status="ok", port=port, accounts=len(pipeline.accounts), frames=pipeline.frames,
-                   batches=pipeline.batches, speakers=worker.speakers.status(), database=worker.database_health(),
-                   # Speakers run on onnxruntime: torch here would cost ~480 MB.
-                   torch_loaded="torch" in sys.modules)
+    state = dict(port=port, accounts=len(pipeline.accounts), frames=pipeline.frames, batches=pipeline.batches,
+                 speakers=worker.speakers.status(), database=worker.database_health(),
+                 # Speakers run on onnxruntime: torch here would cost ~480 MB.
+                 torch_loaded="torch" in sys.modules)
+    # Looked at here too (at most once a second): a degraded worker gets no
+    # frames, so only the balancers' polls can see it recover.
+    fault = pipeline.guard.fault()
+    if fault is not None:
+        # Any answer but 200 takes it out of the balancers' rings: its
+        # accounts go to their next worker, which logs their lines from then on.
+        return jsonify(status="degraded", reason=fault.reason, error=fault.message, log_dir=worker.config.log_dir,
+                       **state), 503
+    return jsonify(status="ok", **state)
 
 
 # Only a process on the worker's own machine (its preStop hook) may drain it:

@@ -22,7 +22,8 @@ bp = Blueprint("metrics", __name__)
 
 class WorkerState(Collector):
     """What the worker already keeps, read at scrape time: accounts, draining,
-    and with --database the database's state and this host's spool."""
+    degraded and the free space its record has, and with --database the
+    database's state and this host's spool."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -33,6 +34,17 @@ class WorkerState(Collector):
                                 value=len(worker.pipeline.accounts))
         yield GaugeMetricFamily("voicestream_worker_draining", "1 after SIGTERM: new frames are refused with 503.",
                                 value=1.0 if worker.draining.is_set() else 0.0)
+        guard = worker.pipeline.guard
+        fault = guard.fault()  # the disk looked at, at most once a second
+        yield GaugeMetricFamily("voicestream_worker_degraded",
+                                "1 while this worker cannot write its frames' record (a full disk, under "
+                                "--min-free-mb, an unusable --log-dir): frames and /health answer 503.",
+                                value=0.0 if fault is None else 1.0)
+        if guard.free_bytes is not None:
+            yield GaugeMetricFamily("voicestream_worker_record_free_bytes",
+                                    "Free bytes where the frame logs (and with --database the spool) are, the "
+                                    "least of them, at the last look (at most a second before a batch).",
+                                    value=guard.free_bytes)
         database = worker.database_health()
         info = GaugeMetricFamily("voicestream_worker_database_info",
                                  "Where frame rows and voiceprints go: mode embedded (this host's files) or "

@@ -11,6 +11,10 @@ every frame's row (with its final label) and every segment's.
     framelog.py     FrameLog: <log-dir>/<ACCOUNTCODE>.txt, one line per frame
     segments.py     SegmentLog: <log-dir>/<ACCOUNTCODE>.segments.txt, one line
                     per segment
+    appends.py      append_whole: their lines written whole or not at all,
+                    RecordWriteError naming why
+    guard.py        DiskGuard: whether the record can be written now
+                    (--min-free-mb, the log directory, failed writes)
     embedded.py     EmbeddedStorage: this host's files, from
     sqlite.py       SqliteVoiceprintStore and
     activity.py     ActivityLog, the activity log file

@@ -9,26 +9,30 @@ from pathlib import Path
 from voicestream.accounts import is_valid_account
 from voicestream.logline import STAMP_CHARS
 
+from .appends import RecordWriteError, append_whole
+
 # How far back a frame's line is looked for before it is written. A retry
 # reaches another worker within seconds; 32 KiB is ~700 lines of one account.
 TAIL_BYTES = 32 * 1024
 
 
 class FrameLog:
-    """Appends whole lines; one write() on an O_APPEND descriptor per line, so
-    lines from concurrent threads and worker processes never interleave.
+    """Appends whole lines: each under an flock on the account's file, on an
+    O_APPEND descriptor, so lines from concurrent threads and worker processes
+    never interleave; a line that does not fit (a full disk) is cut back out
+    and its append raises (appends.py), so success means a whole line.
 
-    Every append holds an flock on the account's file. ``once=True`` makes
-    the line's timestamp the frame's identity (the balancer stamps each frame
-    once and keeps the stamp across retries): a frame whose line another
-    worker already wrote - one that was killed before it could reply - is not
-    logged again. Checking and appending under the same lock leaves no window,
-    even when a slow worker and the retry's worker race for the same frame.
+    ``once=True`` makes the line's timestamp the frame's identity (the
+    balancer stamps each frame once and keeps the stamp across retries): a
+    frame whose line another worker already wrote - one that was killed
+    before it could reply - is not logged again. Checking and appending under
+    the same lock leaves no window, even when a slow worker and the retry's
+    worker race for the same frame.
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_directory(self.directory)
         # Joined as text: pathlib's joining was a quarter of an append's CPU.
         self._prefix = os.path.join(self.directory, "")
 
@@ -43,9 +47,14 @@ class FrameLog:
 
     def append(self, account: str, line: str, *, once: bool = False) -> bool:
         """Append line; with once, only if no line with its timestamp is in the
-        log's tail. Returns whether the line was written."""
+        log's tail. Returns whether the line was written; RecordWriteError
+        (naming the cause) if it could not be, and then none of it is there."""
         data = line.encode()
-        fd = os.open(self._file(account), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        path = self._file(account)
+        try:
+            fd = open_for_append(path, os.O_RDWR)
+        except OSError as exc:
+            raise RecordWriteError("frame log", f"{account}.txt", exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, and by the kernel if we die
             tail, start = _tail(fd)
@@ -53,10 +62,34 @@ class FrameLog:
                 tail = _drop_partial_line(fd, tail, start)
             if once and _has_line(tail, start, data[:STAMP_CHARS]):
                 return False
-            os.write(fd, data)
+            append_whole(fd, data, start + len(tail))
             return True
+        except OSError as exc:
+            raise RecordWriteError("frame log", f"{account}.txt", exc) from exc
         finally:
             os.close(fd)
+
+
+def open_for_append(path: str, mode: int) -> int:
+    """The file opened O_APPEND, made if missing - and its directory too,
+    when that was removed while the worker ran."""
+    flags = mode | os.O_APPEND | os.O_CREAT
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        make_directory(Path(path).parent)
+        return os.open(path, flags, 0o644)
+
+
+def make_directory(directory: Path) -> None:
+    """The log directory, made if missing. One that cannot be made (a file of
+    that name, no permission) does not stop the worker: its frames are
+    refused with the reason, /health says degraded (guard.py), and it
+    recovers once the directory is usable."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # named by the guard's check of the directory, on every /health
 
 
 def _tail(fd: int) -> tuple[bytes, int]:

@@ -10,7 +10,8 @@ Both write every frame's line to this host's log files (framelog.py), and
 every segment's to its segments file (segments.py).
 
 Each backend turns its driver's errors (sqlite3's, psycopg's and its pool's)
-into StorageUnavailable, so the callers above - the streaming tracker and the
+into StorageUnavailable (RowsNotStored for frame rows nothing durable
+took), so the callers above - the streaming tracker and the
 speaker API - catch one error type and import no database driver.
 """
 from __future__ import annotations
@@ -30,6 +31,16 @@ class StorageUnavailable(RuntimeError):
     """The store cannot serve this call now (the shared database is down, the
     SQLite file is locked past its busy timeout or unreadable); the message
     says why, for a 503. Nothing was changed."""
+
+
+class RowsNotStored(StorageUnavailable):
+    """FrameRecorder.record could store the rows nowhere durable: the shared
+    database did not take them and this host's spool could not be written.
+    full: the spool's file system is full (else some other write error)."""
+
+    def __init__(self, message: str, *, full: bool) -> None:
+        super().__init__(message)
+        self.full = full
 
 
 class VoiceprintStore(Protocol):
@@ -84,7 +95,8 @@ class FrameRecorder(Protocol):
         """Store the rows durably (postgres/frames.py: PostgreSQL or this
         host's spool) before the frames are answered, and the final labels
         (closed segments) of frames stored now or before: the segment, and
-        its frames' rows' final speaker and score."""
+        its frames' rows' final speaker and score. RowsNotStored if neither
+        could take them."""
         ...
 
 

@@ -24,6 +24,8 @@ from voicestream.events import Segment
 from voicestream.segments import SegmentLine, format_segment, parse_segment
 from voicestream.stamps import stamp_text
 
+from .appends import RecordWriteError, append_whole
+from .framelog import make_directory, open_for_append
 from .protocol import StorageUnavailable
 
 SUFFIX = ".segments.txt"
@@ -32,7 +34,7 @@ SUFFIX = ".segments.txt"
 class SegmentLog:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_directory(self.directory)
         self._prefix = os.path.join(self.directory, "")
 
     def path(self, account: str) -> Path:
@@ -41,14 +43,21 @@ class SegmentLog:
         return Path(f"{self._prefix}{account}{SUFFIX}")
 
     def append(self, account: str, segments: Sequence[tuple[str, Segment]]) -> None:
-        """(stream, segment) lines, in one write() under the file's lock."""
+        """(stream, segment) lines, appended whole under the file's lock, or
+        RecordWriteError naming the cause and none of them written."""
         if not segments:
             return
         data = "".join(format_segment(segment, stream) for stream, segment in segments).encode()
-        fd = os.open(self.path(account), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        name = f"{account}{SUFFIX}"
+        try:
+            fd = open_for_append(str(self.path(account)), os.O_WRONLY)
+        except OSError as exc:
+            raise RecordWriteError("segments file", name, exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, and by the kernel if we die
-            os.write(fd, data)
+            append_whole(fd, data, os.fstat(fd).st_size)
+        except OSError as exc:
+            raise RecordWriteError("segments file", name, exc) from exc
         finally:
             os.close(fd)
 

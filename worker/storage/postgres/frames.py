@@ -156,7 +156,7 @@ class FrameRows:
         PostgreSQL if it is up, else (or if that fails or takes longer than
         the database timeout) the spool; labels that found some of their rows
         missing go to the spool too. Raises only if the spool itself cannot
-        be written."""
+        be written (RowsNotStored)."""
         batch = [row for row in map(self._row, rows) if row is not None]
         labels = [label for label in map(self._label, finals) if label is not None]
         if not batch and not labels:

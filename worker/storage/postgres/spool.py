@@ -3,7 +3,9 @@ and the final labels (segments) waiting for PostgreSQL to hold their rows.
 
 One SQLite file per worker process (WAL; synchronous=FULL, as these rows may
 be their frames' only record): a row is on disk before the frame is answered,
-survives a restart, and leaves only once PostgreSQL holds it. A frame is in
+survives a restart, and leaves only once PostgreSQL holds it; a spool that
+cannot be written (its disk full) raises RowsNotStored, and those frames are
+answered with that error, not ok. A frame is in
 the spool at most once (its key is unique here too), and so is a segment.
 Bounded: past max_rows new rows (and past max_rows final labels, new labels)
 are dropped, counted and logged, so an outage cannot fill the disk.
@@ -18,6 +20,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from ..protocol import RowsNotStored
 
 log = logging.getLogger("worker.database")
 
@@ -110,27 +114,40 @@ class Spool:
             keep = list(rows[:max(0, self.max_rows - self._count)])
             keep_labels = list(labels[:max(0, self.max_rows - self._labels)])
             if keep or keep_labels:
-                self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    before = self._conn.total_changes
-                    self._conn.executemany(
-                        f"INSERT OR IGNORE INTO frame_rows ({', '.join(COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(COLUMNS))})", keep)
-                    added = self._conn.total_changes - before
-                    self._conn.executemany(
-                        f"INSERT OR IGNORE INTO final_labels ({', '.join(LABEL_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(LABEL_COLUMNS))})", keep_labels)
-                    added_labels = self._conn.total_changes - before - added
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
+                    added, added_labels = self._insert(keep, keep_labels)
+                except sqlite3.Error as exc:
+                    # A full disk (SQLITE_FULL) or a broken file: nothing of
+                    # the transaction is kept, and the frames are not answered ok.
+                    raise RowsNotStored(f"the database did not take the frame rows and the spool cannot be "
+                                        f"written: {exc}",
+                                        full=getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL) from exc
                 self._count += added
                 self._labels += added_labels
             dropped, dropped_labels = len(rows) - len(keep), len(labels) - len(keep_labels)
             if dropped or dropped_labels:
                 self._dropped(dropped, dropped_labels)
             return len(keep)
+
+    def _insert(self, rows: Sequence[Row], labels: Sequence[Label]) -> tuple[int, int]:
+        """One transaction (under self._lock): the rows and labels added."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._conn.total_changes
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO frame_rows ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+            added = self._conn.total_changes - before
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO final_labels ({', '.join(LABEL_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(LABEL_COLUMNS))})", labels)
+            added_labels = self._conn.total_changes - before - added
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:  # SQLite may have rolled a failed one back already (SQLITE_FULL)
+                self._conn.execute("ROLLBACK")
+            raise
+        return added, added_labels
 
     def oldest(self, limit: int) -> list[tuple[int, Row]]:
         """Up to limit rows, oldest first, each with its spool id for remove()."""
