@@ -7,6 +7,9 @@ from typing import Any
 
 import aiohttp
 
+from voicestream.worker_secret import ENVIRONMENT as SECRET_ENV
+from voicestream.worker_secret import Verdict
+
 from .routing import rank_workers
 
 log = logging.getLogger("balancer.workers")
@@ -21,7 +24,9 @@ class WorkerPool:
     A /health that times out is ambiguous - hung, or only busy - and moving
     an account loses its streaming state, so a worker leaves the ring after
     SLOW_STRIKES timeouts in a row; a refused connection or a non-200 answer
-    takes it out at once.
+    takes it out at once. So does a /health that says the worker refuses
+    this balancer's worker secret (missing or wrong): every frame would get
+    401 there.
     """
 
     SLOW_STRIKES = 2
@@ -74,7 +79,11 @@ class WorkerPool:
                 ok = resp.status == 200
                 reason = f"/health answered {resp.status}"
                 if ok:
-                    self._remember_database(worker, await resp.json(content_type=None))
+                    health = await resp.json(content_type=None)
+                    self._remember_database(worker, health)
+                    refused = secret_refused(health)
+                    if refused:
+                        ok, reason = False, refused
         except TimeoutError:
             self._strikes[worker] += 1
             if self._strikes[worker] >= self.SLOW_STRIKES:
@@ -109,3 +118,15 @@ class WorkerPool:
 
     def status(self) -> dict[str, str]:
         return {w: ("up" if self._healthy[w] else "down") for w in self.workers}
+
+
+def secret_refused(health: object) -> str:
+    """Why a worker's /health says it refuses this balancer's requests (its
+    worker secret missing or wrong), or "" (accepted, not required, or a
+    worker too old to say)."""
+    verdict = health.get("worker_secret") if isinstance(health, dict) else None
+    if verdict == Verdict.MISSING:
+        return f"it requires a worker secret and this balancer sends none: start it with the workers' {SECRET_ENV}"
+    if verdict == Verdict.WRONG:
+        return f"it refuses this balancer's worker secret: balancers and workers need the same {SECRET_ENV}"
+    return ""

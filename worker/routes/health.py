@@ -1,5 +1,6 @@
-"""GET /health: the balancer's view of this worker (503 while draining);
-POST /drain: start draining without stopping (a preStop hook, worker/drain.py)."""
+"""GET /health: the balancer's view of this worker (503 while draining), open
+to anyone; POST /drain: start draining without stopping (a preStop hook,
+worker/drain.py), from loopback and with the worker secret when there is one."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +9,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from . import current_worker
+from .auth import verdict
 
 bp = Blueprint("health", __name__)
 
@@ -22,7 +24,10 @@ def health() -> ResponseReturnValue:
     return jsonify(status="ok", port=port, accounts=len(pipeline.accounts), frames=pipeline.frames,
                    batches=pipeline.batches, speakers=worker.speakers.status(), database=worker.database_health(),
                    # Speakers run on onnxruntime: torch here would cost ~480 MB.
-                   torch_loaded="torch" in sys.modules)
+                   torch_loaded="torch" in sys.modules,
+                   # The caller's secret, judged: a balancer with none or the
+                   # wrong one takes this worker out of its ring, saying why.
+                   worker_secret=verdict().value)
 
 
 # Only a process on the worker's own machine (its preStop hook) may drain it:
