@@ -42,6 +42,10 @@ class WorkerPool:
         # balancer's /health, so one probe tells whether results are being
         # recorded or spooled.
         self._database: dict[str, dict[str, Any]] = {}
+        # Why each worker refuses this balancer's secret, logged once per
+        # change: a worker that refuses it from the start never "leaves" the
+        # ring, and would otherwise be down without a word.
+        self._refusals: dict[str, str] = {}
         self._orders: dict[str, tuple[str, ...]] = {}
 
     def healthy(self) -> list[str]:
@@ -84,6 +88,7 @@ class WorkerPool:
                     refused = secret_refused(health)
                     if refused:
                         ok, reason = False, refused
+                    self._note_refusal(worker, refused)
         except TimeoutError:
             self._strikes[worker] += 1
             if self._strikes[worker] >= self.SLOW_STRIKES:
@@ -104,6 +109,11 @@ class WorkerPool:
                 raise
             except Exception:
                 log.exception("health check failed; polling on")
+
+    def _note_refusal(self, worker: str, refused: str) -> None:
+        if refused and self._refusals.get(worker) != refused:
+            log.error("worker %s turns this balancer away (401 on every frame): %s", worker, refused)
+        self._refusals[worker] = refused
 
     def _remember_database(self, worker: str, health: object) -> None:
         database = health.get("database") if isinstance(health, dict) else None
@@ -126,7 +136,8 @@ def secret_refused(health: object) -> str:
     worker too old to say)."""
     verdict = health.get("worker_secret") if isinstance(health, dict) else None
     if verdict == Verdict.MISSING:
-        return f"it requires a worker secret and this balancer sends none: start it with the workers' {SECRET_ENV}"
+        return ("it requires a worker secret and this balancer sends none: start the balancer with the workers' "
+                f"{SECRET_ENV}")
     if verdict == Verdict.WRONG:
-        return f"it refuses this balancer's worker secret: balancers and workers need the same {SECRET_ENV}"
+        return f"this balancer's worker secret is not the worker's: balancers and workers need the same {SECRET_ENV}"
     return ""

@@ -2,8 +2,9 @@
 
 Each host has its own loopback address (127.0.0.2, 127.0.0.3) and its own
 working directory (logs, spool, models: no shared files), and runs a worker
-and a balancer with the commands and flags of deploy/compose.yaml; both
-balancers list both workers. HAProxy, with deploy/haproxy.cfg, stands in
+and a balancer with the commands, flags and environment of
+deploy/compose.yaml (so both tiers have the worker secret); both balancers
+list both workers. HAProxy, with deploy/haproxy.cfg, stands in
 front of the two balancers. PostgreSQL is a third party on 127.0.0.1.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,12 +29,13 @@ import psycopg
 import pytest
 
 from balancer.routing import rank_workers
-from deploy_commands import haproxy_config, local_command
+from deploy_commands import haproxy_config, local_command, service_environment
 from speaker_helpers import call, ge2e_graph, read_wav
 from voicestream.batch import CONTENT_TYPE, FrameMeta, encode_batch
 from voicestream.logline import parse_line
 from voicestream.segments import parse_segment
 from voicestream.wav import encode_wav, split_frames
+from voicestream.worker_secret import authorization
 from voicetools.cluster import Process, free_port, http_ok, wait_until
 from voicetools.paths import REPO
 from voicetools.postgres import PostgresServer, PostgresUnavailable
@@ -40,6 +43,8 @@ from voicetools.postgres import PostgresServer, PostgresUnavailable
 pytestmark = pytest.mark.integration
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+# What deploy/.env would give compose's ${WORKER_SECRET}: one secret for every host.
+COMPOSE_VARIABLES = {"WORKER_SECRET": secrets.token_hex(32)}
 
 
 @dataclass
@@ -89,14 +94,15 @@ class Cluster:
             "--host": host.address, "--port": str(host.worker_port), "--database": self.url,
             "--model-dir": str(host.root / "models"), "--log-dir": str(host.root / "logs"),
             "--spool-dir": str(host.root / "spool")})
-        host.worker = Process(f"worker-{host.name}", args, host.root / "worker.out", environment(), cwd=host.root)
+        host.worker = Process(f"worker-{host.name}", args, host.root / "worker.out", environment("worker1"),
+                              cwd=host.root)
         host.worker.start()
 
     def start_balancer(self, host: Host) -> None:
         args = local_command("balancer1", {"--host": host.address, "--port": str(host.balancer_port),
                                            "--workers": self.worker_urls()})
         args += ["--health-interval", "0.2"]  # test-only: quicker failover than the deployment's 1 s
-        host.balancer = Process(f"balancer-{host.name}", args, host.root / "balancer.out", environment(),
+        host.balancer = Process(f"balancer-{host.name}", args, host.root / "balancer.out", environment("balancer1"),
                                 cwd=host.root)
         host.balancer.start()
 
@@ -128,12 +134,15 @@ class Cluster:
             self.haproxy.terminate()
 
 
-def environment() -> dict[str, str]:
+def environment(service: str | None = None) -> dict[str, str]:
+    """This process's environment with the compose service's own (the worker
+    secret), minus what would override the deployment's flags or secret."""
     # Each host runs in a directory of its own, outside the checkout: its
     # packages come from PYTHONPATH, so that they are this checkout's (as
     # pytest's pythonpath "." is) whatever checkout the venv was installed from.
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return {**env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WORKER_SECRET")}
+    own = service_environment(service, COMPOSE_VARIABLES) if service else {}
+    return {**env, **own, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 
 
 def alive(process: Process | None) -> bool:
@@ -276,13 +285,14 @@ def test_a_speaker_enrolled_through_one_host_is_recognised_through_the_other(clu
 
 
 def post_batch(worker_url: str, account: str, frames: list[bytes]) -> list[dict]:
-    """Frames straight to one worker, as a balancer sends them."""
+    """Frames straight to one worker, as a balancer sends them (with the worker secret)."""
     stream, now = f"direct-{uuid.uuid4().hex}", time.time_ns() // 1000
     replies = []
     for seq, wav in enumerate(frames, 1):
         body = encode_batch([(FrameMeta(account, stream, seq, now + seq), wav)])
         request = urllib.request.Request(f"{worker_url}/frames/batch", data=body,
-                                         headers={"Content-Type": CONTENT_TYPE})
+                                         headers={"Content-Type": CONTENT_TYPE,
+                                                  **authorization(COMPOSE_VARIABLES["WORKER_SECRET"])})
         with urllib.request.urlopen(request, timeout=30) as resp:
             [reply] = json.load(resp)["replies"]
         assert "error" not in reply, reply
