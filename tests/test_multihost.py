@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -384,3 +385,22 @@ def test_each_host_keeps_its_own_log_files(cluster: Cluster):
             assert all(parse_line(line) and parse_line(line).worker == host.worker_port  # type: ignore[union-attr]
                        for line in lines), path
     assert all(list((h.root / "logs").glob("*.txt")) for h in cluster.hosts), "both hosts served frames"
+
+
+def test_a_worker_reached_without_the_secret_records_nothing(cluster: Cluster):
+    """The balancers stream with compose's worker secret (every test above);
+    a batch sent straight to a worker without it, or with another, is refused
+    on every host and leaves no line and no row."""
+    account = "mh-forged"
+    body = encode_batch([(FrameMeta(account, "forged", 1, 946_684_800_000_000), speech_frames(0.1)[0])])  # 2000-01-01
+    for host in cluster.hosts:
+        for headers in ({}, {"Authorization": "Bearer " + "0" * 64}):
+            request = urllib.request.Request(f"{host.worker_url}/frames/batch", data=body,
+                                             headers={"Content-Type": CONTENT_TYPE, **headers})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            with refused.value:  # closed: one left open held up the /health after it past 2 s
+                assert refused.value.code == 401
+        assert not (host.root / "logs" / f"{account}.txt").exists()
+        assert (health(host.worker_url) or {}).get("worker_secret") == "missing"  # this probe sent none
+    assert cluster.rows(account) == 0
