@@ -1,6 +1,7 @@
 """The balancer's background work, owned by one cleanup context: the HTTP
-session to the workers, the frame links over it, the /health poll, and the
-closes nobody waits for (closing.py) with the sweep of idle HTTP streams."""
+session to the workers (sending the worker secret), the frame links over it,
+the /health poll, and the closes nobody waits for (closing.py) with the sweep
+of idle HTTP streams."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +11,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+
+from voicestream.worker_secret import authorization
 
 from .closing import Closer
 from .http_streams import close_streams, sweep
@@ -24,7 +27,10 @@ async def worker_connections(app: web.Application) -> AsyncIterator[None]:
     the closes under way get what is left of --shutdown-timeout; then any
     request still in flight ends before the session closes."""
     config, pool = app[CONFIG], app[POOL]
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
+    # Every request to a worker carries the worker secret: frames, closes,
+    # the REST proxy (which forwards no client header of that name) and /health.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                                    headers=authorization(config.worker_secret))
     links = {worker: WorkerLink(worker, session, config.forward_timeout, config.max_inflight_per_worker,
                                 batch_gap=config.batch_gap_ms / 1000)
              for worker in config.workers}

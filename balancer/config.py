@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from voicestream.accounts import MAX_ACCOUNT_LENGTH
 from voicestream.options import COUNT, PORT, POSITIVE_SECONDS, SECONDS, option, parse_config
+from voicestream.worker_secret import ENVIRONMENT as SECRET_ENV
+from voicestream.worker_secret import FLAG as SECRET_FLAG
+from voicestream.worker_secret import parse_secret
 
 DEFAULT_WORKERS = ("http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003")
 
@@ -81,6 +84,10 @@ class BalancerConfig:
     token: str = option("", "--token", "AUTH_TOKEN",
                         "when set, every client must send it as 'Authorization: Bearer <token>' or ?token=",
                         group="security")
+    worker_secret: str = option(
+        "", SECRET_FLAG, SECRET_ENV,
+        "secret sent to every worker (Authorization: Bearer), the same as the workers'; never a client's "
+        "token; prefer the variable (ps shows flags)", parse=parse_secret, group="security")
     shutdown_timeout: float = option(10.0, "--shutdown-timeout", "SHUTDOWN_TIMEOUT",
                                      "seconds to finish in-flight frames on SIGTERM", parse=SECONDS, group="general")
 

@@ -27,7 +27,9 @@ log = logging.getLogger("balancer.proxy")
 # (which the HTTP client would resolve into another worker path).
 PATH_SEGMENT = re.compile(r"[A-Za-z0-9_.~-]+")
 INVALID_PATH = "invalid path: segments of A-Z a-z 0-9 _ . ~ -, none of them '.' or '..'"
-# Headers a worker needs; the client's credentials stay here.
+# Headers a worker needs; the client's credentials stay here. Authorization
+# in particular: the session's own (the worker secret, background.py) is the
+# one a worker gets.
 FORWARDED_HEADERS = ("content-type", "accept")
 
 

@@ -7,6 +7,9 @@ from typing import Any
 
 import aiohttp
 
+from voicestream.worker_secret import ENVIRONMENT as SECRET_ENV
+from voicestream.worker_secret import Verdict
+
 from .routing import rank_workers
 
 log = logging.getLogger("balancer.workers")
@@ -21,7 +24,9 @@ class WorkerPool:
     A /health that times out is ambiguous - hung, or only busy - and moving
     an account loses its streaming state, so a worker leaves the ring after
     SLOW_STRIKES timeouts in a row; a refused connection or a non-200 answer
-    takes it out at once.
+    takes it out at once. So does a /health that says the worker refuses
+    this balancer's worker secret (missing or wrong): every frame would get
+    401 there.
     """
 
     SLOW_STRIKES = 2
@@ -37,6 +42,10 @@ class WorkerPool:
         # balancer's /health, so one probe tells whether results are being
         # recorded or spooled.
         self._database: dict[str, dict[str, Any]] = {}
+        # Why each worker refuses this balancer's secret, logged once per
+        # change: a worker that refuses it from the start never "leaves" the
+        # ring, and would otherwise be down without a word.
+        self._refusals: dict[str, str] = {}
         self._orders: dict[str, tuple[str, ...]] = {}
 
     def healthy(self) -> list[str]:
@@ -74,7 +83,12 @@ class WorkerPool:
                 ok = resp.status == 200
                 reason = f"/health answered {resp.status}"
                 if ok:
-                    self._remember_database(worker, await resp.json(content_type=None))
+                    health = await resp.json(content_type=None)
+                    self._remember_database(worker, health)
+                    refused = secret_refused(health)
+                    if refused:
+                        ok, reason = False, refused
+                    self._note_refusal(worker, refused)
         except TimeoutError:
             self._strikes[worker] += 1
             if self._strikes[worker] >= self.SLOW_STRIKES:
@@ -96,6 +110,11 @@ class WorkerPool:
             except Exception:
                 log.exception("health check failed; polling on")
 
+    def _note_refusal(self, worker: str, refused: str) -> None:
+        if refused and self._refusals.get(worker) != refused:
+            log.error("worker %s turns this balancer away (401 on every frame): %s", worker, refused)
+        self._refusals[worker] = refused
+
     def _remember_database(self, worker: str, health: object) -> None:
         database = health.get("database") if isinstance(health, dict) else None
         if isinstance(database, dict):
@@ -109,3 +128,16 @@ class WorkerPool:
 
     def status(self) -> dict[str, str]:
         return {w: ("up" if self._healthy[w] else "down") for w in self.workers}
+
+
+def secret_refused(health: object) -> str:
+    """Why a worker's /health says it refuses this balancer's requests (its
+    worker secret missing or wrong), or "" (accepted, not required, or a
+    worker too old to say)."""
+    verdict = health.get("worker_secret") if isinstance(health, dict) else None
+    if verdict == Verdict.MISSING:
+        return ("it requires a worker secret and this balancer sends none: start the balancer with the workers' "
+                f"{SECRET_ENV}")
+    if verdict == Verdict.WRONG:
+        return f"this balancer's worker secret is not the worker's: balancers and workers need the same {SECRET_ENV}"
+    return ""

@@ -9,6 +9,7 @@ deploy/haproxy.cfg with local addresses.
                                            "--workers": "http://127.0.0.2:17001,http://127.0.0.3:17001"})
     config = haproxy_config({"balancer1": "127.0.0.2:16001", "balancer2": "127.0.0.3:16001"},
                             bind="127.0.0.1:16000")
+    env = service_environment("worker1", {"WORKER_SECRET": secret})  # its environment, ${...} filled in
 
 Only the values of flags the command already has can be replaced, so a test
 starts exactly the deployment's flags (tests/test_deploy.py checks that they
@@ -33,6 +34,8 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 K8S = DEPLOY / "k8s"
 ENTRY_POINTS = ("worker", "balancer")
 
+# compose's interpolation: ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}.
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 SERVER_LINE = re.compile(r"^(?P<head>\s*server\s+(?P<name>\S+)\s+)(?P<address>\S+)(?P<tail>.*)$")
 BIND_LINE = re.compile(r"^(?P<head>\s*bind\s+)(?P<address>\S+)(?P<tail>.*)$")
 
@@ -95,6 +98,30 @@ def local_command(service: str, values: Mapping[str, str]) -> list[str]:
     URLs, directories)."""
     module, args = entry_point(compose_command(service))
     return [sys.executable, "-m", module, *with_values(args, values)]
+
+
+def interpolate(value: str, variables: Mapping[str, str]) -> str:
+    """value with compose's ${...} filled in from variables (the shell's
+    environment and .env, for compose); KeyError with compose's message for
+    a required variable (`:?`) that is unset or empty."""
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m["name"], m["op"], m["arg"]
+        found = variables.get(name)
+        unset = found is None or (found == "" and op is not None and op.startswith(":"))
+        if not unset:
+            return str(found)
+        if op is not None and op.endswith("?"):
+            raise KeyError(f"required variable {name} is missing a value: {arg}")
+        return arg if op is not None else ""
+    return INTERPOLATION.sub(one, value)
+
+
+def service_environment(service: str, variables: Mapping[str, str]) -> dict[str, str]:
+    """The compose service's `environment`, interpolated from variables."""
+    env = compose()["services"][service].get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: interpolate(str(value), variables) for key, value in env.items()}
 
 
 def haproxy_servers(text: str | None = None) -> dict[str, str]:

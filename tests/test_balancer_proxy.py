@@ -140,3 +140,21 @@ def test_the_clients_token_stays_at_the_balancer():
     assert worker.requests == [("GET", "/accounts/acme/speakers?vector=1", b""),
                                ("GET", "/accounts/acme/speakers", b"")]
     assert all("Authorization" not in headers for headers in worker.headers)
+
+
+def test_the_worker_gets_the_worker_secret_never_the_clients_authorization():
+    """With --worker-secret the session's own Authorization reaches the worker;
+    whatever a client sends in that header (its token, or a guess at the
+    secret) stays at the balancer."""
+    secret = "worker-secret-0123456789"
+
+    async def go(**options):
+        async with fake_workers(1) as (worker,), balancer([worker], worker_secret=secret, **options) as client:
+            for headers in ({"Authorization": "Bearer t0k"}, {"Authorization": "Bearer forged-secret-0123456789"}):
+                async with client.get("/accounts/acme/speakers", headers=headers) as resp:
+                    await resp.read()
+            return worker
+    open_balancer, with_token = asyncio.run(go()), asyncio.run(go(token="t0k"))
+    assert [headers["Authorization"] for headers in open_balancer.headers] == [f"Bearer {secret}"] * 2
+    # With a token, the guess is the balancer's 401; the token's call goes on with the secret.
+    assert [headers["Authorization"] for headers in with_token.headers] == [f"Bearer {secret}"]

@@ -3,9 +3,10 @@ manifests, checked without a container engine (none runs here).
 
 Every worker and balancer command parses with the real option declarations
 (flags and the container's environment), and the pieces agree with each
-other: the balancers list exactly the workers there are, probes and health
-checks ask /health on the port the process listens on, the grace periods
-outlast the drain, the image holds the graphs where --model-dir looks.
+other: the balancers list exactly the workers there are and send the secret
+the workers require, probes and health checks ask /health on the port the
+process listens on, the grace periods outlast the drain, the image holds the
+graphs where --model-dir looks.
 """
 from __future__ import annotations
 
@@ -40,17 +41,21 @@ from deploy_commands import (
     haproxy_binds,
     haproxy_config,
     haproxy_servers,
+    interpolate,
     local_command,
     services_running,
     with_values,
 )
+from deploy_commands import service_environment as compose_environment
 from voicestream.options import declared, parse_config
-from worker.config import WorkerConfig
+from worker.config import WorkerConfig, exposure
 from worker.speakers.graphs import graph_dir
 
 CONFIGS: dict[str, tuple[type, str]] = {"worker": (WorkerConfig, "python -m worker"),
                                         "balancer": (BalancerConfig, "python -m balancer")}
 HAPROXY_IMAGE_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"  # the official image's CMD reads it
+# What compose's ${...} are filled with here, as the shell or deploy/.env would.
+COMPOSE_VARIABLES = {"WORKER_SECRET": "test-secret-0123456789abcdef"}
 
 
 # --- the real argument parsers -------------------------------------------------
@@ -87,10 +92,7 @@ def service(name: str) -> dict[str, Any]:
 
 
 def service_environment(name: str) -> dict[str, str]:
-    env = service(name).get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {key: str(value) for key, value in env.items()}
+    return compose_environment(name, COMPOSE_VARIABLES)
 
 
 def service_config(name: str) -> Any:
@@ -189,6 +191,27 @@ def test_compose_balancers_list_every_worker(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", WORKER_SERVICES + BALANCER_SERVICES)
+def test_compose_refuses_to_start_without_the_worker_secret(name: str) -> None:
+    """`${WORKER_SECRET:?...}`: compose stops with that message when it is unset or empty."""
+    for variables in ({}, {"WORKER_SECRET": ""}):
+        with pytest.raises(KeyError, match="required variable WORKER_SECRET is missing a value"):
+            compose_environment(name, variables)
+
+
+def test_compose_gives_every_worker_and_balancer_the_same_secret() -> None:
+    """Given once (shell or deploy/.env), it reaches both tiers, and the
+    workers, on 0.0.0.0, would start with it (and not without it)."""
+    secret = COMPOSE_VARIABLES["WORKER_SECRET"]
+    for name in WORKER_SERVICES + BALANCER_SERVICES:
+        assert service_config(name).worker_secret == secret, name
+        assert "--worker-secret" not in compose_command(name), f"{name}: ps would show the secret"
+    for name in WORKER_SERVICES:
+        config = service_config(name)
+        assert exposure(config) is None
+        assert exposure(parse(compose_command(name), {})) is not None, "without it the worker refuses to start"
+
+
+@pytest.mark.parametrize("name", WORKER_SERVICES + BALANCER_SERVICES)
 def test_compose_healthcheck_asks_health_on_the_listening_port(name: str) -> None:
     assert healthcheck_port(service(name)["healthcheck"]) == service_config(name).port
 
@@ -264,6 +287,16 @@ def test_with_values_refuses_a_flag_the_command_lacks() -> None:
     assert with_values(["--port=1", "--host", "a"], {"--port": "2", "--host": "b"}) == ["--port=2", "--host", "b"]
     with pytest.raises(KeyError):
         with_values(["--port", "1"], {"--workers": "http://x:1"})
+
+
+def test_interpolate_fills_in_variables_as_compose_does() -> None:
+    variables = {"A": "1", "EMPTY": ""}
+    assert interpolate("${A}-${B}", variables) == "1-"
+    assert interpolate("${EMPTY:-d} ${EMPTY-d} ${B:-d}", variables) == "d  d"
+    assert interpolate("${A:?need A}", variables) == "1"
+    with pytest.raises(KeyError, match="required variable EMPTY is missing a value: need it"):
+        interpolate("${EMPTY:?need it}", variables)
+    assert interpolate("${EMPTY?only when unset}", variables) == ""
 
 
 # --- Kubernetes ----------------------------------------------------------------
@@ -416,6 +449,35 @@ def test_k8s_worker_database_comes_from_the_secret() -> None:
     assert urlsplit(container_config(t.workload).database).scheme == "postgresql"
 
 
+def secret_reference(container: dict[str, Any], variable: str) -> tuple[str, str]:
+    """(Secret name, key) the container's variable is read from; fails for a plain value."""
+    [var] = [v for v in container.get("env", []) if v["name"] == variable]
+    assert "secretKeyRef" in var.get("valueFrom", {}), f"{container['name']}: {variable} must come from a Secret"
+    ref = var["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_k8s_worker_secret_reaches_both_tiers_from_one_secret() -> None:
+    """One Secret key read by the workers (which, on 0.0.0.0, refuse to start
+    without it) and by the balancers (which send it); the balancers get no
+    DATABASE_URL with it."""
+    worker, balancer = worker_tier(), balancer_tier()
+    ref = secret_reference(worker.container, "WORKER_SECRET")
+    assert secret_reference(balancer.container, "WORKER_SECRET") == ref
+    assert ref[0] != secret_reference(worker.container, "DATABASE_URL")[0]
+    assert "DATABASE_URL" not in container_environment(balancer.container)
+    worker_config, balancer_config = container_config(worker.workload), container_config(balancer.workload)
+    assert worker_config.worker_secret and worker_config.worker_secret == balancer_config.worker_secret
+    assert exposure(worker_config) is None
+    container = only_container(worker.workload)
+    bare = {k: v for k, v in container_environment(container).items() if k != "WORKER_SECRET"}
+    argv = command_argv(container["command"]) + command_argv(container.get("args", []))
+    assert exposure(parse(argv, bare)) is not None, "without it the worker refuses to start"
+    for tier in (worker, balancer):
+        argv = command_argv(tier.container["command"]) + command_argv(tier.container.get("args", []))
+        assert "--worker-secret" not in argv, "ps would show the secret"
+
+
 def test_k8s_worker_logs_and_spool_are_on_its_claim() -> None:
     t = worker_tier()
     config = container_config(t.workload)
@@ -545,6 +607,6 @@ def test_runtime_default_command_is_the_worker_and_every_command_an_entry_point(
         assert command_argv(tier().container["command"]) == ["python", "-m", module]
 
 
-def test_build_context_leaves_out_the_venv_and_local_graphs() -> None:
+def test_build_context_leaves_out_the_venv_local_graphs_and_secrets() -> None:
     ignored = {line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()}
-    assert {".venv", ".git", "models/onnx"} <= ignored
+    assert {".venv", ".git", "models/onnx", "**/.env"} <= ignored  # .env: deploy/.env holds WORKER_SECRET

@@ -2,8 +2,9 @@
 
 Each host has its own loopback address (127.0.0.2, 127.0.0.3) and its own
 working directory (logs, spool, models: no shared files), and runs a worker
-and a balancer with the commands and flags of deploy/compose.yaml; both
-balancers list both workers. HAProxy, with deploy/haproxy.cfg, stands in
+and a balancer with the commands, flags and environment of
+deploy/compose.yaml (so both tiers have the worker secret); both balancers
+list both workers. HAProxy, with deploy/haproxy.cfg, stands in
 front of the two balancers. PostgreSQL is a third party on 127.0.0.1.
 """
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,12 +30,13 @@ import psycopg
 import pytest
 
 from balancer.routing import rank_workers
-from deploy_commands import haproxy_config, local_command
+from deploy_commands import haproxy_config, local_command, service_environment
 from speaker_helpers import call, ge2e_graph, read_wav
 from voicestream.batch import CONTENT_TYPE, FrameMeta, encode_batch
 from voicestream.logline import parse_line
 from voicestream.segments import parse_segment
 from voicestream.wav import encode_wav, split_frames
+from voicestream.worker_secret import authorization
 from voicetools.cluster import Process, free_port, http_ok, wait_until
 from voicetools.paths import REPO
 from voicetools.postgres import PostgresServer, PostgresUnavailable
@@ -40,6 +44,8 @@ from voicetools.postgres import PostgresServer, PostgresUnavailable
 pytestmark = pytest.mark.integration
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+# What deploy/.env would give compose's ${WORKER_SECRET}: one secret for every host.
+COMPOSE_VARIABLES = {"WORKER_SECRET": secrets.token_hex(32)}
 
 
 @dataclass
@@ -89,14 +95,15 @@ class Cluster:
             "--host": host.address, "--port": str(host.worker_port), "--database": self.url,
             "--model-dir": str(host.root / "models"), "--log-dir": str(host.root / "logs"),
             "--spool-dir": str(host.root / "spool")})
-        host.worker = Process(f"worker-{host.name}", args, host.root / "worker.out", environment(), cwd=host.root)
+        host.worker = Process(f"worker-{host.name}", args, host.root / "worker.out", environment("worker1"),
+                              cwd=host.root)
         host.worker.start()
 
     def start_balancer(self, host: Host) -> None:
         args = local_command("balancer1", {"--host": host.address, "--port": str(host.balancer_port),
                                            "--workers": self.worker_urls()})
         args += ["--health-interval", "0.2"]  # test-only: quicker failover than the deployment's 1 s
-        host.balancer = Process(f"balancer-{host.name}", args, host.root / "balancer.out", environment(),
+        host.balancer = Process(f"balancer-{host.name}", args, host.root / "balancer.out", environment("balancer1"),
                                 cwd=host.root)
         host.balancer.start()
 
@@ -128,12 +135,15 @@ class Cluster:
             self.haproxy.terminate()
 
 
-def environment() -> dict[str, str]:
+def environment(service: str | None = None) -> dict[str, str]:
+    """This process's environment with the compose service's own (the worker
+    secret), minus what would override the deployment's flags or secret."""
     # Each host runs in a directory of its own, outside the checkout: its
     # packages come from PYTHONPATH, so that they are this checkout's (as
     # pytest's pythonpath "." is) whatever checkout the venv was installed from.
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return {**env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WORKER_SECRET")}
+    own = service_environment(service, COMPOSE_VARIABLES) if service else {}
+    return {**env, **own, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 
 
 def alive(process: Process | None) -> bool:
@@ -276,13 +286,14 @@ def test_a_speaker_enrolled_through_one_host_is_recognised_through_the_other(clu
 
 
 def post_batch(worker_url: str, account: str, frames: list[bytes]) -> list[dict]:
-    """Frames straight to one worker, as a balancer sends them."""
+    """Frames straight to one worker, as a balancer sends them (with the worker secret)."""
     stream, now = f"direct-{uuid.uuid4().hex}", time.time_ns() // 1000
     replies = []
     for seq, wav in enumerate(frames, 1):
         body = encode_batch([(FrameMeta(account, stream, seq, now + seq), wav)])
         request = urllib.request.Request(f"{worker_url}/frames/batch", data=body,
-                                         headers={"Content-Type": CONTENT_TYPE})
+                                         headers={"Content-Type": CONTENT_TYPE,
+                                                  **authorization(COMPOSE_VARIABLES["WORKER_SECRET"])})
         with urllib.request.urlopen(request, timeout=30) as resp:
             [reply] = json.load(resp)["replies"]
         assert "error" not in reply, reply
@@ -374,3 +385,22 @@ def test_each_host_keeps_its_own_log_files(cluster: Cluster):
             assert all(parse_line(line) and parse_line(line).worker == host.worker_port  # type: ignore[union-attr]
                        for line in lines), path
     assert all(list((h.root / "logs").glob("*.txt")) for h in cluster.hosts), "both hosts served frames"
+
+
+def test_a_worker_reached_without_the_secret_records_nothing(cluster: Cluster):
+    """The balancers stream with compose's worker secret (every test above);
+    a batch sent straight to a worker without it, or with another, is refused
+    on every host and leaves no line and no row."""
+    account = "mh-forged"
+    body = encode_batch([(FrameMeta(account, "forged", 1, 946_684_800_000_000), speech_frames(0.1)[0])])  # 2000-01-01
+    for host in cluster.hosts:
+        for headers in ({}, {"Authorization": "Bearer " + "0" * 64}):
+            request = urllib.request.Request(f"{host.worker_url}/frames/batch", data=body,
+                                             headers={"Content-Type": CONTENT_TYPE, **headers})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            with refused.value:  # closed: one left open held up the /health after it past 2 s
+                assert refused.value.code == 401
+        assert not (host.root / "logs" / f"{account}.txt").exists()
+        assert (health(host.worker_url) or {}).get("worker_secret") == "missing"  # this probe sent none
+    assert cluster.rows(account) == 0

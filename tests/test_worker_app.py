@@ -75,7 +75,7 @@ def test_health_names_the_worker_and_its_counts(client: FlaskClient, speech_fram
         "status": "ok", "port": PORT, "accounts": 0, "frames": 0, "batches": 0,
         "speakers": {"encoder": "none", "state": "disabled"}, "database": {"mode": "embedded"},
         # This test process may hold torch for other tests (a worker's: test_worker_imports.py).
-        "torch_loaded": "torch" in sys.modules}
+        "torch_loaded": "torch" in sys.modules, "worker_secret": "not required"}
     body = encode_batch([(FrameMeta("acme", "s1", i + 1, STAMP + i), wav) for i, wav in enumerate(speech_frames)])
     assert client.post(PATH, data=body, content_type=CONTENT_TYPE).status_code == 200
     health = client.get("/health").get_json()

@@ -8,7 +8,9 @@ from that one declaration.
         port: int = option(6001, "--port", "BALANCER_PORT", "listen port", parse=int)
 
 A value from the environment goes through the same parse as the flag, so a
-bad one is refused with the flag's message and the variable's name.
+bad one is refused with the flag's message and the variable's name. An on/off
+flag is declared with switch(): the flag alone turns it on, its variable takes
+1 or 0.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     shown_default: str | None = None  # for help and docs, when str(default) says less
     group: str = "general"
+    switch: bool = False  # an on/off flag: given alone, it turns the option on
 
 
 def option(default: Any, flag: str, env: str, help: str, *, parse: Callable[[str], Any] = str,
@@ -40,6 +43,23 @@ def option(default: Any, flag: str, env: str, help: str, *, parse: Callable[[str
     """A dataclass field declared as a command-line option."""
     return dataclasses.field(default=default, metadata={
         "option": Option(flag, env, help, parse, choices, shown_default, group)})
+
+
+def on_off(text: str) -> bool:
+    """A switch's value from its environment variable: 1/true/yes/on or 0/false/no/off (or empty)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1 or 0 (true/false, yes/no, on/off), got {text!r}")
+
+
+def switch(flag: str, env: str, help: str, *, group: str = "general") -> Any:
+    """A dataclass field declared as an on/off flag, off by default: the flag
+    alone (no value) or its environment variable set to 1 turns it on."""
+    return dataclasses.field(default=False, metadata={
+        "option": Option(flag, env, help, on_off, None, "off", group, switch=True)})
 
 
 def declared(cls: type) -> list[tuple[dataclasses.Field[Any], Option]]:
@@ -112,9 +132,12 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
         group = groups.get(opt.group)
         if group is None:
             group = groups[opt.group] = parser.add_argument_group(opt.group)
+        help = f"{opt.help} [{opt.env}; default: {shown_default(f, opt)}]"
+        if opt.switch:
+            group.add_argument(opt.flag, dest=f.name, action="store_true", default=f.default, help=help)
+            continue
         group.add_argument(opt.flag, dest=f.name, type=opt.parse, choices=opt.choices, default=f.default,
-                           metavar=None if opt.choices else f.name.upper(),
-                           help=f"{opt.help} [{opt.env}; default: {shown_default(f, opt)}]")
+                           metavar=None if opt.choices else f.name.upper(), help=help)
     return parser
 
 
@@ -135,6 +158,17 @@ def parse_config(cls: type[T], argv: Sequence[str] | None, prog: str, descriptio
                 parser.error(f"environment variable {opt.env}: choose from {', '.join(opt.choices)}")
             parser.set_defaults(**{f.name: value})
     return cls(**vars(parser.parse_args(argv)))
+
+
+def from_environment(cls: type, name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One option of cls as its environment variable sets it (its declared
+    default when unset), for a helper that runs beside the process (a
+    worker's preStop hook) and must read the same setting the same way."""
+    environ = os.environ if environ is None else environ
+    for f, opt in declared(cls):
+        if f.name == name:
+            return opt.parse(environ[opt.env]) if opt.env in environ else f.default
+    raise KeyError(f"{cls.__name__} declares no option {name!r}")
 
 
 def markdown_text(text: str) -> str:

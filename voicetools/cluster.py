@@ -22,6 +22,8 @@ import aiohttp
 import numpy as np
 
 from voicestream.wav import encode_wav
+from voicestream.worker_secret import ENVIRONMENT as SECRET_ENV
+from voicestream.worker_secret import authorization
 from voicetools.paths import REPO
 
 
@@ -124,6 +126,12 @@ class System:
 
     def worker_url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.worker_ports[i]}"
+
+    def worker_headers(self) -> dict[str, str]:
+        """What a direct call to a worker sends to be taken for a balancer:
+        the worker secret the processes' environment holds (WORKER_SECRET
+        reaches workers and balancer alike), if any."""
+        return authorization(self._env().get(SECRET_ENV, ""))
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}

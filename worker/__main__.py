@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 # Before numpy loads: its OpenBLAS would start a thread per core that spins
@@ -19,7 +20,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 from gunicorn.app.base import BaseApplication  # noqa: E402 - after the thread limits above
 from gunicorn.workers.gthread import ThreadWorker  # noqa: E402
 
-from .config import WorkerConfig, parse_args  # noqa: E402
+from .config import WorkerConfig, exposure, insecure_warning, parse_args  # noqa: E402
 
 # gunicorn's master restarts a worker whose heartbeat is older than this.
 TIMEOUT_SECONDS = 120
@@ -91,7 +92,17 @@ def drain_on_sigterm(worker) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    WorkerServer(parse_args(argv)).run()
+    config = parse_args(argv)
+    # Before gunicorn binds or forks: a worker open to the network refuses to
+    # start, with the same status as a bad option.
+    refused = exposure(config)
+    if refused is not None:
+        print(f"python -m worker: {refused}", file=sys.stderr)
+        raise SystemExit(2)
+    warning = insecure_warning(config)
+    if warning is not None:
+        print(f"python -m worker: {warning}", file=sys.stderr, flush=True)
+    WorkerServer(config).run()
 
 
 if __name__ == "__main__":

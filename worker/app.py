@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from .config import WorkerConfig
 from .context import EXTENSION, create_worker
-from .routes import frames, health, metrics, segments, speakers
+from .routes import auth, frames, health, metrics, segments, speakers
 from .routes.replies import http_error
 
 
@@ -19,6 +19,8 @@ def create_app(config: WorkerConfig | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions[EXTENSION] = worker = create_worker(config)
     app.extensions[metrics.EXTENSION] = metrics.worker_registry(worker)
+    # First of every request's hooks: a refused caller reaches no blueprint's.
+    app.before_request(auth.require_secret)
     app.register_blueprint(frames.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)

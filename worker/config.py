@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -15,7 +16,11 @@ from voicestream.options import (
     option,
     optional,
     parse_config,
+    switch,
 )
+from voicestream.worker_secret import ENVIRONMENT as SECRET_ENV
+from voicestream.worker_secret import FLAG as SECRET_FLAG
+from voicestream.worker_secret import parse_secret
 
 ENCODERS = ("ecapa", "ge2e", "none")
 
@@ -54,6 +59,14 @@ class WorkerConfig:
     port: int = option(7001, "--port", "WORKER_PORT", "listen port", parse=PORT, group="network")
     threads: int = option(32, "--threads", "WORKER_THREADS", "request threads of the one worker process",
                           parse=COUNT, group="network")
+    worker_secret: str = option(
+        "", SECRET_FLAG, SECRET_ENV,
+        "secret every balancer sends (Authorization: Bearer); required on every route but /health and /metrics; "
+        "needed to listen on anything but loopback; prefer the variable (ps shows flags)",
+        parse=parse_secret, group="security")
+    insecure: bool = switch("--insecure", "WORKER_INSECURE",
+                            "listen on a non-loopback --host without a worker secret: anyone who reaches the port "
+                            "can write frames and change voiceprints", group="security")
     log_dir: str = option("logs", "--log-dir", "LOG_DIR", "per-account frame logs", group="frames")
     # About a busy minute of the three workers of one host on one disk: each
     # ~2,400 frames/s (the capacity measured in README.md) of lines of up to
@@ -136,6 +149,35 @@ class WorkerConfig:
                                      parse=POSITIVE_SECONDS, group="database")
     # Not an option: how long an account's streaming state outlives its last frame.
     account_idle_seconds: float = 300.0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host (a --host value) is reachable only from this machine: localhost, 127.0.0.0/8, ::1."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name, or empty (every address)
+        return False
+
+
+def exposure(config: WorkerConfig) -> str | None:
+    """Why this worker must not start (a non-loopback --host and no secret,
+    not overridden by --insecure), as one line; None when it may."""
+    if config.worker_secret or config.insecure or is_loopback(config.host):
+        return None
+    return (f"refusing to listen on {config.host or 'every address'} without a worker secret: anyone who reaches "
+            f"port {config.port} could write frames into any account's log and delete its voiceprints; give every "
+            f"worker and balancer the same {SECRET_ENV} (or {SECRET_FLAG}), or pass "
+            "--insecure (WORKER_INSECURE=1) to run open on purpose")
+
+
+def insecure_warning(config: WorkerConfig) -> str | None:
+    """The warning of a worker that --insecure lets listen beyond loopback without a secret."""
+    if not config.insecure or config.worker_secret or is_loopback(config.host):
+        return None
+    return (f"WARNING: listening on {config.host or 'every address'}:{config.port} without a worker secret "
+            "(--insecure): anyone who reaches this port can write frames and change voiceprints")
 
 
 def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> WorkerConfig:

@@ -1,5 +1,6 @@
 """The worker's HTTP routes as blueprints: frames, health (and drain),
-metrics, speakers, segments. The only part of the worker, with app.py, that imports
+metrics, speakers, segments; auth, the worker secret every route but /health
+and /metrics needs. The only part of the worker, with app.py, that imports
 Flask: views reach the process's Worker (worker/context.py) through
 current_worker()."""
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """GET /health: the balancer's view of this worker (503 while draining, and
-while degraded: its record cannot be written, storage/guard.py); POST /drain:
-start draining without stopping (a preStop hook, worker/drain.py)."""
+while degraded: its record cannot be written, storage/guard.py), open to
+anyone; POST /drain: start draining without stopping (a preStop hook,
+worker/drain.py), from loopback and with the worker secret when there is one."""
 from __future__ import annotations
 
 import sys
@@ -9,6 +10,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from . import current_worker
+from .auth import verdict
 
 bp = Blueprint("health", __name__)
 
@@ -23,7 +25,10 @@ def health() -> ResponseReturnValue:
     state = dict(port=port, accounts=len(pipeline.accounts), frames=pipeline.frames, batches=pipeline.batches,
                  speakers=worker.speakers.status(), database=worker.database_health(),
                  # Speakers run on onnxruntime: torch here would cost ~480 MB.
-                 torch_loaded="torch" in sys.modules)
+                 torch_loaded="torch" in sys.modules,
+                 # The caller's secret, judged: a balancer with none or the
+                 # wrong one takes this worker out of its ring, saying why.
+                 worker_secret=verdict().value)
     # Looked at here too (at most once a second): a degraded worker gets no
     # frames, so only the balancers' polls can see it recover.
     fault = pipeline.guard.fault()
