@@ -119,7 +119,7 @@ class FramePipeline:
             events += self._segments(account, frame.stream, found.segments, finals)
             if events:
                 reply["events"] = events
-            account.remember(frame.stream, frame.seq, reply)
+            account.remember(frame.stream, frame.seq, reply, stamp)
             replies[i] = reply
             if self.records is not None:
                 # Recorded even when this host's log already had the line: the
