@@ -37,8 +37,10 @@ from .workers import WorkerPool
 OUTCOMES = ("ok", "duplicate", "refused", "worker_error", "unreadable", "no_worker")
 # Why one attempt at a worker failed and the frame went on to the next one.
 FAILURES = ("timeout", "refused", "error", "unavailable")
-# Requests and WebSocket messages the balancer answered with an error itself.
-REJECTIONS = ("invalid", "unauthorized", "too_many_clients", "internal")
+# Requests and WebSocket messages the balancer answered with an error itself,
+# and WebSockets it closed for waiting too long on their client.
+REJECTIONS = ("invalid", "unauthorized", "too_many_clients", "too_many_from_address", "internal",
+              "message_timeout", "idle_timeout")
 # Frames are 100 ms of audio: a reply within a few ms is the normal case, one
 # past forward_timeout (5 s by default) never comes.
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -77,7 +79,8 @@ class BalancerMetrics:
                            "Frames answered to clients, by outcome.", ["outcome"], registry=r)
         self.answered = {outcome: answered.labels(outcome) for outcome in OUTCOMES}
         rejected = Counter("voicestream_balancer_rejected_total",
-                           "Requests and WebSocket messages the balancer refused itself, by reason.",
+                           "Requests and WebSocket messages the balancer refused itself, and WebSockets it closed "
+                           "for waiting too long on their client, by reason.",
                            ["reason"], registry=r)
         self.rejected = {reason: rejected.labels(reason) for reason in REJECTIONS}
         self.frame_seconds = Histogram("voicestream_balancer_frame_seconds",
