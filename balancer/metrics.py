@@ -32,11 +32,15 @@ from .workers import WorkerPool
 # How a frame given to a worker was answered. ok and duplicate are the
 # worker's analysis (duplicate: a retry of a frame already processed);
 # refused: the worker refused the frame (4xx: a bad WAV, an invalid seq);
-# worker_error: a worker's 5xx that is not "try elsewhere"; unreadable: a reply
+# worker_error: a worker's 5xx that is not retried (not 500, 502, 503, 504); unreadable: a reply
 # that is not the protocol's; no_worker: every worker was down or failed it.
 OUTCOMES = ("ok", "duplicate", "refused", "worker_error", "unreadable", "no_worker")
-# Why one attempt at a worker failed and the frame went on to the next one.
-FAILURES = ("timeout", "refused", "error", "unavailable")
+# Why one attempt at a worker failed and the frame went on to the next one:
+# timeout (--forward-timeout), refused (the connection), error (reset,
+# disconnected), unavailable (502/503/504), failed (a whole-batch 500: it
+# failed mid-batch), not_sent (it waited behind a request that timed out, or
+# for a worker that left the ring).
+FAILURES = ("timeout", "refused", "error", "unavailable", "failed", "not_sent")
 # Requests and WebSocket messages the balancer answered with an error itself,
 # and WebSockets it closed for waiting too long on their client.
 REJECTIONS = ("invalid", "unauthorized", "too_many_clients", "too_many_from_address", "internal",
