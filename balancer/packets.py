@@ -107,7 +107,8 @@ def check_numbering(stream: object, seq: object) -> tuple[str, int]:
     """A client's stream name and its frame's number, checked."""
     name = check_stream(stream)
     if type(seq) is not int or not 1 <= seq < MAX_SEQ:
-        shown = repr(seq[:40]) if isinstance(seq, str) else repr(seq) if type(seq) is int else type(seq).__name__
+        shown = repr(seq[:40]) if isinstance(seq, str) else repr(seq) if isinstance(seq, int | float) else \
+            type(seq).__name__
         raise PacketError(f"invalid seq {shown}: a frame's number in its stream is a whole number from 1 to "
                           f"{MAX_SEQ - 1}")
     return name, seq
