@@ -114,6 +114,7 @@ class AccountStats:
     reconnects: int = 0  # connections opened after the first
     resent: int = 0  # frames sent again on a new connection
     duplicates: int = 0  # replies saying a worker had already processed the frame
+    restarts: int = 0  # replies with a tracker_restart: a worker without the stream's state took it on
     events: list[str] = field(default_factory=list)  # the reconnects, for the report
 
     def event(self, message: str) -> None:
@@ -340,6 +341,9 @@ async def receive_reply(ws: aiohttp.ClientWebSocketResponse, stats: AccountStats
     if reply.get("account") != stats.account or reply.get("seq") != seq:
         stats.error(f"frame {seq}: reply belongs to account {reply.get('account')!r} seq {reply.get('seq')!r}")
         return True
+    events = reply.get("events")
+    if isinstance(events, list):
+        stats.restarts += sum(isinstance(e, dict) and e.get("type") == "tracker_restart" for e in events)
     stats.voiced += reply.get("voice") == 1
     if "worker" in reply:
         stats.workers[reply["worker"]] += 1
@@ -499,10 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in stats:
         for event in s.events:
             print(f"{s.account}: {event}")
-        if s.reconnects or s.duplicates:
+        if s.reconnects or s.duplicates or s.restarts:
             print(f"{s.account}: stream {s.stream}: {s.reconnects} reconnect{'' if s.reconnects == 1 else 's'}, "
                   f"{s.resent} frame{'' if s.resent == 1 else 's'} sent again, {s.duplicates} answered as already "
-                  "processed (not recorded again)")
+                  f"processed (not recorded again), {s.restarts} taken on by a worker without its state "
+                  "(tracker_restart)")
     for s in stats:
         for message in s.error_messages:
             print(f"{s.account}: {message}", file=sys.stderr)
