@@ -58,8 +58,8 @@ class BalancerConfig:
         group="limits")
     max_connections_per_address: int = option(
         0, "--max-connections-per-address", "MAX_CONNECTIONS_PER_ADDRESS",
-        "of those, at most this many from one client address (more get 429); 0: no such limit. Behind a "
-        "proxy every client has the proxy's address", parse=LIMIT_OR_NONE, group="limits")
+        "of those, at most this many from one address (more get 429); 0: no limit. Behind a proxy, all share "
+        "its address", parse=LIMIT_OR_NONE, group="limits")
     # 20 s: a 100 ms frame is 1.7-4.3 KB (8 kHz PCM to 16 kHz base64 JSON), under 2 s at 2G's 20 kbit/s; TCP's
     # retransmissions after four losses in a row (1+2+4+8 s) still end inside it. A phone whose network is gone
     # for longer has lost its connection anyway, and resumes its stream on a new one.

@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.forward import forward_frame
 from balancer.keys import LINKS, TRAFFIC
@@ -163,7 +164,7 @@ def test_frames_waiting_for_a_worker_that_leaves_the_ring_go_to_the_next_at_once
     wait for its link. When its /health fails and it leaves the ring, they
     go to the next worker at once, long before the stuck request's timeout;
     the request in flight waits for its timeout, as before."""
-    async def go() -> tuple[list[dict], dict, FakeWorker, FakeWorker, list[str]]:
+    async def go() -> tuple[list[dict], dict, FakeWorker, FakeWorker, list[str], list[float]]:
         async with fake_workers(2) as workers, balancer(workers, forward_timeout=30.0, health_interval=0.1) as client:
             stuck, other = by_rank(workers, "acct")
             first, *rest = accounts_first_at(stuck, workers, 4)
@@ -185,8 +186,14 @@ def test_frames_waiting_for_a_worker_that_leaves_the_ring_go_to_the_next_at_once
             finally:
                 for ws in sockets:
                     await ws.close()
-            return moved, held, stuck, other, rest
-    moved, held, stuck, other, rest = asyncio.run(go())
+            async with client.get("/metrics") as resp:
+                not_sent = [sample.value for family in text_string_to_metric_families(await resp.text())
+                            for sample in family.samples
+                            if sample.name == "voicestream_balancer_forward_failures_total"
+                            and sample.labels == {"worker": stuck.url, "reason": "not_sent"}]
+            return moved, held, stuck, other, rest, not_sent
+    moved, held, stuck, other, rest, not_sent = asyncio.run(go())
+    assert not_sent == [3]
     assert [(r["account"], r["worker"]) for r in moved] == [(a, other.port) for a in rest]
     assert held["worker"] == stuck.port
     assert len(stuck.frames) == 1 and len(other.frames) == 3, "the waiting frames never reached the stuck worker"

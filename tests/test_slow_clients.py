@@ -12,6 +12,7 @@ import urllib.request
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.slow_clients import MessageBoundaries
 from balancer_fakes import balancer, fake_workers
@@ -101,6 +102,14 @@ def system(tmp_path_factory: pytest.TempPathFactory):
         system.stop()
 
 
+def closed_for(system: System, reason: str) -> float:
+    """The balancer's count of WebSockets it closed for reason (/metrics)."""
+    with urllib.request.urlopen(f"{system.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return next(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                if sample.name == "voicestream_balancer_rejected_total" and sample.labels == {"reason": reason})
+
+
 def clients(system: System) -> int:
     with urllib.request.urlopen(f"{system.url}/health", timeout=5) as resp:
         return json.load(resp)["clients"]
@@ -136,6 +145,7 @@ def test_slow_clients_are_closed_while_another_is_served(system):
     Each slow one is closed with 4008 when its message is 2 s old, and the
     streaming client is served all along; then new clients are served."""
     port = system.balancer_port
+    before = closed_for(system, "message_timeout")
 
     async def go() -> tuple[list[dict], int, list[tuple[int, str]], list[dict]]:
         stop = asyncio.Event()
@@ -166,6 +176,7 @@ def test_slow_clients_are_closed_while_another_is_served(system):
     replies, refused, closes, after = asyncio.run(go())
     assert refused == 429
     assert closes == [(4008, f"message incomplete after {MESSAGE_TIMEOUT:g} s")] * SLOW
+    assert closed_for(system, "message_timeout") - before == SLOW
     assert replies and all("error" not in r for r in replies), "served while they were closed"
     assert [r["seq"] for r in replies] == list(range(1, len(replies) + 1))
     assert "error" not in after[0]
