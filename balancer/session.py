@@ -165,7 +165,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # beyond that aiohttp closes the connection (1009) rather than buffer more.
     ws = web.WebSocketResponse(max_msg_size=4 * config.max_message_bytes, heartbeat=30)
     loop, boundaries = asyncio.get_running_loop(), MessageBoundaries()
-    watch_bytes(request, boundaries, loop)
+    watch_bytes(request, ws, boundaries, loop)
     await ws.prepare(request)
     clock = ClientClock(loop, boundaries, config.message_timeout, config.idle_timeout)
     clock.start()
@@ -214,10 +214,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def watch_bytes(request: web.Request, boundaries: MessageBoundaries, loop: asyncio.AbstractEventLoop) -> None:
-    """Shows the boundaries every byte the client sends from now on."""
+def watch_bytes(request: web.Request, ws: web.WebSocketResponse, boundaries: MessageBoundaries,
+                loop: asyncio.AbstractEventLoop) -> None:
+    """Shows the boundaries every byte the client sends from now on, once
+    the request is a WebSocket handshake that prepare() will answer."""
     transport = request.transport
-    if transport is not None:  # None: the client is already gone, and prepare() says so
+    # None: the client is already gone; not ok: prepare() refuses the
+    # handshake, and the connection may go on with HTTP.
+    if transport is not None and ws.can_prepare(request).ok:
         protocol = transport.get_protocol()
         assert isinstance(protocol, asyncio.Protocol)
         transport.set_protocol(ClientBytes(protocol, boundaries, loop))

@@ -30,6 +30,7 @@ IDLE_CODE = 4000
 # own close frame: such a client is slow by definition, and its slot is
 # wanted. A prompt client answers a close within a round trip.
 CLOSE_WAIT_SECONDS = 2.0
+MAX_HEADER = 14  # bytes: 2, an 8-byte length, a 4-byte mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +66,31 @@ class MessageBoundaries:
                 continue
             if self.started is None:
                 self.started = now
-            taken = min(self._header_length() - len(self._header), n - i)
-            self._header += data[i:i + taken]
-            i += taken
-            if len(self._header) == self._header_length():
-                self._frame_began()
-                if not self._payload:
-                    self._frame_ended()
+            if not self._header and n - i >= MAX_HEADER:
+                # The whole header is here (the common case): read in place.
+                second = data[i + 1]
+                length, at = second & 0x7F, i + 2
+                if length == 126:
+                    length, at = int.from_bytes(data[at:at + 2], "big"), at + 2
+                elif length == 127:
+                    length, at = int.from_bytes(data[at:at + 8], "big"), at + 8
+                self._frame_began(data[i], length)
+                i = at + (4 if second & 0x80 else 0)
+            else:  # a header cut between chunks: gathered byte by byte
+                taken = min(self._header_length() - len(self._header), n - i)
+                self._header += data[i:i + taken]
+                i += taken
+                if len(self._header) < self._header_length():
+                    continue
+                header, self._header = self._header, bytearray()
+                length = header[1] & 0x7F
+                if length == 126:
+                    length = int.from_bytes(header[2:4], "big")
+                elif length == 127:
+                    length = int.from_bytes(header[2:10], "big")
+                self._frame_began(header[0], length)
+            if not self._payload:
+                self._frame_ended()
 
     def _header_length(self) -> int:
         """2 until the second byte is in, then the whole header's: the
@@ -82,19 +101,12 @@ class MessageBoundaries:
         length = second & 0x7F
         return 2 + (2 if length == 126 else 8 if length == 127 else 0) + (4 if second & 0x80 else 0)
 
-    def _frame_began(self) -> None:
-        first, second = self._header[0], self._header[1]
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(self._header[2:4], "big")
-        elif length == 127:
-            length = int.from_bytes(self._header[2:10], "big")
+    def _frame_began(self, first: int, length: int) -> None:
         self._payload = length
         self._final = bool(first & 0x80)
         self._control = bool(first & 0x08)  # opcodes 8-15
         if not self._control:  # text, binary or a continuation
             self._in_message = True
-        self._header.clear()
 
     def _frame_ended(self) -> None:
         if self._control:

@@ -66,6 +66,30 @@ def test_long_lengths_and_fragments_with_a_ping_between_them():
     assert fed(b, frame(CLOSE, b"\x03\xe8"), 10.0) == [None]
 
 
+def test_however_the_bytes_are_cut_a_message_ends_where_its_last_frame_does():
+    """Messages of every header size and a fragmented one with a ping inside,
+    fed in chunks of 1 to 40 bytes: nothing is under way exactly at the ends
+    of whole messages (and of the ping between them)."""
+    parts = [frame(TEXT, b"ACCOUNTCODE=1234;stream=s;seq=1"), frame(BINARY, FRAME), frame(PING, b""),
+             frame(BINARY, b"x" * 70_000), frame(TEXT, b"a", final=False), frame(PING, b"p"),
+             frame(0x0, b"b", final=False), frame(0x0, b"c"), frame(TEXT, b"")]
+    data = b"".join(parts)
+    ends, at = set(), 0
+    for i, part in enumerate(parts):
+        at += len(part)
+        if i not in (4, 5, 6):  # inside the fragmented message
+            ends.add(at)
+    for size in (*range(1, 41), 4096):
+        b = MessageBoundaries()
+        idle_at = set()
+        for start in range(0, len(data), size):
+            b.feed(data[start:start + size], float(start))
+            if b.started is None:
+                idle_at.add(min(start + size, len(data)))
+        chunk_ends = {min(start + size, len(data)) for start in range(0, len(data), size)}
+        assert idle_at == chunk_ends & ends, size
+
+
 def test_a_connection_cap_per_address():
     async def go() -> tuple[int, dict, int]:
         async with fake_workers(1) as (worker,), balancer([worker], max_connections_per_address=2) as client:
