@@ -36,6 +36,10 @@ async def worker_connections(app: web.Application) -> AsyncIterator[None]:
              for worker in config.workers}
     closer = Closer(session, config.forward_timeout)
     app[SESSION], app[LINKS], app[CLOSER] = session, links, closer
+
+    def left_the_ring(worker: str) -> None:
+        links[worker].release_waiting("the worker left the ring")
+    pool.on_exit.append(left_the_ring)
     try:
         await pool.check(session, config.health_timeout)
         tasks = [asyncio.create_task(pool.poll(session, config.health_interval, config.health_timeout),
@@ -55,4 +59,5 @@ async def worker_connections(app: web.Application) -> AsyncIterator[None]:
                                 + config.shutdown_timeout)
             await asyncio.gather(*(link.close() for link in links.values()))
     finally:
+        pool.on_exit.remove(left_the_ring)
         await session.close()

@@ -6,10 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from voicestream.accounts import MAX_ACCOUNT_LENGTH
-from voicestream.options import COUNT, PORT, POSITIVE_SECONDS, SECONDS, option, parse_config
+from voicestream.options import COUNT, PORT, POSITIVE_SECONDS, SECONDS, at_least, option, parse_config
 from voicestream.worker_secret import ENVIRONMENT as SECRET_ENV
 from voicestream.worker_secret import FLAG as SECRET_FLAG
 from voicestream.worker_secret import parse_secret
+
+LIMIT_OR_NONE = at_least(0, int)  # 0: no such limit
 
 DEFAULT_WORKERS = ("http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003")
 
@@ -57,6 +59,25 @@ class BalancerConfig:
         1000, "--max-connections", "MAX_CONNECTIONS",
         "open WebSockets plus HTTP requests in progress (/health excluded); more get 429", parse=COUNT,
         group="limits")
+    max_connections_per_address: int = option(
+        0, "--max-connections-per-address", "MAX_CONNECTIONS_PER_ADDRESS",
+        "of those, at most this many from one address (more get 429); 0: no limit. Behind a proxy, all share "
+        "its address", parse=LIMIT_OR_NONE, group="limits")
+    # 20 s: a 100 ms frame is 1.7-4.3 KB (8 kHz PCM to 16 kHz base64 JSON), under 2 s at 2G's 20 kbit/s; TCP's
+    # retransmissions after four losses in a row (1+2+4+8 s) still end inside it. A phone whose network is gone
+    # for longer has lost its connection anyway, and resumes its stream on a new one.
+    message_timeout: float = option(
+        20.0, "--message-timeout", "MESSAGE_TIMEOUT",
+        "seconds a WebSocket message may take from its first byte to its last (a packet: from its text part "
+        "to the end of its binary part); then the connection closes with 4008", parse=POSITIVE_SECONDS,
+        group="limits")
+    # 60 s: a client streams a frame every 100 ms, and the browser console's socket lives while it streams;
+    # 60 s without a message is a call that ended or a network that is gone. aiohttp's heartbeat (a ping after
+    # 30 s without data, 15 s for the pong) finds a dead peer sooner, but not a live one that sends nothing.
+    idle_timeout: float = option(
+        60.0, "--idle-timeout", "IDLE_TIMEOUT",
+        "seconds a WebSocket may wait for the first byte of its client's next message; then it closes with 4000",
+        parse=POSITIVE_SECONDS, group="limits")
     max_account_length: int = option(MAX_ACCOUNT_LENGTH, "--max-account-length", "MAX_ACCOUNT_LENGTH",
                                      f"longest ACCOUNTCODE, at most {MAX_ACCOUNT_LENGTH}", parse=account_length,
                                      group="limits")

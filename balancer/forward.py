@@ -21,7 +21,7 @@ from voicestream.replies import FrameReply
 from voicestream.stamps import stamp_text
 
 from .keys import CLOCK, CONFIG, LINKS, POOL, TRAFFIC
-from .links import RETRY_STATUSES, WorkerLink
+from .links import UNAVAILABLE_STATUSES, BatchFailed, NotSent, WorkerLink
 from .metrics import METRICS, UNCOUNTED, BalancerMetrics
 from .packets import Packet
 from .workers import WorkerPool
@@ -77,6 +77,22 @@ async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: 
             maybe_processed = True
             reached.append(worker)
             continue
+        except BatchFailed as exc:
+            # Failed mid-batch: maybe logged (the stamp keeps the next
+            # worker from logging it again). It stays in the ring: a frame
+            # that fails on every worker must not take them all out; /health
+            # decides.
+            metrics.failures[worker, "failed"].inc()
+            log.warning("worker %s %s to a batch with frame %s/%d; trying the next", worker, exc,
+                        packet.account, seq)
+            problems.append(str(exc))
+            maybe_processed = True
+            reached.append(worker)
+            continue
+        except NotSent as exc:  # it waited for a worker that stalled or left the ring
+            metrics.failures[worker, "not_sent"].inc()
+            problems.append(str(exc))
+            continue
         except aiohttp.ClientConnectorError as exc:  # refused: the frame never left
             metrics.failures[worker, "refused"].inc()
             pool.mark(worker, False, f"forward failed: {exc.__class__.__name__}")
@@ -95,18 +111,24 @@ async def forward_frame(pool: WorkerPool, links: dict[str, WorkerLink], packet: 
             reply["error"] = f"worker {worker} gave an unreadable reply"
             return reply
         metrics.forward_seconds[worker].observe(time.perf_counter() - sent)
-        if status in RETRY_STATUSES:
+        if status in UNAVAILABLE_STATUSES:
             metrics.failures[worker, "unavailable"].inc()
             pool.mark(worker, False, f"/frames answered {status}")
-            problems.append(f"answered {status}")
+            # A worker's own reason (a full disk) names no path: the client
+            # may read it.
+            why = answer.get("error")
+            problems.append(f"answered {status}" + (f" ({why})" if why else ""))
             continue
         reached.append(worker)
         metrics.worker_answered(status, answer)
         if worker != ranked[0] or len(ranked) < len(pool.workers):  # maybe not the account's first choice
             metrics.rerouted(pool.workers, packet.account, worker)
         reply.update(answer)
-        if "error" not in answer:
-            reply["time"] = stamp_text(stamp)  # the frame's log line starts with this
+        if "error" not in answer and "time" not in answer:
+            # The frame's log line starts with this. A duplicate answered
+            # from a worker's memory has its own: its line's, the stamp of
+            # its first attempt (a resend through another balancer has a new one).
+            reply["time"] = stamp_text(stamp)
         return reply
     metrics.answered["no_worker"].inc()
     if not problems:

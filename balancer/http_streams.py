@@ -3,10 +3,13 @@
 Each POST is one frame. Were each its own stream, its segments (which never
 span streams) would be one frame each; so an account's frames over HTTP form
 one stream of this balancer, `http-<id>`, whose seq the balancer counts (the
-client's own `seq` only goes back in the reply). An account's frames are
-sent on one at a time, in arrival order: the worker's tracker takes a
-stream's frames in seq order, and a frame that overtook its predecessor
-would be refused as already passed.
+client's own `seq` only goes back in the reply). A client that names its
+stream and numbers its frames ("stream" and "seq" in the body) has that
+stream instead, `c:<name>`, its frames named by the client's seq: the same
+at every balancer, so a frame sent again after a failure is known at the
+worker. A stream's frames are sent on one at a time, in arrival order: the
+worker's tracker takes a stream's frames in seq order, and a frame that
+overtook its predecessor would be refused as already passed.
 
 A stream without a frame for IDLE_SECONDS is closed (closing.py): its last
 labels become final and reach the account's record, where an HTTP client
@@ -23,6 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .closing import Closer
+from .packets import CLIENT_STREAM_PREFIX
 
 log = logging.getLogger("balancer.http_streams")
 
@@ -37,16 +41,28 @@ SWEEP_SECONDS = 1.0  # how often idle streams are looked for
 MAX_STREAMS = 10_000
 
 
+StreamKey = tuple[str, str | None]  # (account, the client's name for the stream or None)
+
+
 @dataclass(eq=False)
 class HttpStream:
     account: str
-    stream: str = field(default_factory=lambda: f"http-{uuid.uuid4().hex}")
-    seq: int = 0  # frames of the stream so far: the last one's seq at the worker
+    name: str | None = None  # the client's name for it, if it gave one
+    stream: str = ""  # the id the workers know it by
+    seq: int = 0  # frames of a stream the client did not name so far: the last one's seq at the worker
     # Frames of the stream sent or waiting to be: the stream is in use, never idle.
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one frame at a time, in order
     workers: dict[str, None] = field(default_factory=dict)  # the workers its frames reached, most recent last
+
+    def __post_init__(self) -> None:
+        if not self.stream:
+            self.stream = f"http-{uuid.uuid4().hex}" if self.name is None else f"{CLIENT_STREAM_PREFIX}{self.name}"
+
+    @property
+    def key(self) -> StreamKey:
+        return self.account, self.name
 
     def reached(self, workers: list[str]) -> None:
         for worker in workers:
@@ -60,25 +76,27 @@ class HttpStreams:
     def __init__(self, idle_seconds: float = IDLE_SECONDS, max_streams: int = MAX_STREAMS) -> None:
         self.idle_seconds = idle_seconds
         self.max_streams = max_streams
-        self._streams: OrderedDict[str, HttpStream] = OrderedDict()
+        self._streams: OrderedDict[StreamKey, HttpStream] = OrderedDict()
 
-    def take(self, account: str, closer: Closer | None) -> HttpStream:
-        """The account's stream, in use until release(); a new one if it
-        had none (closing the least recently used idle one when full)."""
-        stream = self._streams.get(account)
+    def take(self, account: str, closer: Closer | None, name: str | None = None) -> HttpStream:
+        """The account's stream (the one the client named, if it did), in
+        use until release(); a new one if it had none (closing the least
+        recently used idle one when full)."""
+        key = (account, name)
+        stream = self._streams.get(key)
         if stream is None:
             if len(self._streams) >= self.max_streams:
                 self._evict(closer)
-            stream = self._streams[account] = HttpStream(account)
+            stream = self._streams[key] = HttpStream(account, name)
         else:
-            self._streams.move_to_end(account)
+            self._streams.move_to_end(key)
         stream.users += 1
         stream.last_used = time.monotonic()
         return stream
 
-    def get(self, account: str) -> HttpStream | None:
-        """The account's open stream, if it has one."""
-        return self._streams.get(account)
+    def get(self, account: str, name: str | None = None) -> HttpStream | None:
+        """The account's open stream (of that name), if it has one."""
+        return self._streams.get((account, name))
 
     def release(self, stream: HttpStream) -> None:
         stream.users -= 1
@@ -89,7 +107,7 @@ class HttpStreams:
         caller closes them."""
         done = [s for s in self._streams.values() if s.users == 0 and now - s.last_used >= self.idle_seconds]
         for stream in done:
-            del self._streams[stream.account]
+            del self._streams[stream.key]
         return done
 
     def take_all(self) -> list[HttpStream]:
@@ -102,7 +120,7 @@ class HttpStreams:
         victim = next((s for s in self._streams.values() if s.users == 0), None)
         if victim is None:  # every stream has a frame in flight: the map grows past its bound for now
             return
-        del self._streams[victim.account]
+        del self._streams[victim.key]
         if closer is not None:
             closer.close(victim.stream, [(victim.account, tuple(victim.workers))])
 

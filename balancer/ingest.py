@@ -1,5 +1,5 @@
-"""HTTP ingest: POST / with {"ACCOUNTCODE", "data": [int16], "sample_rate"}, one frame per request,
-sent on in its account's HTTP stream (http_streams.py)."""
+"""HTTP ingest: POST / with {"ACCOUNTCODE", "data": [int16], "sample_rate"[, "stream", "seq"]}, one
+frame per request, sent on in its account's HTTP stream (http_streams.py)."""
 from __future__ import annotations
 
 from aiohttp import web
@@ -20,21 +20,22 @@ async def ingest(request: web.Request) -> web.Response:
     except PacketError as exc:
         app[METRICS].rejected["invalid"].inc()
         return json_error(400, str(exc))
-    streams = app[HTTP_STREAMS]
-    stream = streams.take(packet.account, app.get(CLOSER))
+    streams, header = app[HTTP_STREAMS], packet.header
+    stream = streams.take(packet.account, app.get(CLOSER), header.stream)
     try:
         async with stream.lock:
-            stream.seq += 1
+            if header.seq is None:
+                stream.seq += 1
             reached: list[str] = []
             try:
-                reply = await forward(app, packet, stream.stream, stream.seq, reached)
+                reply = await forward(app, packet, stream.stream, header.seq or stream.seq, reached)
             finally:
                 stream.reached(reached)
     finally:
         streams.release(stream)
-    # The stream's seq names the frame to its worker (and in the events);
-    # the reply's seq stays the client's own.
-    reply["seq"] = int(packet.header.fields.get("seq", 1))
+    # A stream the client did not name: the balancer's seq names the frame
+    # to its worker (and in the events); the reply's seq stays the client's own.
+    reply["seq"] = header.seq or int(header.fields.get("seq", 1))
     status = 200
     if "error" in reply:
         status = 503 if reply["error"].startswith(NO_WORKER_PREFIX) else 400

@@ -12,6 +12,13 @@ the next leaves no sooner than ``batch_gap`` after it, so batches grow and
 the per-request costs on both sides (HTTP, wake-ups, the model call) are
 shared by more frames. A link whose last request carried one frame sends at
 once again.
+
+A frame waiting for its worker's request slot has not been sent: when the
+request ahead of it times out (the worker is stuck, or far too slow) or the
+worker leaves the ring, it fails with NotSent at once and goes to its next
+worker, rather than waiting a whole --forward-timeout more behind another
+request to the same worker. So a stall costs a frame one --forward-timeout
+at most, not two.
 """
 from __future__ import annotations
 
@@ -24,13 +31,29 @@ import aiohttp
 from voicestream.batch import CONTENT_TYPE, MAX_FRAMES, PATH, FrameMeta, decode_replies, encode_batch
 from voicestream.replies import FrameReply
 
-# Statuses that say "not here, not now": the frame was not processed, so
-# another worker may take it. A 500 is a bug that would fail everywhere.
-# Whatever the body: a proxy in front of a worker answers its own HTML page.
-RETRY_STATUSES = frozenset({502, 503, 504})
+# Statuses of a whole batch after which its frames go to the next worker,
+# whatever the body (a proxy in front of a worker answers its own HTML page).
+# 502, 503, 504 say "not here, not now": not processed. The same statuses of
+# one frame inside a 200 mean the same for that frame (503: this worker
+# cannot record it now). A frame's own 500 is its account's record failing on
+# that worker's host: answered, not retried.
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 Outcome = tuple[int, FrameReply]  # HTTP status for this frame, the worker's reply to it
 Waiting = tuple[FrameMeta, bytes, asyncio.Future[Outcome]]
+
+
+class BatchFailed(Exception):
+    """A whole-batch 500. A worker answers its frames' own failures inside a
+    200 (one status per frame), so this is a worker that failed mid-batch: it
+    may have logged some frames, and the next worker may take them all the
+    same, because a frame's stamp keeps its line to one and its (stream, seq)
+    its row."""
+
+
+class NotSent(Exception):
+    """A frame that waited for its worker and was never sent to it: another
+    worker may take it at once. The message says why, for the client."""
 
 
 class WorkerLink:
@@ -51,7 +74,7 @@ class WorkerLink:
 
     async def send(self, meta: FrameMeta, wav: bytes) -> Outcome:
         """This frame's outcome; raises what the request raised (refused,
-        reset, timed out) so the caller can try the next worker."""
+        reset, timed out), or NotSent, so the caller can try the next worker."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((meta, wav, future))
         self._next()
@@ -70,6 +93,14 @@ class WorkerLink:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def release_waiting(self, reason: str) -> None:
+        """The frames waiting for a request go elsewhere, unsent (NotSent):
+        their worker stalled or left the ring."""
+        waiting, self._waiting = self._waiting, []
+        for _, _, future in waiting:
+            if not future.done():
+                future.set_exception(NotSent(f"not sent: {reason}"))
 
     def _next(self) -> None:
         """Starts a request for the waiting frames now, or when the gap ends."""
@@ -108,10 +139,14 @@ class WorkerLink:
     async def _post(self, batch: list[Waiting]) -> None:
         try:
             outcomes = await self._request(batch)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, BatchFailed) as exc:
             for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
+            if isinstance(exc, TimeoutError):
+                # The frames behind it would wait as long again in the next
+                # request to a worker that did not answer this one.
+                self.release_waiting("the request ahead of it timed out")
         else:
             for (_, _, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
@@ -127,8 +162,10 @@ class WorkerLink:
         async with self.session.post(self.url, data=body, headers={"Content-Type": CONTENT_TYPE},
                                      timeout=self.timeout) as resp:
             status, raw = resp.status, await resp.read()
-        if status in RETRY_STATUSES:  # not processed: the body does not matter
+        if status in UNAVAILABLE_STATUSES:  # not processed: the body does not matter
             return [(status, {})] * len(batch)
+        if status == 500:
+            raise BatchFailed(f"answered {status}")
         answer = json.loads(raw)  # ValueError: the caller reports an unreadable reply
         if status != 200:  # the whole request was refused (e.g. 413 for a body over the worker's limit)
             refused = cast(FrameReply, answer) if isinstance(answer, dict) else FrameReply()

@@ -32,13 +32,19 @@ from .workers import WorkerPool
 # How a frame given to a worker was answered. ok and duplicate are the
 # worker's analysis (duplicate: a retry of a frame already processed);
 # refused: the worker refused the frame (4xx: a bad WAV, an invalid seq);
-# worker_error: a worker's 5xx that is not "try elsewhere"; unreadable: a reply
+# worker_error: a worker's 5xx that is not retried (not 500, 502, 503, 504); unreadable: a reply
 # that is not the protocol's; no_worker: every worker was down or failed it.
 OUTCOMES = ("ok", "duplicate", "refused", "worker_error", "unreadable", "no_worker")
-# Why one attempt at a worker failed and the frame went on to the next one.
-FAILURES = ("timeout", "refused", "error", "unavailable")
-# Requests and WebSocket messages the balancer answered with an error itself.
-REJECTIONS = ("invalid", "unauthorized", "too_many_clients", "internal")
+# Why one attempt at a worker failed and the frame went on to the next one:
+# timeout (--forward-timeout), refused (the connection), error (reset,
+# disconnected), unavailable (502/503/504), failed (a whole-batch 500: it
+# failed mid-batch), not_sent (it waited behind a request that timed out, or
+# for a worker that left the ring).
+FAILURES = ("timeout", "refused", "error", "unavailable", "failed", "not_sent")
+# Requests and WebSocket messages the balancer answered with an error itself,
+# and WebSockets it closed for waiting too long on their client.
+REJECTIONS = ("invalid", "unauthorized", "too_many_clients", "too_many_from_address", "internal",
+              "message_timeout", "idle_timeout")
 # Frames are 100 ms of audio: a reply within a few ms is the normal case, one
 # past forward_timeout (5 s by default) never comes.
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -77,7 +83,8 @@ class BalancerMetrics:
                            "Frames answered to clients, by outcome.", ["outcome"], registry=r)
         self.answered = {outcome: answered.labels(outcome) for outcome in OUTCOMES}
         rejected = Counter("voicestream_balancer_rejected_total",
-                           "Requests and WebSocket messages the balancer refused itself, by reason.",
+                           "Requests and WebSocket messages the balancer refused itself, and WebSockets it closed "
+                           "for waiting too long on their client, by reason.",
                            ["reason"], registry=r)
         self.rejected = {reason: rejected.labels(reason) for reason in REJECTIONS}
         self.frame_seconds = Histogram("voicestream_balancer_frame_seconds",

@@ -59,9 +59,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 @web.middleware
 async def limit_clients(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """At most max_connections WebSockets and HTTP requests at once; /health
+    """At most max_connections WebSockets and HTTP requests at once, and (with
+    max_connections_per_address) at most that many from one address; /health
     and /metrics always answer, so monitoring works under load."""
-    traffic, limit = request.app[TRAFFIC], request.app[CONFIG].max_connections
+    config, traffic = request.app[CONFIG], request.app[TRAFFIC]
+    limit, per_address = config.max_connections, config.max_connections_per_address
     if request.path in MONITORING:
         return await handler(request)
     if traffic.clients >= limit:
@@ -69,8 +71,20 @@ async def limit_clients(request: web.Request, handler: Handler) -> web.StreamRes
                     request.remote, limit)
         request.app[METRICS].rejected["too_many_clients"].inc()
         return json_error(429, f"too many connections: the limit is {limit}, try again shortly")
+    address = request.remote or ""
+    if per_address and traffic.by_address[address] >= per_address:
+        log.warning("refused %s %s from %s: %d clients from one address is the limit", request.method,
+                    request.path, address, per_address)
+        request.app[METRICS].rejected["too_many_from_address"].inc()
+        return json_error(429, f"too many connections from your address: the limit is {per_address}")
     traffic.clients += 1
+    if per_address:
+        traffic.by_address[address] += 1
     try:
         return await handler(request)
     finally:
         traffic.clients -= 1
+        if per_address:
+            traffic.by_address[address] -= 1
+            if not traffic.by_address[address]:
+                del traffic.by_address[address]

@@ -5,6 +5,11 @@ A packet is an account code plus one WAV frame, in one of three forms:
   2. one JSON text {"text": "ACCOUNTCODE=1234", "binary_data": "<base64 WAV>"};
   3. the legacy Python literal {'text': 'ACCOUNTCODE=1234', 'binary_data': b'RIFF...'}
      (what str(dict) gives), read with ast.literal_eval, never eval.
+
+A client that may reconnect names its stream and numbers its frames in the
+text part, "ACCOUNTCODE=1234;stream=call-7;seq=42" (HTTP ingest: "stream" and
+"seq" in the body), so that a frame it sends again after a reconnect is
+known for the one it is (docs/protocol.md#resume-after-a-reconnect).
 """
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ import base64
 import binascii
 import io
 import json
+import re
 import tokenize
 from dataclasses import dataclass, field
 
 from voicestream.accounts import invalid_account_message, is_valid_account
+from voicestream.batch import MAX_SEQ
 from voicestream.wav import encode_wav
 
 CLOSE = "CLOSE"
@@ -25,6 +32,13 @@ MAX_LITERAL_DEPTH = 4
 # {'text': '...', 'binary_data': b'...'} is 9 tokens; a few spare for extra keys.
 MAX_LITERAL_TOKENS = 64
 INGEST_SHAPE = '{"ACCOUNTCODE": ..., "data": [int16 samples], "sample_rate": 8000}'
+# A client's name for its stream: what an account code may hold, so that it
+# can be logged and sent on as it is.
+MAX_STREAM_NAME = 64
+STREAM_NAME = re.compile(f"[A-Za-z0-9_-]{{1,{MAX_STREAM_NAME}}}")
+# The worker knows a stream by its id: a client's name goes there behind this
+# prefix, which the balancer's own ids (uuid hex, "http-" + hex) never have.
+CLIENT_STREAM_PREFIX = "c:"
 
 
 class PacketError(ValueError):
@@ -33,9 +47,17 @@ class PacketError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """The text part: the account code and any further key=value fields."""
+    """The text part: the account code, the client's stream name and the
+    frame's number in it when it gave them, and any further key=value fields."""
     account: str
     fields: dict[str, str] = field(default_factory=dict)
+    stream: str | None = None  # with seq: a numbered frame of a stream the client named
+    seq: int | None = None
+
+    @property
+    def stream_id(self) -> str | None:
+        """The id the workers know the client's stream by."""
+        return None if self.stream is None else f"{CLIENT_STREAM_PREFIX}{self.stream}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +86,32 @@ def parse_header(text: str, max_account_length: int = 64) -> Header:
     if account is None:
         raise PacketError("text part has no ACCOUNTCODE=...")
     check_account(account, max_account_length)
-    return Header(account, fields)
+    if "stream" not in fields:  # a seq alone is the client's own field, as it always was
+        return Header(account, fields)
+    stream = fields.pop("stream")
+    seq = fields.pop("seq", None)
+    if seq is None:
+        check_stream(stream)
+        raise PacketError(f"stream={stream} needs seq=<n>: the frame's number in its stream, from 1")
+    return Header(account, fields, *check_numbering(stream, int(seq) if seq.isascii() and seq.isdigit() else seq))
+
+
+def check_stream(stream: object) -> str:
+    if not (isinstance(stream, str) and STREAM_NAME.fullmatch(stream)):
+        shown = repr(stream[:80]) if isinstance(stream, str) else type(stream).__name__
+        raise PacketError(f"invalid stream {shown}: use 1-{MAX_STREAM_NAME} characters of A-Z a-z 0-9 _ -")
+    return stream
+
+
+def check_numbering(stream: object, seq: object) -> tuple[str, int]:
+    """A client's stream name and its frame's number, checked."""
+    name = check_stream(stream)
+    if type(seq) is not int or not 1 <= seq < MAX_SEQ:
+        shown = repr(seq[:40]) if isinstance(seq, str) else repr(seq) if isinstance(seq, int | float) else \
+            type(seq).__name__
+        raise PacketError(f"invalid seq {shown}: a frame's number in its stream is a whole number from 1 to "
+                          f"{MAX_SEQ - 1}")
+    return name, seq
 
 
 def check_account(account: object, max_length: int = 64) -> str:
@@ -166,6 +213,12 @@ def parse_ingest(body: bytes, max_account_length: int = 64, max_seconds: float =
         raise PacketError(f"'data' holds {len(data) / rate:.2f} s of audio, limit {max_seconds:g} s")
     if not all(type(v) is int and -32768 <= v <= 32767 for v in data):
         raise PacketError("'data' must hold only integers in [-32768, 32767]")
+    if "stream" in obj:
+        if "seq" not in obj:
+            check_stream(obj["stream"])
+            raise PacketError("'stream' needs 'seq': the frame's number in its stream, from 1")
+        return Packet(Header(account, {}, *check_numbering(obj["stream"], obj["seq"])), encode_wav(data, rate))
+    # Without a stream, seq is the client's own: only given back in the reply.
     fields = {"seq": str(obj["seq"])} if type(obj.get("seq")) is int and obj["seq"] >= 0 else {}
     return Packet(Header(account, fields), encode_wav(data, rate))
 

@@ -3,6 +3,7 @@ the frames at workers, and the open WebSockets that shutdown must close."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -19,6 +20,7 @@ class OpenSocket:
 @dataclass(eq=False)
 class Traffic:
     clients: int = 0  # open WebSockets + HTTP requests in progress: the connection limit
+    by_address: Counter[str] = field(default_factory=Counter)  # those clients by address (when limited)
     frames_in_flight: int = 0
     stopping: bool = False
     stopped_at: float | None = None  # time.monotonic() when shutdown began: its --shutdown-timeout runs from there

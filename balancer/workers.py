@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -47,6 +48,9 @@ class WorkerPool:
         # ring, and would otherwise be down without a word.
         self._refusals: dict[str, str] = {}
         self._orders: dict[str, tuple[str, ...]] = {}
+        # Called with a worker that just left the ring: its link sends the
+        # frames waiting for it elsewhere (background.py).
+        self.on_exit: list[Callable[[str], None]] = []
 
     def healthy(self) -> list[str]:
         return [w for w in self.workers if self._healthy[w]]
@@ -73,6 +77,8 @@ class WorkerPool:
             else:
                 self.exits[worker] += 1
                 log.warning("worker %s left the ring: %s", worker, reason)
+                for listener in self.on_exit:
+                    listener(worker)
 
     async def check(self, session: aiohttp.ClientSession, timeout: float = 1.0) -> None:
         await asyncio.gather(*(self._check_one(session, w, timeout) for w in self.workers))

@@ -166,6 +166,30 @@ def test_the_asyncapi_document_is_well_formed():
             assert validator.is_valid(example["payload"]), (name, example)
 
 
+def test_numbered_frames_are_documented_as_the_balancer_reads_them():
+    """The stream name's pattern is packets.py's, and the replies to numbered
+    frames (on a numbered connection, an error reply may have no seq) are
+    the documents' payloads."""
+    from balancer.packets import STREAM_NAME
+    ingest = openapi()["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    stream = inline(openapi(), ingest)["properties"]["stream"]
+    assert stream["pattern"] == f"^{STREAM_NAME.pattern}$"
+    doc = asyncapi()
+    header, reply, error = (payload_validator(m, doc) for m in ("accountHeader", "frameReply", "errorReply"))
+    numbered = "ACCOUNTCODE=1234;stream=call-7;seq=1"
+    assert header.is_valid(numbered)
+
+    async def go() -> list[Any]:
+        async with fake_workers(1) as workers, balancer(workers) as client, client.ws_connect("/ws") as ws:
+            for packet in [numbered, FRAME, b"RIFF", "ACCOUNTCODE=1234", FRAME]:
+                await (ws.send_str(packet) if isinstance(packet, str) else ws.send_bytes(packet))
+            return [await ws.receive_json(timeout=10) for _ in range(3)]
+    ok, frame_alone, unnumbered = asyncio.run(go())
+    assert reply.is_valid(ok) and ok["seq"] == 1
+    assert error.is_valid(frame_alone) and "seq" not in frame_alone
+    assert error.is_valid(unnumbered) and "seq" not in unnumbered
+
+
 def test_both_documents_share_the_frame_reply_of_voicestream_replies():
     from voicestream.replies import FrameReply
     rest = openapi()["components"]["schemas"]["FrameReply"]["properties"]

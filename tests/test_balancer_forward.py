@@ -7,13 +7,15 @@ import asyncio
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.forward import forward_frame
+from balancer.keys import LINKS, TRAFFIC
 from balancer.links import WorkerLink
 from balancer.packets import Header, Packet
 from balancer.routing import rank_workers
 from balancer.workers import WorkerPool
-from balancer_fakes import FakeWorker, closed_port_url, fake_workers
+from balancer_fakes import FakeWorker, balancer, closed_port_url, fake_workers
 from voicestream.stamps import stamp_text
 from voicestream.wav import encode_wav
 
@@ -69,16 +71,46 @@ def test_a_retry_status_with_a_json_body_goes_to_the_next_worker():
 
 
 def test_a_non_json_answer_that_is_not_a_retry_status_is_an_unreadable_reply():
-    # A 500 would fail on every worker: no retry, the client learns it.
+    # A 501 (not 500, 502, 503, 504): no retry, the client learns it.
     async def go() -> tuple[dict, FakeWorker]:
         async with fake_workers(2) as workers:
             first, second = by_rank(workers, "acct")
-            first.frames_error = (500, "text/html", "<html>Internal Server Error</html>")
+            first.frames_error = (501, "text/html", "<html>Not Implemented</html>")
             reply, _ = await forward(workers)
             return reply, second
     reply, second = asyncio.run(go())
     assert reply["error"].endswith("gave an unreadable reply") and reply["seq"] == 7
     assert second.frames == []
+
+
+def test_a_whole_batch_500_goes_to_the_next_worker_which_stays_in_the_ring():
+    # A worker answers its frames' own failures inside a 200: a whole-batch
+    # 500 is a worker that failed mid-batch. The next choice takes the frame
+    # (with the same stamp: a line the first may have written is not written
+    # again); the first may have seen the frame, so its stream's close goes
+    # there too. It stays in the ring: a frame that fails everywhere must not
+    # take every worker out.
+    async def go() -> tuple[dict, WorkerPool, list[str], FakeWorker, FakeWorker, dict]:
+        async with fake_workers(2) as workers:
+            first, second = by_rank(workers, "acct")
+            first.frames_error = (500, "text/html", "<html>Internal Server Error</html>")
+            pool = WorkerPool(tuple(w.url for w in workers))
+            reached: list[str] = []
+            async with aiohttp.ClientSession() as session:
+                await pool.check(session)
+                links = {w.url: WorkerLink(w.url, session, 5.0) for w in workers}
+                reply = await forward_frame(pool, links, PACKET, "stream", 7, STAMP, 5.0, reached=reached)
+                second.frames_error = (500, "application/json", '{"error": "boom"}')
+                everywhere = await forward_frame(pool, links, PACKET, "stream", 8, STAMP + 1, 5.0)
+            return reply, pool, reached, first, second, everywhere
+    reply, pool, reached, first, second, everywhere = asyncio.run(go())
+    assert "error" not in reply and reply["worker"] == second.port and reply["time"] == stamp_text(STAMP)
+    assert [m["stamp"] for m in second.frames] == [STAMP]
+    assert reached == [first.url, second.url]
+    assert set(pool.healthy()) == {first.url, second.url}
+    assert everywhere == {"account": "acct", "seq": 8, "time": stamp_text(STAMP + 1),
+                          "error": "no worker available: tried 2: answered 500, answered 500; the frame may have "
+                                   "been logged, at the reply's time"}
 
 
 def test_every_worker_answering_a_retry_status_is_no_worker_available():
@@ -120,3 +152,53 @@ def test_reached_names_the_workers_a_frame_may_have_reached():
     reached, expected, reply, refused = asyncio.run(go())
     assert "error" not in reply and reached == expected
     assert refused == []
+
+
+def accounts_first_at(worker: FakeWorker, workers: list[FakeWorker], n: int) -> list[str]:
+    urls = [w.url for w in workers]
+    return [a for a in (f"acct{i}" for i in range(1000)) if rank_workers(a, urls)[0] == worker.url][:n]
+
+
+def test_frames_waiting_for_a_worker_that_leaves_the_ring_go_to_the_next_at_once():
+    """A worker holds a request (stuck); the frames of other connections
+    wait for its link. When its /health fails and it leaves the ring, they
+    go to the next worker at once, long before the stuck request's timeout;
+    the request in flight waits for its timeout, as before."""
+    async def go() -> tuple[list[dict], dict, FakeWorker, FakeWorker, list[str], list[float]]:
+        async with fake_workers(2) as workers, balancer(workers, forward_timeout=30.0, health_interval=0.1) as client:
+            stuck, other = by_rank(workers, "acct")
+            first, *rest = accounts_first_at(stuck, workers, 4)
+            stuck.gate.clear()
+            link = client.server.app[LINKS][stuck.url]
+            sockets = [await client.ws_connect("/ws") for _ in range(4)]
+            try:
+                for ws, account in zip(sockets, [first, *rest], strict=True):
+                    await ws.send_str(f"ACCOUNTCODE={account}")
+                    await ws.send_bytes(FRAME)
+                    if ws is sockets[0]:  # its frame is the request in flight: the others wait behind it
+                        await until(lambda: link.inflight == 1)
+                # All four at the balancer: one in the stuck request, three waiting for its link.
+                await until(lambda: client.server.app[TRAFFIC].frames_in_flight == 4)
+                stuck.health = 503  # the poll takes it out of the ring
+                moved = [await ws.receive_json(timeout=10) for ws in sockets[1:]]
+                stuck.gate.set()  # the stuck request is answered at last
+                held = await sockets[0].receive_json(timeout=10)
+            finally:
+                for ws in sockets:
+                    await ws.close()
+            async with client.get("/metrics") as resp:
+                not_sent = [sample.value for family in text_string_to_metric_families(await resp.text())
+                            for sample in family.samples
+                            if sample.name == "voicestream_balancer_forward_failures_total"
+                            and sample.labels == {"worker": stuck.url, "reason": "not_sent"}]
+            return moved, held, stuck, other, rest, not_sent
+    moved, held, stuck, other, rest, not_sent = asyncio.run(go())
+    assert not_sent == [3]
+    assert [(r["account"], r["worker"]) for r in moved] == [(a, other.port) for a in rest]
+    assert held["worker"] == stuck.port
+    assert len(stuck.frames) == 1 and len(other.frames) == 3, "the waiting frames never reached the stuck worker"
+
+
+async def until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from balancer.links import WorkerLink
+from balancer.links import NotSent, WorkerLink
 from voicestream.batch import PATH, FrameMeta, InvalidFrame, decode_batch, encode_replies
 
 GAP = 1.0  # seconds; long next to one local request, so the frames sent during it are known
@@ -109,3 +109,59 @@ def test_close_cancels_the_frames_waiting_for_the_gap():
             await asyncio.gather(held, return_exceptions=True)
             return held.cancelled(), len(recorder.batches)
     assert asyncio.run(go()) == (True, 2)
+
+
+def test_frames_waiting_behind_a_request_that_times_out_are_not_sent_to_that_worker():
+    """The worker holds its first request past the link's timeout: that
+    request's frame gets the timeout, and the frames that waited behind it
+    fail at once with NotSent (to go to their next worker), rather than
+    leave in a second request to the same worker and wait as long again."""
+    async def go() -> tuple[BaseException | None, list[BaseException | None], list[list[int]], list[int]]:
+        recorder = BatchRecorder()
+        app = web.Application()
+        app.router.add_post(PATH, recorder.frames)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with aiohttp.ClientSession() as session:
+                worker = WorkerLink(f"http://127.0.0.1:{server.port}", session, 0.5)
+                try:
+                    recorder.gate.clear()
+                    stuck = asyncio.create_task(worker.send(meta(1), b"w"))
+                    await until(lambda: len(recorder.batches) == 1)
+                    waiting = [asyncio.create_task(worker.send(meta(seq), b"w")) for seq in (2, 3)]
+                    done = await asyncio.gather(stuck, *waiting, return_exceptions=True)
+                    recorder.gate.set()
+                    after = await worker.send(meta(4), b"w")  # the link goes on: the next frame is sent
+                    return (done[0] if isinstance(done[0], BaseException) else None,
+                            [d if isinstance(d, BaseException) else None for d in done[1:]],
+                            [seqs for _, seqs in recorder.batches], [after[1]["seq_seen"]])
+                finally:
+                    await worker.close()
+        finally:
+            await server.close()
+    stuck, waiting, batches, after = asyncio.run(go())
+    assert isinstance(stuck, TimeoutError)
+    assert all(isinstance(w, NotSent) for w in waiting), waiting
+    assert str(waiting[0]) == "not sent: the request ahead of it timed out"
+    assert batches == [[1], [4]] and after == [4], "2 and 3 never reached the worker"
+
+
+def test_release_waiting_fails_the_waiting_frames_and_leaves_the_request_in_flight():
+    async def go() -> tuple[int, list[BaseException | None], list[list[int]]]:
+        async with link(0.0) as (worker, recorder):
+            recorder.gate.clear()
+            in_flight = asyncio.create_task(worker.send(meta(1), b"w"))
+            await until(lambda: len(recorder.batches) == 1)
+            waiting = [asyncio.create_task(worker.send(meta(seq), b"w")) for seq in (2, 3)]
+            await asyncio.sleep(0)
+            worker.release_waiting("the worker left the ring")
+            released = await asyncio.gather(*waiting, return_exceptions=True)
+            recorder.gate.set()
+            status, _ = await in_flight
+            return status, [r if isinstance(r, BaseException) else None for r in released], \
+                [seqs for _, seqs in recorder.batches]
+    status, released, batches = asyncio.run(go())
+    assert status == 200
+    assert [str(r) for r in released] == ["not sent: the worker left the ring"] * 2
+    assert batches == [[1]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections import Counter
 
 import aiohttp
@@ -13,7 +14,7 @@ import pytest
 from frame_logs import logged
 from voicestream.logline import parse_line
 from voicetools.cluster import make_system
-from voicetools.faults import owner_index, pick_accounts, run_scenario, tally
+from voicetools.faults import AccountRun, owner_index, pick_accounts, run_scenario, stream_account, tally, until
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +174,62 @@ def test_a_slow_worker_and_the_retry_log_a_frame_once(vad_system, sources):
     assert [logged(line).time for line in lines] == [r["time"] for r in replies], "one line per frame, none twice"
     assert logged(lines[1]).worker == other
     assert "did not answer frame" in system.balancer.output()
+
+
+FORWARD_TIMEOUT = 4.0
+# The frozen worker leaves the ring after two /health timeouts in a row: at
+# most 2 x (interval + timeout) = 1.9 s after it froze, well inside
+# FORWARD_TIMEOUT. 0.75 s and not less: on a loaded 2-core machine a live
+# worker's /health must not time out twice.
+HEALTH = ["--health-interval", "0.2", "--health-timeout", "0.75"]
+
+
+def test_a_stuck_worker_holds_only_the_request_in_flight(vad_system, sources):
+    """SIGSTOP a worker for longer than --forward-timeout while accounts
+    stream, four of them on it. Its request in flight waits the timeout (a
+    frame each, at most, of the connections on it) and goes to the next
+    worker; every other frame, those that waited for that worker among them,
+    is answered within the timeout: they go to the next worker as soon as the
+    frozen one leaves the ring, instead of waiting for the request ahead of
+    them and then a whole timeout more behind the next one (twice the
+    timeout, before). Exactly one line per frame."""
+    system = vad_system(n_workers=2, balancer_args=["--forward-timeout", str(FORWARD_TIMEOUT), *HEALTH])
+    victim = 0
+    accounts = pick_accounts(system, victim, affected=4, others=2, prefix="stuck")
+    pgid = system.workers[victim].popen.pid
+
+    async def go() -> tuple[dict, float, float]:
+        runs = {a: AccountRun(a) for a in accounts}
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(stream_account(system.ws_url, runs[a], sources[i % len(sources)], 7 * i, 0.05,
+                                                    stop)) for i, a in enumerate(accounts)]
+        try:
+            await until(lambda: all(len(r.replies_after(0)) >= 3 for r in runs.values()), 60, "every account")
+            stopped = time.monotonic()
+            os.killpg(pgid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(1.5 * FORWARD_TIMEOUT)  # the stall: it must outlast the timeout
+            finally:
+                os.killpg(pgid, signal.SIGCONT)
+            thawed = time.monotonic()
+            await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        return runs, stopped, thawed
+    try:
+        runs, stopped, thawed = asyncio.run(go())
+    finally:
+        system.stop()
+    t = tally(system, runs)
+    assert not t.failures and t.errors == 0, t.error_messages
+    assert t.sent == t.replied == t.logged and t.lost == 0 and t.duplicated == 0
+    during = [f for r in runs.values() for f in r.frames if f.replied is not None and f.replied > stopped
+              and f.sent < thawed]
+    latency = {id(f): f.replied - f.sent for f in during}
+    held = [f for f in during if latency[id(f)] >= FORWARD_TIMEOUT]
+    assert 1 <= len(held) <= 4, "only the frames in the request in flight, one per connection on the worker at most"
+    assert all(f.worker == system.worker_ports[1] for f in held), "and the next worker answered them"
+    others = [f for f in during if latency[id(f)] < FORWARD_TIMEOUT]
+    assert len(others) > 4 * len(held), "frames went on meanwhile"
+    assert max(latency.values()) < 2 * FORWARD_TIMEOUT

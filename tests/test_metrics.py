@@ -150,8 +150,10 @@ def test_the_balancer_counts_every_frame_by_outcome_and_times_it():
                 for outcome in ("ok", "duplicate", "refused", "worker_error", "unreadable", "no_worker")}
     assert answered == {"ok": 5, "duplicate": 2, "refused": 1, "worker_error": 0, "unreadable": 0, "no_worker": 0}
     rejected = {reason: value(samples, "voicestream_balancer_rejected_total", reason=reason)
-                for reason in ("invalid", "unauthorized", "too_many_clients", "internal")}
-    assert rejected == {"invalid": 2, "unauthorized": 1, "too_many_clients": 0, "internal": 0}
+                for reason in ("invalid", "unauthorized", "too_many_clients", "too_many_from_address", "internal",
+                               "message_timeout", "idle_timeout")}
+    assert rejected == {"invalid": 2, "unauthorized": 1, "too_many_clients": 0, "too_many_from_address": 0,
+                        "internal": 0, "message_timeout": 0, "idle_timeout": 0}
     assert value(samples, "voicestream_balancer_frame_seconds_count") == 8
     assert value(samples, "voicestream_balancer_frame_seconds_bucket", le="+Inf") == 8
     first = rank_workers(ACCOUNT, urls)[0]

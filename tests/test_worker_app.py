@@ -115,9 +115,34 @@ def test_a_retried_frame_is_answered_again_not_redone(app: Flask, client: FlaskC
                                 (meta(seq=2, stamp=STAMP + 1), speech_frames[1])])
     again = post_batch(client, [(meta(seq=2, stamp=STAMP + 1), speech_frames[1]),
                                 (meta(seq=1, stamp=STAMP), speech_frames[0])])
-    assert again[0] == (200, {**first[1][1], "duplicate": True})
-    assert again[1] == (409, {"error": "frame seq 1 of stream s1 was already processed", "duplicate": True})
+    # Each kept reply carries its frame's time: the time its log line has.
+    assert again == [(200, {**first[1][1], "time": stamp_text(STAMP + 1), "duplicate": True}),
+                     (200, {**first[0][1], "time": stamp_text(STAMP), "duplicate": True})]
     assert len(log_lines(app, "acme")) == 2
+
+
+def test_a_frame_resent_with_a_new_stamp_is_answered_with_its_first_time(app: Flask, client: FlaskClient,
+                                                                        speech_frames: list[bytes]) -> None:
+    """A client that reconnects through another balancer resends the frames it
+    had no reply to: same stream and seq, another balancer's stamp. Those the
+    worker processed are answered from memory with the time of their line;
+    a seq older than the replies kept is refused as processed; a seq the
+    stream skipped is refused (frames are processed in seq order)."""
+    stream = "c:call-7"
+    first = post_batch(client, [(meta(seq=seq, stamp=STAMP + seq, stream=stream), speech_frames[seq % 10])
+                                for seq in (*range(1, 20), 21)])
+    assert all(status == 200 for status, _ in first)
+    resent = post_batch(client, [(meta(seq=seq, stamp=STAMP + 1000 + seq, stream=stream), speech_frames[seq % 10])
+                                 for seq in (21, 19, 3, 20, 22)])
+    assert resent[0] == (200, {**first[-1][1], "time": stamp_text(STAMP + 21), "duplicate": True})
+    assert resent[1] == (200, {**first[-2][1], "time": stamp_text(STAMP + 19), "duplicate": True})
+    assert resent[2] == (409, {"error": f"frame seq 3 of stream {stream} was already processed", "duplicate": True})
+    assert resent[3] == (409, {"error": f"frame seq 20 of stream {stream} comes after its seq 21: a stream's frames "
+                                        "are processed in seq order, so it is not processed"})
+    assert resent[4][0] == 200 and "duplicate" not in resent[4][1]  # the stream goes on
+    lines = [parse_line(line) for line in log_lines(app, "acme")]
+    assert [line.time for line in lines if line] == [stamp_text(STAMP + seq) for seq in (*range(1, 20), 21)] + \
+        [stamp_text(STAMP + 1022)]
 
 
 def wav_of(samples: np.ndarray, rate: int, subtype: str) -> bytes:

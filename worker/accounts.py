@@ -11,19 +11,58 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from voicestream.events import Event
 from voicestream.replies import FrameReply
+from voicestream.stamps import stamp_text
 
 from .speakers.tracker import SpeakerTrack
 from .vad import VadStream
 
-# Streams (client connections) of an account whose last reply is kept for
-# retries; the least recently used one goes first.
+# Streams (client connections, or streams a client named) of an account
+# whose replies are kept for retries and resends; the least recently used
+# one goes first.
 MAX_STREAMS_REMEMBERED = 64
+# Replies kept per stream. A client that reconnects resends every frame it
+# had no reply to: voicestream-replay and the console have one frame in
+# flight, a client pipelining 100 ms frames over a link that stalls for
+# 1.6 s has 16. A resent frame older than these is still never processed
+# twice (its seq is behind the stream's), only its analysis is not repeated.
+# About 0.7 KB a reply: 11 KB for an account's one stream.
+REPLIES_PER_STREAM = 16
+
+
+@dataclass(eq=False)
+class StreamReplies:
+    """What a worker answered one stream of an account: its last frames'
+    replies by seq, and the highest seq it processed."""
+    last: int = 0
+    kept: OrderedDict[int, FrameReply] = field(default_factory=OrderedDict)
+
+    def keep(self, seq: int, reply: FrameReply) -> None:
+        self.kept[seq] = reply
+        self.last = max(self.last, seq)
+        if len(self.kept) > REPLIES_PER_STREAM:
+            self.kept.popitem(last=False)
+
+    def answer(self, stream: str, seq: int) -> FrameReply | None:
+        """The answer to (stream, seq) sent again: its reply marked
+        duplicate when kept, an error when seq is behind the stream's last
+        frame (a stream's frames are processed once, in seq order), None
+        for a frame after it (to be processed)."""
+        if seq in self.kept:
+            return {**self.kept[seq], "duplicate": True}
+        if seq > self.last:
+            return None
+        if not self.kept or seq < next(iter(self.kept)):
+            return {"error": f"frame seq {seq} of stream {stream} was already processed", "duplicate": True}
+        # Between kept replies: a seq the stream skipped, arriving late.
+        return {"error": f"frame seq {seq} of stream {stream} comes after its seq {self.last}: a stream's frames "
+                         "are processed in seq order, so it is not processed"}
 
 
 @dataclass(eq=False)
@@ -41,8 +80,8 @@ class Account:
     # its frames closed by a frame of another connection): sent with that
     # stream's next reply, or its CLOSE. At most MAX_STREAMS_REMEMBERED streams.
     outbox: dict[str, list[Event]] = field(default_factory=dict)
-    # stream id -> (last seq, its reply): a retried frame is answered, not redone.
-    replies: dict[str, tuple[int, FrameReply]] = field(default_factory=dict)
+    # stream id -> its last replies: a retried or resent frame is answered, not redone.
+    replies: dict[str, StreamReplies] = field(default_factory=dict)
     # Registry's lock: threads that took this account and have not released it.
     users: int = 0
     last_seen: float = field(default_factory=time.monotonic)
@@ -53,15 +92,11 @@ class Account:
         return self.vad
 
     def replayed(self, stream: str, seq: int | None) -> FrameReply | None:
-        """The reply already given to this (stream, seq), if any."""
+        """The answer already due to this (stream, seq), if it is not a new
+        frame of its stream (StreamReplies.answer)."""
         if seq is None or stream not in self.replies:
             return None
-        last_seq, reply = self.replies[stream]
-        if seq == last_seq:
-            return {**reply, "duplicate": True}
-        if seq < last_seq:
-            return {"error": f"frame seq {seq} of stream {stream} was already processed", "duplicate": True}
-        return None
+        return self.replies[stream].answer(stream, seq)
 
     def post(self, stream: str, events: list[Event]) -> None:
         """Keep events for stream's next reply."""
@@ -75,11 +110,18 @@ class Account:
         """The events kept for stream, once."""
         return self.outbox.pop(stream, [])
 
-    def remember(self, stream: str, seq: int | None, reply: FrameReply) -> None:
+    def remember(self, stream: str, seq: int | None, reply: FrameReply, stamp: int | None = None) -> None:
+        """Keeps the reply of a frame processed. With its stamp, the kept
+        reply carries the frame's time: a resend through another balancer
+        has a stamp of its own, and its duplicate must name the line the
+        frame has (its first stamp)."""
         if seq is None:
             return
-        self.replies.pop(stream, None)  # re-inserted last: the most recently used
-        self.replies[stream] = (seq, reply)
+        replies = self.replies.pop(stream, None)  # re-inserted last: the most recently used
+        if replies is None:
+            replies = StreamReplies()
+        replies.keep(seq, reply if stamp is None else {**reply, "time": stamp_text(stamp)})
+        self.replies[stream] = replies
         if len(self.replies) > MAX_STREAMS_REMEMBERED:
             del self.replies[next(iter(self.replies))]
 

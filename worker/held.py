@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from voicestream.events import Event
 from voicestream.replies import FrameReply
+from voicestream.stamps import stamp_text
 
 from .speakers.tracker import ClosedSegment
 from .storage.rows import FrameRow
@@ -50,6 +51,12 @@ class HeldFrame:
     segments: list[ClosedSegment] = field(default_factory=list)  # closed by it, not yet written
     logged: bool | None = None  # None until its line is written (False: another worker had written it)
     answered: FrameReply | None = None  # its reply once its whole record is written
+    stamp: int | None = None  # the stamp it was processed under: its line's time
+
+    def answer(self, reply: FrameReply) -> FrameReply:
+        """reply as kept for a resend: with the time of the frame's line
+        (a resend through another balancer carries a stamp of its own)."""
+        return reply if self.stamp is None else {**reply, "time": stamp_text(self.stamp)}
 
     @property
     def key(self) -> Key | None:

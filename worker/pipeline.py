@@ -193,13 +193,13 @@ class FramePipeline:
             # frame was retried after a worker died between logging and replying.
             held = HeldFrame(frame.account, frame.stream, frame.seq, reply,
                              format_line(stamp_time(stamp), result.voice, self.port, model_ms, speaker, score),
-                             frame.stamp is not None, row, events, list(found.segments))
+                             frame.stamp is not None, row, events, list(found.segments), stamp=stamp)
             answer = self._record(held, account, finals)
             if answer.outcome is Outcome.UNRECORDED:
                 self.held.hold(held)
             # The stream's memory has the frame either way: it was processed,
             # and a resend is answered, never processed again.
-            account.remember(frame.stream, frame.seq, answer.reply)
+            account.remember(frame.stream, frame.seq, answer.reply, stamp)
             answers[i] = answer
             if row is not None and answer.outcome is not Outcome.UNRECORDED:
                 rows.append((i, held))
@@ -215,7 +215,7 @@ class FramePipeline:
             if held.row is not None:
                 rows.append((i, held))  # answered once the row is stored
             else:
-                held.answered = answer.reply
+                held.answered = held.answer(answer.reply)
         return answer
 
     def _record(self, held: HeldFrame, account: Account, finals: list[FinalLabel]) -> FrameAnswer:
@@ -256,7 +256,7 @@ class FramePipeline:
             return
         for i, held in rows:
             if held.key is not None and self.held.get(*held.key) is held:
-                held.answered = answers[i].reply  # a held frame now recorded: resends get it as a duplicate
+                held.answered = held.answer(answers[i].reply)  # recorded now: a resend gets it as a duplicate
 
     @staticmethod
     def _frame_events(frame: Frame, account: Account, voice: int, stamp: int) -> list[Event]:

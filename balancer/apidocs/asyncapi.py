@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..packets import MAX_STREAM_NAME
+from ..slow_clients import IDLE_CODE, MESSAGE_TIMEOUT_CODE
 from .schemas import ACCOUNT, FRAME_ERROR, HEADER_PATTERN, Schema, events, frame_reply
 
 Document = dict[str, Any]
@@ -31,10 +33,19 @@ def messages() -> Document:
             "name": "accountHeader", "title": "1a. Text part: ACCOUNTCODE",
             "summary": "Form 1, first message: the account code, then the WAV as the next (binary) message.",
             "description": "'ACCOUNTCODE=1234', optionally followed by more 'key=value' pairs separated by ';'. "
-                           "A text message instead of the binary part gets an error reply.",
+                           "A text message instead of the binary part gets an error reply. A client that may "
+                           "reconnect names its stream and numbers its frames: 'stream=<name>;seq=<n>' (the name "
+                           f"1-{MAX_STREAM_NAME} characters of A-Z a-z 0-9 _ -, the same for every frame of the "
+                           "stream; n the frame's number in it, 1, 2, ...). After a reconnect, through any "
+                           "balancer, it sends again the frames that got no reply: one a worker already "
+                           "processed is answered as a duplicate and not recorded twice. A connection carries "
+                           "one stream: every frame of a connection names the same one, or none does. The same "
+                           "fields work in the 'text' of the other two forms.",
             "contentType": "text/plain", "payload": header,
             "examples": [{"name": "account", "payload": "ACCOUNTCODE=1691"},
-                         {"name": "with a field", "payload": "ACCOUNTCODE=1691;lang=en"}]},
+                         {"name": "with a field", "payload": "ACCOUNTCODE=1691;lang=en"},
+                         {"name": "a numbered frame of a named stream",
+                          "payload": "ACCOUNTCODE=1691;stream=call-7f3a;seq=42"}]},
         "wavFrame": {
             "name": "wavFrame", "title": "1b. Binary part: the WAV frame",
             "summary": "Form 1, second message: one WAV frame (normally 100 ms) as a binary message.",
@@ -50,7 +61,9 @@ def messages() -> Document:
             "payload": {"type": "object", "required": ["text", "binary_data"],
                         "properties": {"text": header, "binary_data": {**BASE64_WAV, "minLength": 1}}},
             "examples": [{"name": "frame", "payload": {"text": "ACCOUNTCODE=1691",
-                                                       "binary_data": "UklGRiQAAABXQVZFZm10IBAAAAAB..."}}]},
+                                                       "binary_data": "UklGRiQAAABXQVZFZm10IBAAAAAB..."}},
+                         {"name": "a numbered frame", "payload": {"text": "ACCOUNTCODE=1691;stream=call-7f3a;seq=42",
+                                                                 "binary_data": "UklGRiQAAABXQVZFZm10IBAAAAAB..."}}]},
         "literalPacket": {
             "name": "literalPacket", "title": "3. Legacy Python-literal packet",
             "summary": "Form 3: the Python literal of a dict, as str(dict) prints it, with the WAV as bytes.",
@@ -71,7 +84,9 @@ def messages() -> Document:
             "name": "frameReply", "title": "Frame reply",
             "summary": "The analysis of one frame (voicestream/replies.py FrameReply).",
             "description": "The worker fills voice, prob, db, worker and ms (speaker and score for accounts with "
-                           "voiceprints); the balancer adds account, seq and time.",
+                           "voiceprints); the balancer adds account, seq and time. A frame sent again after a "
+                           "reconnect that a worker had already processed gets its first reply again, time "
+                           "included, with duplicate: true.",
             "contentType": "application/json", "payload": {"$ref": "#/components/schemas/FrameReply"},
             "examples": [{"name": "voiced", "payload": {
                 "account": "1691", "seq": 17, "time": "2023-01-20 13:44:44.123435", "voice": 1, "prob": 0.93,
@@ -104,7 +119,8 @@ def messages() -> Document:
             "description": "For a malformed packet (bad account code, text part without binary part or the "
                            "reverse, bad base64 or literal, a message over --max-message-bytes), a frame its "
                            "worker refused (unreadable WAV), or no worker up ('no worker available...'). It "
-                           "still takes the packet's seq.",
+                           "still takes the packet's seq: the frame's own number on a numbered stream (none when "
+                           "the packet was unreadable), else the connection's count.",
             "contentType": "application/json", "payload": {"$ref": "#/components/schemas/ErrorReply"},
             "examples": [{"name": "bad account", "payload": {
                 "error": "invalid ACCOUNTCODE 'a b': use 1-64 characters of A-Z a-z 0-9 _ -", "seq": 3}}]},
@@ -154,7 +170,12 @@ def asyncapi_document(version: str, host: str = "localhost:6001", protocol: str 
             "description": "ws://host:6001/ws (a WebSocket upgrade of / works the same). Each packet is one of "
                            "three forms; CLOSE ends the session. The balancer pings every 30 s; on shutdown it "
                            "closes with 1001 after the reply in progress; a message over 4x --max-message-bytes "
-                           "closes the connection (1009), a smaller one over the limit gets an error reply.",
+                           "closes the connection (1009), a smaller one over the limit gets an error reply. A "
+                           "message (a packet: its text part and its binary part) unfinished --message-timeout "
+                           f"(20 s) after its first byte closes the connection with {MESSAGE_TIMEOUT_CODE} "
+                           "'message incomplete after 20 s'; none begun for --idle-timeout (60 s) with "
+                           f"{IDLE_CODE} 'idle for 60 s'. A client that numbers its frames reconnects and sends "
+                           "again those without a reply.",
             "messages": {name: {"$ref": f"#/components/messages/{name}"}
                          for name in (*PACKETS, "close", *REPLIES, "streamClosed")},
             "bindings": {"ws": {"method": "GET", "query": {

@@ -19,7 +19,7 @@ from .rest_schemas import (
     SEGMENTS_MAX_STREAM_LENGTH,
     SINCE_PATTERN,
 )
-from .schemas import ACCOUNT, COMMON_RATES, ERROR, FRAME_ERROR, SEQ, SPEAKER_NAME, Schema, frame_reply
+from .schemas import ACCOUNT, COMMON_RATES, ERROR, FRAME_ERROR, SEQ, SPEAKER_NAME, STREAM_PATTERN, Schema, frame_reply
 
 Document = dict[str, Any]
 
@@ -301,7 +301,13 @@ def ingest_frame() -> Schema:
             "sample_rate": {"type": "integer", "enum": list(COMMON_RATES), "default": 8000,
                             "description": "Hz. The balancer takes 1000-192000; workers accept these by default "
                                            "(--accepted-rates) and refuse others with a 400."},
-            "seq": {**SEQ, "description": "Echoed in the reply (default 1)."},
+            "stream": {"type": "string", "pattern": STREAM_PATTERN,
+                       "description": "The client's name for its stream, the same for each of its frames; with "
+                                      "it, 'seq' is required and numbers the frame in it (1, 2, ...), so that a "
+                                      "frame sent again after a failure, through any balancer, is answered as a "
+                                      "duplicate once processed, and not recorded twice."},
+            "seq": {**SEQ, "description": "With 'stream': the frame's number in it, from 1 (required). Without: "
+                                          "only echoed in the reply (default 1)."},
         },
         "example": {"ACCOUNTCODE": "1691", "data": [0, 12, -40, 7], "sample_rate": 8000},
     }

@@ -23,6 +23,8 @@ RESERVED_NAME_PATTERN = "^[Uu][Nn][Kk][Nn][Oo][Ww][Nn]$"
 TIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"
 # balancer/packets.py parse_header: ACCOUNTCODE plus optional key=value pairs, ';'-separated.
 HEADER_PATTERN = r"(^|;)\s*ACCOUNTCODE\s*=\s*[A-Za-z0-9_-]{1,64}\s*(;|$)"
+# balancer/packets.py STREAM_NAME: a client's name for its stream, anchored.
+STREAM_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
 # WAV sample rates a worker accepts by default (--accepted-rates).
 COMMON_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -42,8 +44,9 @@ FRAME_TIME: Schema = {
     "description": "The frame's stamp (UTC, microseconds) as its log line starts with it.",
 }
 SEQ: Schema = {"type": "integer", "minimum": 0,
-               "description": "Counts a WebSocket connection's packets from 1; HTTP ingest echoes the "
-                              "request's 'seq' (default 1)."}
+               "description": "The frame's own number when the client numbers its frames (stream=...;seq=...; "
+                              "HTTP ingest: 'stream' and 'seq'); otherwise a WebSocket connection's count of its "
+                              "packets from 1, and HTTP ingest echoes the request's 'seq' (default 1)."}
 
 
 def nullable(schema: Schema, dialect: Dialect) -> Schema:
@@ -56,8 +59,9 @@ def events(dialect: Dialect, description: str) -> Schema:
     """A list of voicestream/events.py's events, in order (docs/protocol.md#events)."""
     frame_seq: Schema = {"type": "integer", "minimum": 0,
                          "description": "The seq of the frame it happened at, in the stream the worker saw: a "
-                                        "WebSocket's seq; for HTTP ingest the balancer's count of the account's "
-                                        "frames, not the request's 'seq' (match a frame by 'time')."}
+                                        "WebSocket's seq (the client's own, on a numbered stream); for HTTP ingest "
+                                        "the client's seq of a numbered stream, else the balancer's count of the "
+                                        "account's frames, not the request's 'seq' (match a frame by 'time')."}
     speaker: Schema = {"type": "string", "description": "An enrolled speaker's name, or 'unknown'."}
 
     def event(kinds: list[str], description: str, required: list[str], properties: Schema) -> Schema:
@@ -120,8 +124,9 @@ def frame_reply(dialect: Dialect) -> Schema:
             "score": nullable({"type": "number", "description": "The speaker decision's cosine score "
                                                                "(null until a decision is made)."}, dialect),
             "duplicate": {"type": "boolean", "enum": [True],
-                          "description": "An earlier attempt of this frame was already logged (by a worker that "
-                                         "then failed): not logged again."},
+                          "description": "An earlier attempt of this frame was already processed: sent again "
+                                         "after a reconnect, or logged by a worker that then failed. Not logged "
+                                         "again; its time is that of the frame's line."},
             "events": events(dialect, "What changed at this frame, in order; absent when nothing did. Each event "
                                       "comes once. A client that ignores this field sees the replies as before."),
         },
