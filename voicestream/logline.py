@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from .stamps import TEXT_FORMAT
+from .stamps import TEXT_FORMAT, stamp_text
 
 STAMP_CHARS = len("2023-01-20 13:44:44.123435")
 LOG_LINE = re.compile(
@@ -20,7 +20,17 @@ LOG_LINE = re.compile(
 
 def format_line(when: datetime, voice: int, port: int, model_ms: float,
                 speaker: str | None = None, score: float | None = None) -> str:
-    line = f"{when.strftime(TEXT_FORMAT)} voice={voice}, {port}, {round(model_ms)}ms"
+    return _line(when.strftime(TEXT_FORMAT), voice, port, model_ms, speaker, score)
+
+
+def stamp_line(stamp: int, voice: int, port: int, model_ms: float,
+               speaker: str | None = None, score: float | None = None) -> str:
+    """format_line of a frame stamp (voicestream/stamps.py), without a datetime."""
+    return _line(stamp_text(stamp), voice, port, model_ms, speaker, score)
+
+
+def _line(when: str, voice: int, port: int, model_ms: float, speaker: str | None, score: float | None) -> str:
+    line = f"{when} voice={voice}, {port}, {round(model_ms)}ms"
     if speaker is not None:
         line += f", speaker={speaker}"
         if score is not None:

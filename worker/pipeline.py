@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from voicestream.events import SPEECH_END, SPEECH_START, TRACKER_RESTART, Event
-from voicestream.logline import format_line
+from voicestream.logline import stamp_line
 from voicestream.replies import FrameReply
-from voicestream.stamps import stamp_micros, stamp_text, stamp_time, utc_now
+from voicestream.stamps import stamp_micros, stamp_text, utc_now
 
 from .accounts import Account, Accounts
 from .audio import Audio, dbfs
@@ -192,7 +192,7 @@ class FramePipeline:
             # With the balancer's stamp, the line is written once even if the
             # frame was retried after a worker died between logging and replying.
             held = HeldFrame(frame.account, frame.stream, frame.seq, reply,
-                             format_line(stamp_time(stamp), result.voice, self.port, model_ms, speaker, score),
+                             stamp_line(stamp, result.voice, self.port, model_ms, speaker, score),
                              frame.stamp is not None, row, events, list(found.segments), stamp=stamp)
             answer = self._record(held, account, finals)
             if answer.outcome is Outcome.UNRECORDED:

@@ -40,8 +40,7 @@ from typing import Any
 
 import psycopg
 
-from voicestream.logline import format_line
-from voicestream.stamps import stamp_time
+from voicestream.logline import stamp_line
 
 from ..rows import FinalLabel, FrameRow
 from .connection import Database, DatabaseUnavailable
@@ -125,7 +124,7 @@ INT = 2**31
 
 def row_line(stamp: int, voice: int, worker: int, ms: float, speaker: str | None, score: float | None) -> str:
     """A frames row's log line: the same text as the worker's file holds."""
-    return format_line(stamp_time(stamp), voice, worker, ms, speaker, score)
+    return stamp_line(stamp, voice, worker, ms, speaker, score)
 
 
 def stored_score(score: float | None) -> float | None:
