@@ -241,22 +241,22 @@ async def close_expired(app: web.Application, ws: web.WebSocketResponse, conn: C
 
 async def next_message(ws: web.WebSocketResponse, socket: OpenSocket,
                        clock: ClientClock) -> aiohttp.WSMessage | None:
-    """The client's next message, or None if shutdown cancelled the wait for
-    it or the client took too long (clock.expired says so)."""
-    socket.receive = receive = asyncio.ensure_future(ws.receive())
-    clock.waiting(receive)
+    """The client's next message, or None if shutdown ended the wait for it
+    or the client took too long (clock.expired says so)."""
+    task = socket.waiting = asyncio.current_task()
+    clock.waiting(socket.interrupt)
     try:
-        return await receive
+        return await ws.receive()
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if receive.cancelled() and task is not None and not task.cancelling():
-            # Only the read was cancelled; a message that arrived meanwhile
-            # stays in the reader's buffer, and close() discards it.
+        # Only the wait was ended (socket.interrupt) when that is the one
+        # cancel of this task; a message that arrived meanwhile stays in the
+        # reader's buffer, and close() discards it.
+        if socket.interrupted and task is not None and task.uncancel() == 0:
             return None
         raise
     finally:
         clock.busy()
-        socket.receive = None
+        socket.waiting = None
 
 
 async def close_idle_sockets(app: web.Application) -> None:
@@ -269,5 +269,5 @@ async def close_idle_sockets(app: web.Application) -> None:
     log.info("shutting down: closing %d idle connections, %d busy ones close after their reply",
              len(traffic.sockets) - busy, busy)
     for socket in traffic.sockets:
-        if not socket.busy and socket.receive is not None:
-            socket.receive.cancel()
+        if not socket.busy:
+            socket.interrupt()

@@ -18,8 +18,8 @@ way and since when. Nothing is parsed twice but those few header bytes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 # Close codes (the private range, 4000-4999) and reasons of a connection
 # closed for waiting too long: a client can tell them from 1000 (its CLOSE
@@ -161,7 +161,7 @@ class ClientClock:
         self.waiting_since: float | None = None  # None while a packet is being answered
         self.packet_since: float | None = None  # a text part that waits for its binary part came then
         self.expired: Expired | None = None
-        self.on_expired: asyncio.Future[Any] | None = None  # the wait to cancel
+        self.on_expired: Callable[[], None] | None = None  # ends the wait
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -172,9 +172,10 @@ class ClientClock:
             self._timer.cancel()
             self._timer = None
 
-    def waiting(self, receive: asyncio.Future[Any]) -> None:
-        """The handler waits for the client's next message in receive."""
-        self.waiting_since, self.on_expired = self.loop.time(), receive
+    def waiting(self, interrupt: Callable[[], None]) -> None:
+        """The handler waits for the client's next message; interrupt ends
+        the wait."""
+        self.waiting_since, self.on_expired = self.loop.time(), interrupt
 
     def busy(self) -> None:
         self.waiting_since = self.on_expired = None
@@ -209,8 +210,8 @@ class ClientClock:
         self._timer = None
         now = self.loop.time()
         due = self.deadline()
-        if due is not None and due[0] <= now and self.on_expired is not None and not self.on_expired.done():
+        if due is not None and due[0] <= now and self.on_expired is not None:
             self.expired = due[1]
-            self.on_expired.cancel()
+            self.on_expired()
             return
         self._arm(now)
