@@ -204,13 +204,14 @@ def test_format_table_has_one_row_per_level_in_order_of_n_and_the_process_table(
                       0.0, 1.0, usage, Criteria())
     for level in (big, small):
         level["cpu_probe_ms"] = [3.0, 3.5]
+    small["cpu_over_floor"] = 24.0  # 6 ms a frame against a floor of 0.25 ms (levels.py sets it)
     table = format_table([big, small])
     #        N    frames/s target e2e p50 p95  p99    max  model p50/p99  lag p99 errors lost late behind
     assert table_rows(table) == [
         ["2", "20.0", "20", "5.0", "5.0", "5.0", "5.0", "2.00", "2.00", "0.0", "0", "0", "0", "0",
-         "100%", "6.00", "50.0", "0", "3.0/3.5", "yes"],  # busiest, CPU ms/frame, machine, other, probe, held
-        ["3", "10.0", "30", "5.0", "5.0", "5.0", "5.0", "2.00", "2.00", "0.0", "0", "0", "0", "0",
-         "100%", "-", "-", "-", "3.0/3.5", "NO"],  # 10 frames/s of 30; nothing measured
+         "100%", "6.00", "24.00", "50.0", "0", "3.0/3.5", "yes"],  # busiest, CPU ms/frame, x floor, machine,
+        ["3", "10.0", "30", "5.0", "5.0", "5.0", "5.0", "2.00", "2.00", "0.0", "0", "0", "0", "0",  # other,
+         "100%", "-", "-", "-", "-", "3.0/3.5", "NO"],  # probe, held; 10 frames/s of 30: nothing measured
     ]
     title, process_table = table.split("\n\n")[1].split("\n", 1)
     assert title == PROCESS_TABLE_TITLE

@@ -128,11 +128,11 @@ def test_a_malformed_url_stops_the_worker_with_the_problem(url: str, problem: st
 def test_a_malformed_url_from_the_environment_stops_a_real_worker(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "worker", "--port", str(free_port()), "--encoder", "none"],
                           cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
-                                         "DATABASE_URL": "postgresql://me:secret@db:notaport/voices"},
+                                         "DATABASE_URL": "postgresql://me:hunter2pw@db:notaport/voices"},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "DATABASE_URL" in done.stderr and "port" in done.stderr
-    assert "secret" not in done.stderr, "the message must not show the password"
+    assert "hunter2pw" not in done.stderr, "the message must not show the password"
 
 
 def test_embedded_workers_never_load_psycopg(tmp_path: Path):
