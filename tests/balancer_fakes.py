@@ -29,7 +29,9 @@ class FakeWorker:
 
     Tests change its answers on the fly: `health` is /health's status;
     `frames_error` (status, content type, body) answers every batch instead;
-    `refuse` is an error every frame gets (400, as for a bad WAV); clearing
+    `refuse` is an error every frame gets (with `refuse_status` inside the
+    batch's 200: 400 as for a bad WAV, 500 or 503 as for a record that
+    cannot be written); clearing
     `gate` holds frames until it is set again. A close (/streams/close) is
     answered with the events `owed` holds for its (account, stream), given
     once; `close_status` answers every close instead.
@@ -37,6 +39,7 @@ class FakeWorker:
     health: int = 200
     frames_error: tuple[int, str, str] | None = None
     refuse: str | None = None
+    refuse_status: int = 400
     rest_status: int = 200
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     frames: list[dict[str, Any]] = field(default_factory=list)  # batch metas received, in order, as sent
@@ -88,7 +91,7 @@ class FakeWorker:
             self.frames.append({"account": meta.account, "stream": meta.stream, "seq": meta.seq, "stamp": meta.stamp,
                                 "size": len(wav)})
             if self.refuse is not None:
-                statuses.append(400)
+                statuses.append(self.refuse_status)
                 replies.append({"error": self.refuse})
             else:
                 statuses.append(200)

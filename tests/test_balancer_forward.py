@@ -113,6 +113,43 @@ def test_a_whole_batch_500_goes_to_the_next_worker_which_stays_in_the_ring():
                                    "been logged, at the reply's time"}
 
 
+def test_a_frames_own_500_is_answered_and_not_sent_to_another_worker():
+    # Its account's log cannot be written on that worker's host (the workers
+    # of a host share --log-dir): the client is told at once, nothing is
+    # retried, and the worker stays in the ring for its other accounts.
+    async def go() -> tuple[dict, WorkerPool, FakeWorker, FakeWorker]:
+        async with fake_workers(2) as workers:
+            first, second = by_rank(workers, "acct")
+            first.refuse, first.refuse_status = "frame log acct.txt cannot be written: is a directory", 500
+            reply, pool = await forward(workers)
+            return reply, pool, first, second
+    reply, pool, first, second = asyncio.run(go())
+    assert reply == {"account": "acct", "seq": 7, "error": "frame log acct.txt cannot be written: is a directory"}
+    assert [m["seq"] for m in first.frames] == [7] and second.frames == []
+    assert set(pool.healthy()) == {first.url, second.url}
+
+
+def test_a_frames_own_503_goes_to_the_next_worker_and_no_worker_available_says_why():
+    # 503 inside the batch: this worker cannot record now (a full disk). The
+    # next worker takes the frame; when none can, the client reads each
+    # worker's reason (which names no path).
+    full = "this worker cannot record frames now: --log-dir cannot be written: no space left on device"
+
+    async def go() -> tuple[dict, dict, WorkerPool, FakeWorker, FakeWorker]:
+        async with fake_workers(2) as workers:
+            first, second = by_rank(workers, "acct")
+            first.refuse, first.refuse_status = full, 503
+            moved, _ = await forward(workers)
+            second.refuse, second.refuse_status = full, 503
+            refused, pool = await forward(workers)
+            return moved, refused, pool, first, second
+    moved, refused, pool, first, second = asyncio.run(go())
+    assert "error" not in moved and moved["worker"] == second.port
+    assert refused == {"account": "acct", "seq": 7,
+                       "error": f"no worker available: tried 2: answered 503 ({full}), answered 503 ({full})"}
+    assert pool.healthy() == []
+
+
 def test_every_worker_answering_a_retry_status_is_no_worker_available():
     async def go() -> dict:
         async with fake_workers(2) as workers:
