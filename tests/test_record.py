@@ -215,6 +215,26 @@ def test_a_frame_processed_but_not_recorded_is_recorded_by_its_resend_not_proces
     assert len(whole_lines(log_dir(app) / "X5.txt")) == 6
 
 
+def test_a_held_frame_resent_through_another_balancer_is_answered_with_its_lines_time(app: Flask,
+                                                                                       client: FlaskClient):
+    """Another balancer stamps the resend anew: the line keeps the stamp the
+    frame was processed under, and so does every answer to it (the balancer
+    adds its own time only to a reply without one)."""
+    (log_dir(app) / "X5.txt").mkdir()
+    frames = frames_of_accounts(["X5"], rounds=4)
+    assert [status for status, _ in post_frames(client, frames)] == [500] * 4
+    (log_dir(app) / "X5.txt").rmdir()
+    restamped = [(FrameMeta(meta.account, meta.stream, meta.seq, (meta.stamp or 0) + 7_000_000), wav)
+                 for meta, wav in frames]
+    first_times = [stamp_text(meta.stamp) for meta, _ in frames if meta.stamp]
+    resent = post_frames(client, restamped)
+    assert [status for status, _ in resent] == [200] * 4
+    assert [reply["time"] for _, reply in resent] == first_times
+    assert [logged(line).time for line in whole_lines(log_dir(app) / "X5.txt")] == first_times
+    again = post_frames(client, restamped)
+    assert [(reply["time"], reply.get("duplicate")) for _, reply in again] == [(t, True) for t in first_times]
+
+
 def test_a_log_dir_that_is_a_file_refuses_every_frame_and_health_says_degraded(tmp_path: Path):
     logs = tmp_path / "logs"
     logs.write_text("not a directory\n")

@@ -211,11 +211,15 @@ class FramePipeline:
         if held.answered is not None:
             return FrameAnswer({**held.answered, "duplicate": True}, Outcome.DUPLICATE)
         answer = self._record(held, account, finals)
-        if answer.outcome is not Outcome.UNRECORDED:
-            if held.row is not None:
-                rows.append((i, held))  # answered once the row is stored
-            else:
-                held.answered = held.answer(answer.reply)
+        if answer.outcome is Outcome.UNRECORDED:
+            return answer
+        # With the time of its line: a resend through another balancer
+        # carries a stamp of its own.
+        answer = FrameAnswer(held.answer(answer.reply), answer.outcome)
+        if held.row is not None:
+            rows.append((i, held))  # answered once the row is stored
+        else:
+            held.answered = answer.reply
         return answer
 
     def _record(self, held: HeldFrame, account: Account, finals: list[FinalLabel]) -> FrameAnswer:
