@@ -36,7 +36,7 @@ class BatchRecorder:
 
 
 @asynccontextmanager
-async def link(batch_gap: float) -> AsyncIterator[tuple[WorkerLink, BatchRecorder]]:
+async def link(batch_gap: float, timeout: float = 10.0) -> AsyncIterator[tuple[WorkerLink, BatchRecorder]]:
     recorder = BatchRecorder()
     app = web.Application()
     app.router.add_post(PATH, recorder.frames)
@@ -44,7 +44,7 @@ async def link(batch_gap: float) -> AsyncIterator[tuple[WorkerLink, BatchRecorde
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:
-            worker_link = WorkerLink(f"http://127.0.0.1:{server.port}", session, 10.0, batch_gap=batch_gap)
+            worker_link = WorkerLink(f"http://127.0.0.1:{server.port}", session, timeout, batch_gap=batch_gap)
             try:
                 yield worker_link, recorder
             finally:
@@ -117,29 +117,17 @@ def test_frames_waiting_behind_a_request_that_times_out_are_not_sent_to_that_wor
     fail at once with NotSent (to go to their next worker), rather than
     leave in a second request to the same worker and wait as long again."""
     async def go() -> tuple[BaseException | None, list[BaseException | None], list[list[int]], list[int]]:
-        recorder = BatchRecorder()
-        app = web.Application()
-        app.router.add_post(PATH, recorder.frames)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with aiohttp.ClientSession() as session:
-                worker = WorkerLink(f"http://127.0.0.1:{server.port}", session, 0.5)
-                try:
-                    recorder.gate.clear()
-                    stuck = asyncio.create_task(worker.send(meta(1), b"w"))
-                    await until(lambda: len(recorder.batches) == 1)
-                    waiting = [asyncio.create_task(worker.send(meta(seq), b"w")) for seq in (2, 3)]
-                    done = await asyncio.gather(stuck, *waiting, return_exceptions=True)
-                    recorder.gate.set()
-                    after = await worker.send(meta(4), b"w")  # the link goes on: the next frame is sent
-                    return (done[0] if isinstance(done[0], BaseException) else None,
-                            [d if isinstance(d, BaseException) else None for d in done[1:]],
-                            [seqs for _, seqs in recorder.batches], [after[1]["seq_seen"]])
-                finally:
-                    await worker.close()
-        finally:
-            await server.close()
+        async with link(0.0, timeout=0.5) as (worker, recorder):
+            recorder.gate.clear()
+            stuck = asyncio.create_task(worker.send(meta(1), b"w"))
+            await until(lambda: len(recorder.batches) == 1)
+            waiting = [asyncio.create_task(worker.send(meta(seq), b"w")) for seq in (2, 3)]
+            done = await asyncio.gather(stuck, *waiting, return_exceptions=True)
+            recorder.gate.set()
+            after = await worker.send(meta(4), b"w")  # the link goes on: the next frame is sent
+            return (done[0] if isinstance(done[0], BaseException) else None,
+                    [d if isinstance(d, BaseException) else None for d in done[1:]],
+                    [seqs for _, seqs in recorder.batches], [after[1]["seq_seen"]])
     stuck, waiting, batches, after = asyncio.run(go())
     assert isinstance(stuck, TimeoutError)
     assert all(isinstance(w, NotSent) for w in waiting), waiting
