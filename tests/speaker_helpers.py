@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import soundfile as sf
 from flask import Flask
 
 from voicetools.cluster import System, make_system, stream_frames, wait_until
-from voicetools.paths import REPO
+from voicetools.conversation.build import rttm_turns
+from voicetools.paths import REPO, SHARED_DATA
 from worker.app import create_app
 from worker.config import WorkerConfig
 from worker.context import EXTENSION, Worker
@@ -63,6 +65,20 @@ def multipart(field: str, filename: str, payload: bytes) -> tuple[bytes, str]:
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     samples, rate = sf.read(path, dtype="int16", always_2d=False)
     return samples, rate
+
+
+CONVERSATION = SHARED_DATA / "conversation"
+
+
+def real_conversation() -> tuple[np.ndarray, int, list[tuple[str, float, float]]]:
+    """../shared/data/conversation: its samples, rate and reference turns
+    (speaker, start, end); the calling test is skipped when it is absent."""
+    wav, rttm = CONVERSATION / "sample.wav", CONVERSATION / "sample.rttm"
+    if not (wav.exists() and rttm.exists()):
+        pytest.skip(f"real recordings not available: {wav} or {rttm} is absent "
+                    "(../shared/data is beside the repo only in CI and dev machines)")
+    samples, rate = read_wav(wav)
+    return samples, rate, rttm_turns(rttm)
 
 
 def silence(seconds: float, rate: int = 16000) -> np.ndarray:

@@ -40,16 +40,14 @@ from balancer.metrics import BalancerMetrics
 from balancer.packets import Header, Packet
 from balancer.routing import rank_workers
 from balancer.workers import WorkerPool
-from speaker_helpers import call, ge2e_system, read_wav
+from speaker_helpers import call, ge2e_system, real_conversation
 from test_api_docs import payload_validator
 from voicestream.segments import parse_segment
 from voicestream.wav import encode_wav
 from voicetools.cluster import System, wait_until
-from voicetools.paths import SHARED_DATA
 
 pytestmark = pytest.mark.integration
 
-CONVERSATION = SHARED_DATA / "conversation"
 FRAME_MS = 100
 DEFAULT_LAG_MS = 1000  # the worker's --speaker-lag-ms default
 
@@ -86,14 +84,7 @@ class Conversation:
 
 @pytest.fixture(scope="module")
 def conversation() -> Conversation:
-    wav, rttm = CONVERSATION / "sample.wav", CONVERSATION / "sample.rttm"
-    if not (wav.exists() and rttm.exists()):
-        pytest.skip(f"the conversation recording is not available: {CONVERSATION} is absent "
-                    "(../shared/data is beside the repo only in CI and dev machines)")
-    samples, rate = read_wav(wav)
-    turns = [(fields[7], float(fields[3]), float(fields[3]) + float(fields[4]))
-             for fields in (line.split() for line in rttm.read_text().splitlines()) if fields]
-    return Conversation(samples, rate, turns)
+    return Conversation(*real_conversation())
 
 
 def enroll_both(system: System, account: str, conversation: Conversation) -> None:

@@ -26,7 +26,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg import sql
 
-from speaker_helpers import read_wav, ready_app, worker_config
+from speaker_helpers import ready_app, real_conversation, worker_config
 from voicestream.batch import CLOSE_PATH, CONTENT_TYPE, PATH, FrameMeta, decode_replies, encode_batch, encode_close
 from voicestream.events import Segment
 from voicestream.logline import format_line, parse_line
@@ -34,7 +34,7 @@ from voicestream.segments import format_segment
 from voicestream.stamps import stamp_time, text_stamp
 from voicestream.wav import encode_wav, split_frames
 from voicetools.cluster import wait_until
-from voicetools.paths import REPO, SHARED_DATA
+from voicetools.paths import REPO
 from voicetools.postgres import PostgresServer
 from worker.app import create_app
 from worker.context import EXTENSION, Worker
@@ -42,7 +42,6 @@ from worker.context import EXTENSION, Worker
 pytest_plugins = ["pg"]  # pg_server, own_pg
 pytestmark = pytest.mark.integration  # a PostgreSQL server process, the tail command
 
-CONVERSATION = SHARED_DATA / "conversation"
 ACCOUNT = "convo"
 STREAM = "conn-1"
 PORT = 7301
@@ -58,16 +57,11 @@ class Conversation:
 
 @pytest.fixture(scope="module")
 def conversation() -> Conversation:
-    wav, rttm = CONVERSATION / "sample.wav", CONVERSATION / "sample.rttm"
-    if not (wav.exists() and rttm.exists()):
-        pytest.skip(f"real recordings not available: {wav} or {rttm} is absent "
-                    "(../shared/data is beside the repo only in CI and dev machines)")
-    samples, rate = read_wav(wav)
-    turns = [line.split() for line in rttm.read_text().splitlines() if line.startswith("SPEAKER")]
+    samples, rate, turns = real_conversation()
     enroll = {}
-    for name in sorted({turn[7] for turn in turns}):
-        start, seconds = max(((float(t[3]), float(t[4])) for t in turns if t[7] == name), key=lambda t: t[1])
-        enroll[name] = encode_wav(samples[int(start * rate):int((start + seconds) * rate)], rate)
+    for name in sorted({speaker for speaker, _, _ in turns}):
+        start, end = max(((start, end) for speaker, start, end in turns if speaker == name), key=lambda t: t[1] - t[0])
+        enroll[name] = encode_wav(samples[int(start * rate):int(end * rate)], rate)
     return Conversation(split_frames(samples, rate), enroll)
 
 
