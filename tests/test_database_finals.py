@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from test_database_frames import T0, Worker, eventually, frames, logged_between
+from test_database_frames import T0, Worker, eventually, frames, log_every_statement, logged_between
 from worker.storage.postgres.frames import LABEL_PATIENCE_SECONDS, insert_with_labels
 from worker.storage.postgres.notify import FRAMES_CHANNEL
 from worker.storage.postgres.spool import Spool
@@ -61,9 +61,7 @@ def worker(pg_url, tmp_path):
 
 
 def test_a_batchs_labels_go_in_its_one_statement(pg_server, pg_url, tmp_path):
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(
-            sql.Identifier(pg_url.rsplit("/", 1)[1])))
+    log_every_statement(pg_server, pg_url)
     w = Worker(pg_url, tmp_path / "spool.db")
     try:
         w.rows.record(frames(6))
@@ -129,9 +127,7 @@ def test_a_label_whose_rows_are_spooled_reaches_them(own_pg, tmp_path):
 
 
 def test_the_flusher_applies_a_label_after_its_rows(pg_server, pg_url, tmp_path, caplog):
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(
-            sql.Identifier(pg_url.rsplit("/", 1)[1])))
+    log_every_statement(pg_server, pg_url)
     # A spool left by a worker that stopped during an outage: 1,200 rows
     # (three flush statements), a label naming the last of them, then a
     # label of rows already flushed before.

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from voicestream.logline import format_line
 from voicestream.stamps import stamp_time
+from voicetools.postgres import PostgresServer
 from worker.storage.postgres.connection import Database
 from worker.storage.postgres.frames import FrameRows, row_line
 from worker.storage.postgres.notify import FRAMES_CHANNEL
@@ -74,6 +75,14 @@ def worker(pg_url, tmp_path) -> Iterator[Worker]:
     w.close()
 
 
+def log_every_statement(server: PostgresServer, url: str) -> None:
+    """The server logs every statement run in url's database from now on
+    (read back with logged_between)."""
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(
+            sql.Identifier(url.rsplit("/", 1)[1])))
+
+
 def logged_between(server_log: str, begin: str, end: str) -> str:
     """What the server logged between the lines of two marker queries."""
     return server_log[server_log.index("\n", server_log.index(begin)) + 1:server_log.rindex("\n", 0,
@@ -81,9 +90,7 @@ def logged_between(server_log: str, begin: str, end: str) -> str:
 
 
 def test_a_batch_is_one_row_per_frame_in_one_statement(pg_server, pg_url, tmp_path):
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(
-            sql.Identifier(pg_url.rsplit("/", 1)[1])))
+    log_every_statement(pg_server, pg_url)
     w = Worker(pg_url, tmp_path / "spool.db")
     try:
         batch = frames(40, "s1") + frames(20, "s2", account="other")
