@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from voicestream.events import Event
 from voicestream.replies import FrameReply
-from voicestream.stamps import stamp_text
 
 from .speakers.tracker import SpeakerTrack
 from .vad import VadStream
@@ -110,17 +109,16 @@ class Account:
         """The events kept for stream, once."""
         return self.outbox.pop(stream, [])
 
-    def remember(self, stream: str, seq: int | None, reply: FrameReply, stamp: int | None = None) -> None:
-        """Keeps the reply of a frame processed. With its stamp, the kept
-        reply carries the frame's time: a resend through another balancer
-        has a stamp of its own, and its duplicate must name the line the
-        frame has (its first stamp)."""
+    def remember(self, stream: str, seq: int | None, reply: FrameReply) -> None:
+        """Keeps the reply of a frame processed, with the time of its line
+        (HeldFrame.answer): a resend through another balancer has a stamp
+        of its own, and its duplicate must name the line the frame has."""
         if seq is None:
             return
         replies = self.replies.pop(stream, None)  # re-inserted last: the most recently used
         if replies is None:
             replies = StreamReplies()
-        replies.keep(seq, reply if stamp is None else {**reply, "time": stamp_text(stamp)})
+        replies.keep(seq, reply)
         self.replies[stream] = replies
         if len(self.replies) > MAX_STREAMS_REMEMBERED:
             del self.replies[next(iter(self.replies))]

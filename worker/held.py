@@ -88,6 +88,3 @@ class HeldFrames:
             self._frames.move_to_end(key)
             while len(self._frames) > self.limit:
                 self._frames.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._frames)

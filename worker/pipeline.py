@@ -199,7 +199,7 @@ class FramePipeline:
                 self.held.hold(held)
             # The stream's memory has the frame either way: it was processed,
             # and a resend is answered, never processed again.
-            account.remember(frame.stream, frame.seq, answer.reply, stamp)
+            account.remember(frame.stream, frame.seq, held.answer(answer.reply))
             answers[i] = answer
             if row is not None and answer.outcome is not Outcome.UNRECORDED:
                 rows.append((i, held))
@@ -260,7 +260,7 @@ class FramePipeline:
             return
         for i, held in rows:
             if held.key is not None and self.held.get(*held.key) is held:
-                held.answered = held.answer(answers[i].reply)  # recorded now: a resend gets it as a duplicate
+                held.answered = answers[i].reply  # recorded now (with its line's time): a resend gets it
 
     @staticmethod
     def _frame_events(frame: Frame, account: Account, voice: int, stamp: int) -> list[Event]:

@@ -22,9 +22,9 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from .hmm import ScoreModel, TurnModel, backward, predict, update
+from .scoring import UNKNOWN
 
 Ref = TypeVar("Ref")
-UNKNOWN = "unknown"
 # Mixing is given per FRAME_SECONDS of speech; frames of other lengths scale it.
 FRAME_SECONDS = 0.1
 

@@ -64,9 +64,6 @@ class TurnModel:
     pause_frames: int
     unknown_prior: float  # P(unknown) when a stream starts
 
-    def mix(self, gap: int) -> float:
-        return self.pause_mix if gap >= self.pause_frames else self.speech_mix
-
     def prior(self, speakers: int) -> np.ndarray:
         p = np.full(speakers + 1, (1.0 - self.unknown_prior) / max(speakers, 1))
         p[-1] = self.unknown_prior if speakers else 1.0

@@ -23,18 +23,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from voicestream.events import SEGMENT, SPEAKER_CHANGE, Event, Segment, SpeakerChange
+from voicestream.events import SEGMENT, SPEAKER_CHANGE, Segment, SpeakerChange
 from voicestream.stamps import stamp_text
 
 from ..audio import Audio
 from ..metrics import SpeakerMetrics
 from ..storage.protocol import StorageUnavailable
 from ..storage.voiceprints import EncoderId
-from .decoder import FRAME_SECONDS, UNKNOWN, Final, Label, Observation, SpeakerDecoder
+from .decoder import FRAME_SECONDS, Final, Label, Observation, SpeakerDecoder
 from .encoders import SCORE_MODELS
-from .engine import SpeakerEngine
+from .engine import SpeakerEngine, encode
 from .hmm import ScoreModel, TurnModel
-from .scoring import Enrolled, Roster
+from .scoring import UNKNOWN, Enrolled, Roster
 from .windows import PAUSE_SECONDS, SpeakerWindows, Window, windows_for
 
 log = logging.getLogger("worker.speakers")
@@ -246,27 +246,25 @@ class SpeakerTracker:
             self._unreadable(account.code, exc)
             return account.speech, []
         track = account.speech
-        if track is not None and same_voiceprints(track.enrolled, enrolled):
-            if track.windows.sample_rate != sample_rate:
-                # Another device: its windows start afresh, the speaker decision goes on.
-                track.windows = windows_for(encoder.name, sample_rate, getattr(encoder, "basis", None))
+        if track is not None and track.windows.sample_rate != sample_rate:
+            # Another device: its windows start afresh, the speaker decision goes on.
+            track.windows = windows_for(encoder.name, sample_rate, getattr(encoder, "basis", None))
+        if track is not None and enrolled is not None and same_voiceprints(track.enrolled, enrolled):
+            # The same voiceprints in the roster's new Enrolled (another
+            # account's change): kept, so later frames compare by identity.
+            track.enrolled = enrolled
             return track, []
         owed = track.flush() if track is not None else []
         if enrolled is None:
             account.speech = None
             return None, owed
-        windows = (track.windows if track is not None and track.windows.sample_rate == sample_rate
+        windows = (track.windows if track is not None
                    else windows_for(encoder.name, sample_rate, getattr(encoder, "basis", None)))
         model = SCORE_MODELS[encoder.name]
         threshold = enrolled.threshold if enrolled.threshold is not None else self.threshold
         if threshold is not None:  # the account's own, else the worker's --speaker-threshold
             model = model.with_threshold(threshold)
-        # One frame of the lag goes to learning whether the next frame's final
-        # label differs, which a segment needs to close: so a segment comes at
-        # most `lag` after its last frame (100 ms frames).
-        look_ahead = max(0.0, self.lag_seconds - FRAME_SECONDS)
-        decoder: SpeakerDecoder[FrameRef] = SpeakerDecoder(enrolled.names, model, TURNS, look_ahead,
-                                                           min(SHIFT_SECONDS, look_ahead))
+        decoder: SpeakerDecoder[FrameRef] = new_decoder(enrolled.names, model, self.lag_seconds)
         account.speech = SpeakerTrack(windows, enrolled, decoder, closed=owed)
         return account.speech, []
 
@@ -316,9 +314,13 @@ class SpeakerTracker:
                         "(none for an account not tracked yet)", account, exc)
 
 
-def segment_events(closed: Sequence[ClosedSegment], stream: str) -> list[Event]:
-    """The segment events of closed that belong to stream."""
-    return [c.event for c in closed if c.stream == stream]
+def new_decoder(names: tuple[str, ...], model: ScoreModel, lag_seconds: float) -> SpeakerDecoder[Any]:
+    """The tracker's decoder over names. One frame of the lag goes to
+    learning whether the next frame's final label differs, which a segment
+    needs to close: so a segment comes at most `lag` after its last frame
+    (100 ms frames)."""
+    look_ahead = max(0.0, lag_seconds - FRAME_SECONDS)
+    return SpeakerDecoder(names, model, TURNS, look_ahead, min(SHIFT_SECONDS, look_ahead))
 
 
 def same_voiceprints(tracked: Enrolled, now: Enrolled | None) -> bool:
@@ -364,7 +366,6 @@ def record_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = 
 
 
 def encode_in_batches(encoder: Any, kind: str, inputs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
-    from .engine import encode
     out: list[np.ndarray] = []
     for i in range(0, len(inputs), batch):
         out += list(encode(encoder, kind, inputs[i:i + batch]))
@@ -376,9 +377,7 @@ def track_recording(frames: Sequence[RecordedFrame], enrolled: Enrolled, model: 
     """(immediate, final) label of each frame of a recorded stream against
     enrolled, with the tracker's decoder and turn model (None: unvoiced, or
     before a first window)."""
-    look_ahead = max(0.0, lag_seconds - FRAME_SECONDS)
-    decoder: SpeakerDecoder[int] = SpeakerDecoder(enrolled.names, model, TURNS, look_ahead,
-                                                  min(SHIFT_SECONDS, look_ahead))
+    decoder: SpeakerDecoder[int] = new_decoder(enrolled.names, model, lag_seconds)
     immediate: list[Label | None] = []
     final: list[Label | None] = [None] * len(frames)
     for i, frame in enumerate(frames):
