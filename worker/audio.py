@@ -53,8 +53,14 @@ def decode_wav(
     rates = accepted_rates or COMMON_RATES
     subtypes = accepted_subtypes or ACCEPTED_SUBTYPES
     check_container(data)
-    data = check_data_chunk(data)
+    # A frame read_pcm16 takes has a data chunk that ends the file in whole
+    # sample frames: check_data_chunk has nothing to say about it, and
+    # walking its chunks a second time is per-frame work for nothing.
     pcm = read_pcm16(data)
+    if pcm is None:
+        checked = check_data_chunk(data)
+        if checked is not data:  # an unknown length, set to what is present
+            data, pcm = checked, read_pcm16(checked)
     if pcm is not None:
         return _pcm16_audio(data, pcm, max_seconds, rates, subtypes)
     return decode_with_soundfile(data, max_seconds, rates, subtypes)
@@ -85,8 +91,8 @@ def check_data_chunk(data: bytes) -> bytes:
     is a container whose chunks cannot be followed to a data chunk (its error)."""
     if data[:4] == b"RF64":
         return data
-    chunk = _CHUNK if data[:4] == b"RIFF" else _CHUNK_BE
-    fmt_block = _FMT if data[:4] == b"RIFF" else _FMT_BE
+    little = data[:4] == b"RIFF"
+    chunk, fmt_block = (_CHUNK, _FMT) if little else (_CHUNK_BE, _FMT_BE)
     offset, block_align = 12, 0
     while offset + 8 <= len(data):
         name, size = chunk.unpack_from(data, offset)
