@@ -322,13 +322,19 @@ def verified_fold(lab: Lab, fold: Fold) -> Outcome:
                    len(fold.held_out), verified)
 
 
-def chosen_elsewhere(lab: Lab, folds: list[Fold], model: ScoreModel, lag: float, final: bool) -> list[Outcome]:
+Grid = dict[tuple[str, float], Outcome]  # (stranger, threshold) -> the fold tracked at that threshold
+
+
+def tracked_grid(lab: Lab, folds: list[Fold], model: ScoreModel, lag: float) -> Grid:
+    """Every fold tracked at every threshold of GRID (immediate and final labels at once)."""
+    return {(f.stranger, float(t)): tracked_fold(lab, f, model.with_threshold(float(t)), lag) for f in folds
+            for t in GRID}
+
+
+def chosen_elsewhere(at: Grid, folds: list[Fold], final: bool) -> list[Outcome]:
     """Each fold at the threshold that best balances identification and
     rejection (of the final or immediate labels) on the other folds (ties:
     the lower threshold)."""
-    at = {(f.stranger, float(t)): tracked_fold(lab, f, model.with_threshold(float(t)), lag) for f in folds
-          for t in GRID}
-
     def balance(threshold: float, left_out: str) -> float:
         kept = [at[(f.stranger, threshold)] for f in folds if f.stranger != left_out]
         total = sum(kept[1:], kept[0])
@@ -373,8 +379,9 @@ def leave_one_out(lab: Lab, speakers: dict[str, list[Path]], enroll_files: int, 
     print(outcome_table(outcomes, f"\nLeave one speaker out ({name}): {len(speakers) - 1} speakers enrolled, the "
                                   f"other one a stranger; the tracker at threshold {model.threshold:g}, final labels "
                                   f"{lag * 1000:g} ms after their frame"))
+    at = tracked_grid(lab, folds, model, lag)
     for final in (False, True):
-        print(outcome_table(chosen_elsewhere(lab, folds, model, lag, final),
+        print(outcome_table(chosen_elsewhere(at, folds, final),
                             f"\nThe same, each fold at the threshold chosen on the other folds for the "
                             f"{'final' if final else 'immediate'} labels"))
     print("\n" + verify_table([verified_fold(lab, f) for f in folds]))

@@ -289,7 +289,8 @@ class FramePipeline:
         self.segments.append(account.code, [(c.stream, c.event) for c in closed])
         mine: list[Event] = []
         for c in closed:
-            finals.append(FinalLabel.of(account.code, c.stream, c.event))
+            if self.records is not None:  # labels for the rows: nothing takes them without --database
+                finals.append(FinalLabel.of(account.code, c.stream, c.event))
             if c.stream == stream:
                 mine.append(c.event)
             else:
