@@ -6,12 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from voicestream.accounts import MAX_ACCOUNT_LENGTH
-from voicestream.options import COUNT, PORT, POSITIVE_SECONDS, SECONDS, at_least, option, parse_config
+from voicestream.options import COUNT, NON_NEGATIVE, PORT, POSITIVE_SECONDS, SECONDS, option, parse_config
 from voicestream.worker_secret import ENVIRONMENT as SECRET_ENV
 from voicestream.worker_secret import FLAG as SECRET_FLAG
 from voicestream.worker_secret import parse_secret
-
-LIMIT_OR_NONE = at_least(0, int)  # 0: no such limit
 
 DEFAULT_WORKERS = ("http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003")
 
@@ -62,7 +60,7 @@ class BalancerConfig:
     max_connections_per_address: int = option(
         0, "--max-connections-per-address", "MAX_CONNECTIONS_PER_ADDRESS",
         "of those, at most this many from one address (more get 429); 0: no limit. Behind a proxy, all share "
-        "its address", parse=LIMIT_OR_NONE, group="limits")
+        "its address", parse=NON_NEGATIVE, group="limits")
     # 20 s: a 100 ms frame is 1.7-4.3 KB (8 kHz PCM to 16 kHz base64 JSON), under 2 s at 2G's 20 kbit/s; TCP's
     # retransmissions after four losses in a row (1+2+4+8 s) still end inside it. A phone whose network is gone
     # for longer has lost its connection anyway, and resumes its stream on a new one.

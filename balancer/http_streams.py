@@ -122,7 +122,7 @@ class HttpStreams:
             return
         del self._streams[victim.key]
         if closer is not None:
-            closer.close(victim.stream, [(victim.account, tuple(victim.workers))])
+            close_streams(closer, [victim])
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -139,7 +139,5 @@ async def sweep(streams: HttpStreams, closer: Closer, interval: float = SWEEP_SE
         await asyncio.sleep(interval)
         try:
             close_streams(closer, streams.idle(time.monotonic()))
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("closing idle HTTP streams failed; sweeping on")

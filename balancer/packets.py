@@ -18,11 +18,10 @@ import base64
 import binascii
 import io
 import json
-import re
 import tokenize
 from dataclasses import dataclass, field
 
-from voicestream.accounts import invalid_account_message, is_valid_account
+from voicestream.accounts import ACCOUNT_PATTERN, MAX_ACCOUNT_LENGTH, invalid_account_message, is_valid_account
 from voicestream.batch import MAX_SEQ
 from voicestream.wav import encode_wav
 
@@ -34,8 +33,8 @@ MAX_LITERAL_TOKENS = 64
 INGEST_SHAPE = '{"ACCOUNTCODE": ..., "data": [int16 samples], "sample_rate": 8000}'
 # A client's name for its stream: what an account code may hold, so that it
 # can be logged and sent on as it is.
-MAX_STREAM_NAME = 64
-STREAM_NAME = re.compile(f"[A-Za-z0-9_-]{{1,{MAX_STREAM_NAME}}}")
+MAX_STREAM_NAME = MAX_ACCOUNT_LENGTH
+STREAM_NAME = ACCOUNT_PATTERN
 # The worker knows a stream by its id: a client's name goes there behind this
 # prefix, which the balancer's own ids (uuid hex, "http-" + hex) never have.
 CLIENT_STREAM_PREFIX = "c:"

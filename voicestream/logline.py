@@ -13,8 +13,9 @@ from datetime import datetime
 from .stamps import TEXT_FORMAT, stamp_text
 
 STAMP_CHARS = len("2023-01-20 13:44:44.123435")
+STAMP_PATTERN = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}"  # stamp_text's form (TEXT_FORMAT)
 LOG_LINE = re.compile(
-    r"(?P<time>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}) voice=(?P<voice>[01]), (?P<worker>\d+), (?P<ms>\d+)ms"
+    rf"(?P<time>{STAMP_PATTERN}) voice=(?P<voice>[01]), (?P<worker>\d+), (?P<ms>\d+)ms"
     r"(?:, speaker=(?P<speaker>[^,\s]+)(?:, score=(?P<score>-?\d+\.\d{2}))?)?")
 
 

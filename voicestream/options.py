@@ -120,6 +120,7 @@ def at_least(low: float, kind: Callable[[str], Any] = float, high: float = math.
 
 PORT = at_least(0, int, 65535)  # 0: any free port
 COUNT = at_least(1, int)  # sizes, limits and thread counts
+NON_NEGATIVE = at_least(0, int)  # a count or limit that may be 0 (none, or no such limit)
 SECONDS = at_least(0)  # a wait that may be none
 POSITIVE_SECONDS = at_least(0, above=True)  # timeouts, intervals, durations
 

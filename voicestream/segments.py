@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass
 
 from .events import SEGMENT, Segment
+from .logline import STAMP_PATTERN
 
-_STAMP = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}"
 SEGMENT_LINE = re.compile(
-    rf"(?P<start>{_STAMP}) (?P<end>{_STAMP}) speaker=(?P<speaker>[^,\s]+), score=(?P<score>-?\d+\.\d{{2}}|none), "
+    rf"(?P<start>{STAMP_PATTERN}) (?P<end>{STAMP_PATTERN}) "
+    r"speaker=(?P<speaker>[^,\s]+), score=(?P<score>-?\d+\.\d{2}|none), "
     r"seqs=(?P<start_seq>\d+)-(?P<end_seq>\d+), frames=(?P<frames>\d+), stream=(?P<stream>\S*)")
 
 

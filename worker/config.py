@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from voicestream.options import (
     COUNT,
+    NON_NEGATIVE,
     PORT,
     POSITIVE_SECONDS,
     SECONDS,
@@ -77,7 +78,7 @@ class WorkerConfig:
                               "free space (MB) the log directory (with --database also --spool-dir) must keep; "
                               "under it frames are refused (503) and /health says degraded until there is more; "
                               "0: until writes fail",
-                              parse=at_least(0, int), group="frames")
+                              parse=NON_NEGATIVE, group="frames")
     # VAD defaults: VadParams' (worker/vad.py says why; docs/vad.md has the measurements).
     vad_threshold: float = option(0.3, "--vad-threshold", "VAD_THRESHOLD",
                                   "speech probability that turns voice on (off again under it minus 0.15)",

@@ -23,8 +23,8 @@ RESERVED_NAME_PATTERN = "^[Uu][Nn][Kk][Nn][Oo][Ww][Nn]$"
 TIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"
 # balancer/packets.py parse_header: ACCOUNTCODE plus optional key=value pairs, ';'-separated.
 HEADER_PATTERN = r"(^|;)\s*ACCOUNTCODE\s*=\s*[A-Za-z0-9_-]{1,64}\s*(;|$)"
-# balancer/packets.py STREAM_NAME: a client's name for its stream, anchored.
-STREAM_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+# balancer/packets.py STREAM_NAME: a client's name for its stream is what an account code may be.
+STREAM_PATTERN = ACCOUNT_PATTERN
 # WAV sample rates a worker accepts by default (--accepted-rates).
 COMMON_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, astuple, dataclass
 from typing import Any
 
+from voicestream.wav import FRAME_SECONDS
 from voicetools import timeline
 
 from . import ConversationError
@@ -153,7 +154,7 @@ def phases(turns: Sequence[Turn], hypothesis: Sequence[timeline.Segment], head: 
 
 # --- how fast labels follow the turns ---------------------------------------------
 
-FRAME = 0.1  # the stream's frames: a hypothesis segment starts and ends on them
+FRAME = FRAME_SECONDS  # the stream's frames: a hypothesis segment starts and ends on them
 
 
 def labels_per_frame(hypothesis: Sequence[timeline.Segment], seconds: float) -> list[str | None]:

@@ -10,6 +10,7 @@ from voicestream.stamps import stamp_text
 
 from ..protocol import StorageUnavailable
 from .connection import Database, DatabaseUnavailable, describe
+from .frames import stored_score
 
 # Ordered as the segments file reader orders them: stream by code point (C collation).
 SELECT = """
@@ -22,7 +23,7 @@ LIMIT %s"""
 def segment_line(start: int, end: int, speaker: str, score: float | None, start_seq: int, end_seq: int, frames: int,
                  stream: str) -> SegmentLine:
     """A segments row as the segments file's line has it (score: 2 places)."""
-    return SegmentLine(stamp_text(start), stamp_text(end), speaker, None if score is None else round(score, 2),
+    return SegmentLine(stamp_text(start), stamp_text(end), speaker, stored_score(score),
                        start_seq, end_seq, frames, stream)
 
 
