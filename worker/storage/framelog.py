@@ -40,10 +40,7 @@ class FrameLog:
         return Path(self._file(account))
 
     def _file(self, account: str) -> str:
-        # Callers validate too; checked here again because it names a file.
-        if not is_valid_account(account):
-            raise ValueError(f"not an account code: {account[:40]!r}")
-        return f"{self._prefix}{account}.txt"
+        return account_file(self._prefix, account, ".txt")
 
     def append(self, account: str, line: str, *, once: bool = False) -> bool:
         """Append line; with once, only if no line with its timestamp is in the
@@ -68,6 +65,15 @@ class FrameLog:
             raise RecordWriteError("frame log", f"{account}.txt", exc) from exc
         finally:
             os.close(fd)
+
+
+def account_file(prefix: str, account: str, suffix: str) -> str:
+    """The path of an account's file: prefix (a directory and its separator),
+    the code, suffix. Callers validate too; checked here again because it
+    names a file."""
+    if not is_valid_account(account):
+        raise ValueError(f"not an account code: {account[:40]!r}")
+    return f"{prefix}{account}{suffix}"
 
 
 def open_for_append(path: str, mode: int) -> int:

@@ -19,13 +19,12 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from voicestream.accounts import is_valid_account
 from voicestream.events import Segment
 from voicestream.segments import SegmentLine, format_segment, parse_segment
 from voicestream.stamps import stamp_text
 
 from .appends import RecordWriteError, append_whole
-from .framelog import make_directory, open_for_append
+from .framelog import account_file, make_directory, open_for_append
 from .protocol import StorageUnavailable
 
 SUFFIX = ".segments.txt"
@@ -38,9 +37,7 @@ class SegmentLog:
         self._prefix = os.path.join(self.directory, "")
 
     def path(self, account: str) -> Path:
-        if not is_valid_account(account):
-            raise ValueError(f"not an account code: {account[:40]!r}")
-        return Path(f"{self._prefix}{account}{SUFFIX}")
+        return Path(account_file(self._prefix, account, SUFFIX))
 
     def append(self, account: str, segments: Sequence[tuple[str, Segment]]) -> None:
         """(stream, segment) lines, appended whole under the file's lock, or
@@ -50,7 +47,7 @@ class SegmentLog:
         data = "".join(format_segment(segment, stream) for stream, segment in segments).encode()
         name = f"{account}{SUFFIX}"
         try:
-            fd = open_for_append(str(self.path(account)), os.O_WRONLY)
+            fd = open_for_append(account_file(self._prefix, account, SUFFIX), os.O_WRONLY)
         except OSError as exc:
             raise RecordWriteError("segments file", name, exc) from exc
         try:
