@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..protocol import RowsNotStored
 
@@ -151,29 +152,16 @@ class Spool:
 
     def oldest(self, limit: int) -> list[tuple[int, Row]]:
         """Up to limit rows, oldest first, each with its spool id for remove()."""
-        with self._lock:
-            found = self._conn.execute(f"SELECT id, {', '.join(COLUMNS)} FROM frame_rows ORDER BY id LIMIT ?",
-                                       (limit,)).fetchall()
-        return [(row[0], tuple(row[1:])) for row in found]
+        return self._oldest("frame_rows", COLUMNS, limit)
 
     def remove(self, ids: Sequence[int]) -> None:
         """Forget rows the database now holds."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                removed = self._conn.executemany("DELETE FROM frame_rows WHERE id = ?", [(i,) for i in ids]).rowcount
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._count -= removed
+            self._count -= self._delete("frame_rows", ids)
 
     def oldest_labels(self, limit: int) -> list[tuple[int, Label]]:
         """Up to limit final labels, oldest first, each with its spool id for remove_labels()."""
-        with self._lock:
-            found = self._conn.execute(f"SELECT id, {', '.join(LABEL_COLUMNS)} FROM final_labels ORDER BY id "
-                                       "LIMIT ?", (limit,)).fetchall()
-        return [(row[0], tuple(row[1:])) for row in found]
+        return self._oldest("final_labels", LABEL_COLUMNS, limit)
 
     def holds_rows(self, label: Label) -> bool:
         """Whether any frame row the label names is still here."""
@@ -185,15 +173,24 @@ class Spool:
     def remove_labels(self, ids: Sequence[int]) -> None:
         """Forget final labels the database now holds."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                removed = self._conn.executemany("DELETE FROM final_labels WHERE id = ?",
-                                                 [(i,) for i in ids]).rowcount
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._labels -= removed
+            self._labels -= self._delete("final_labels", ids)
+
+    def _oldest(self, table: str, columns: Sequence[str], limit: int) -> list[tuple[int, Any]]:
+        with self._lock:
+            found = self._conn.execute(f"SELECT id, {', '.join(columns)} FROM {table} ORDER BY id LIMIT ?",
+                                       (limit,)).fetchall()
+        return [(row[0], tuple(row[1:])) for row in found]
+
+    def _delete(self, table: str, ids: Sequence[int]) -> int:
+        """Deletes ids from table in one transaction; how many went. Under the lock."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            removed: int = self._conn.executemany(f"DELETE FROM {table} WHERE id = ?", [(i,) for i in ids]).rowcount
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return removed
 
     def close(self) -> None:
         with self._lock:
