@@ -167,27 +167,27 @@ class FramePipeline:
                                          for _, frame, account in fresh])
         if fresh:  # no model call when every frame was a retry
             self.metrics.vad_seconds.observe(results[0].model_ms / 1000)
-        stamps = [frame.stamp if frame.stamp is not None else received for _, frame, _ in fresh]
+        refs = [frame_ref(frame, received) for _, frame, _ in fresh]
         speakers = (self.speakers.on_frames([
-            SpeakerFrame(account, FrameRef(frame.stream, frame.seq if frame.seq is not None else stamp, stamp),
-                         frame.audio, result.voice)
-            for (_, frame, account), result, stamp in zip(fresh, results, stamps, strict=True)])
+            SpeakerFrame(account, ref, frame.audio, result.voice)
+            for (_, frame, account), result, ref in zip(fresh, results, refs, strict=True)])
             if self.speakers is not None else [NO_SPEAKER] * len(fresh))
-        for (i, frame, account), result, found, stamp in zip(fresh, results, speakers, stamps, strict=True):
+        for (i, frame, account), result, found, ref in zip(fresh, results, speakers, refs, strict=True):
+            stamp = ref.stamp
             speaker, score = found.speaker, found.score
             model_ms = result.model_ms + found.encoder_ms
             reply: FrameReply = {"voice": result.voice, "prob": round(result.prob, 3),
                                  "db": dbfs(frame.audio.samples), "worker": self.port, "ms": round(model_ms, 2)}
             if speaker is not None:
                 reply["speaker"], reply["score"] = speaker, None if score is None else round(score, 3)
-            events = self._frame_events(frame, account, result.voice, stamp)
+            events = self._frame_events(frame, account, result.voice, ref)
             if found.change is not None:
                 events.append(found.change)
             # Recorded even when this host's log already has the line: the
             # worker that wrote it may have died before its row was stored;
             # the row's key makes a second insert a no-op.
-            row = (FrameRow(frame.account, frame.stream, stamp if frame.seq is None else frame.seq, stamp,
-                            result.voice, self.port, model_ms, speaker, score)
+            row = (FrameRow(frame.account, frame.stream, ref.seq, stamp, result.voice, self.port, model_ms, speaker,
+                            score)
                    if self.records is not None else None)
             # With the balancer's stamp, the line is written once even if the
             # frame was retried after a worker died between logging and replying.
@@ -263,12 +263,12 @@ class FramePipeline:
                 held.answered = answers[i].reply  # recorded now (with its line's time): a resend gets it
 
     @staticmethod
-    def _frame_events(frame: Frame, account: Account, voice: int, stamp: int) -> list[Event]:
+    def _frame_events(frame: Frame, account: Account, voice: int, ref: FrameRef) -> list[Event]:
         """The frame's own events: a restart of a stream this worker did not
         know, speech starting or ending; and the ones kept for its stream."""
         events = account.collect(frame.stream)
-        time_text = stamp_text(stamp)
-        seq = frame.seq if frame.seq is not None else stamp
+        time_text = stamp_text(ref.stamp)
+        seq = ref.seq
         if frame.seq is not None and frame.seq > 1 and frame.stream not in account.replies:
             events.append({"type": TRACKER_RESTART, "seq": seq, "time": time_text,
                            "reason": "this worker had no state for the stream (another worker served it, or it "
@@ -296,6 +296,13 @@ class FramePipeline:
             else:
                 account.post(c.stream, [c.event])
         return mine
+
+
+def frame_ref(frame: Frame, received: int) -> FrameRef:
+    """A frame's name in its stream's record: its seq (its stamp without
+    one) and the stamp it is processed under (the balancer's, else received)."""
+    stamp = frame.stamp if frame.stamp is not None else received
+    return FrameRef(frame.stream, frame.seq if frame.seq is not None else stamp, stamp)
 
 
 def rounds(frames: list[Frame]) -> list[list[int]]:
