@@ -54,10 +54,11 @@ import argparse
 import bisect
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from voicestream.logline import LogLine, parse_line
 from voicestream.segments import SegmentLine, parse_segment
@@ -108,18 +109,26 @@ class Finals:
     streams: set[str] = field(default_factory=set)
 
 
-def read_lines(lines: Iterable[str]) -> tuple[list[LogLine], int]:
-    """The frame lines among lines, and how many other lines were skipped."""
+Parsed = TypeVar("Parsed")
+
+
+def parsed_lines(lines: Iterable[str], parse: Callable[[str], Parsed | None]) -> tuple[list[Parsed], int]:
+    """What parse makes of the non-blank lines, and how many it refused."""
     parsed, skipped = [], 0
     for text in lines:
         if not text.strip():
             continue
-        line = parse_line(text)
+        line = parse(text)
         if line is None:
             skipped += 1
         else:
             parsed.append(line)
     return parsed, skipped
+
+
+def read_lines(lines: Iterable[str]) -> tuple[list[LogLine], int]:
+    """The frame lines among lines, and how many other lines were skipped."""
+    return parsed_lines(lines, parse_line)
 
 
 def to_frames(lines: Sequence[LogLine], frame_seconds: float = FRAME_MS / 1000, clock: str = "stamps") -> list[Frame]:
@@ -175,16 +184,7 @@ def segments(frames: Sequence[Frame], gap_seconds: float = GAP_SECONDS) -> list[
 
 def read_segment_lines(lines: Iterable[str]) -> tuple[list[SegmentLine], int]:
     """The segment lines among lines, and how many other lines were skipped."""
-    parsed, skipped = [], 0
-    for text in lines:
-        if not text.strip():
-            continue
-        line = parse_segment(text)
-        if line is None:
-            skipped += 1
-        else:
-            parsed.append(line)
-    return parsed, skipped
+    return parsed_lines(lines, parse_segment)
 
 
 def stream_span(line: SegmentLine, frame_seconds: float = FRAME_MS / 1000) -> tuple[float, float]:
@@ -246,7 +246,7 @@ def read_finals(path: Path, frames: Sequence[Frame], frame_seconds: float = FRAM
     with open(path, encoding="utf-8", errors="replace") as file:
         lines, skipped = read_segment_lines(file)
     kept = among(lines, frames)
-    return Finals(str(path), final_segments(kept, frames, frame_seconds, clock), final_by_frame(kept, frames),
+    return Finals(str(path), final_segments(lines, frames, frame_seconds, clock), final_by_frame(kept, frames),
                   len(lines) - len(kept), skipped, {line.stream for line in kept})
 
 
