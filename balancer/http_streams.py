@@ -26,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .closing import Closer
-from .packets import CLIENT_STREAM_PREFIX
+from .packets import client_stream_id
 
 log = logging.getLogger("balancer.http_streams")
 
@@ -58,7 +58,7 @@ class HttpStream:
 
     def __post_init__(self) -> None:
         if not self.stream:
-            self.stream = f"http-{uuid.uuid4().hex}" if self.name is None else f"{CLIENT_STREAM_PREFIX}{self.name}"
+            self.stream = f"http-{uuid.uuid4().hex}" if self.name is None else client_stream_id(self.name)
 
     @property
     def key(self) -> StreamKey:

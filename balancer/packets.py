@@ -40,6 +40,11 @@ STREAM_NAME = ACCOUNT_PATTERN
 CLIENT_STREAM_PREFIX = "c:"
 
 
+def client_stream_id(name: str) -> str:
+    """The id a client's stream name has at the workers."""
+    return f"{CLIENT_STREAM_PREFIX}{name}"
+
+
 class PacketError(ValueError):
     """A packet the balancer cannot accept; the message tells the client why."""
 
@@ -56,7 +61,7 @@ class Header:
     @property
     def stream_id(self) -> str | None:
         """The id the workers know the client's stream by."""
-        return None if self.stream is None else f"{CLIENT_STREAM_PREFIX}{self.stream}"
+        return None if self.stream is None else client_stream_id(self.stream)
 
 
 @dataclass(frozen=True, slots=True)
