@@ -23,6 +23,8 @@ from ..storage.voiceprints import AccountThreshold, EncoderId, EncoderMismatch
 from ..vad import VadEngine, voiced_samples
 from .engine import EncoderUnavailable, SpeakerEngine
 from .scoring import UNKNOWN, Enrolled, decide
+from .tracker import recording_windows
+from .windows import window_kind
 
 # The least speech /verify and /embed take: GE2E's partial utterance is 1.6 s,
 # and 1 s windows had 19% EER against 4.7% for 1.5 s (voicestream-calibrate on
@@ -39,6 +41,25 @@ MIN_SPEECH_SECONDS = 1.5
 VERIFY_MARGINS = {"ge2e": 0.08}
 # A threshold is a cosine score.
 THRESHOLD_RANGE = (-1.0, 1.0)
+
+
+def enrollment_embedding(whole: np.ndarray, windows_mean: np.ndarray | None) -> np.ndarray:
+    """What one enrollment recording adds to a voiceprint: its whole-recording
+    embedding (what /verify compares) and the mean of the tracker's windows
+    over it (what streaming compares), as unit vectors, summed and made unit.
+
+    A voiceprint enrolled under both conditions it is scored in matches both:
+    leave one speaker out on ../shared/data/speakers (GE2E, each fold's
+    threshold swept), the tracker's 1 s windows had 5.9% EER against 7.0% with
+    the whole recording alone, and at an equal share of the stranger's frames
+    called unknown (95%) its immediate labels named 88.4% of the enrolled
+    speakers' frames against 84.4%; the windows' mean alone: 6.8% EER
+    (docs/speakers.md#enrollment)."""
+    unit = whole / max(float(np.linalg.norm(whole)), 1e-12)
+    if windows_mean is None:
+        return unit
+    both = unit + windows_mean / max(float(np.linalg.norm(windows_mean)), 1e-12)
+    return (both / max(float(np.linalg.norm(both)), 1e-12)).astype(np.float32)
 
 
 class SpeakerError(Exception):
@@ -94,6 +115,23 @@ class SpeakerService:
             raise SpeakerError(503, str(exc)) from None
         return embeddings[0]
 
+    def _windows_mean(self, audio: Audio) -> np.ndarray | None:
+        """The mean embedding of the windows the speaker tracker would score
+        while the recording streams in 100 ms frames (None: no window), in
+        batches the size of the engine's, so frames waiting for the encoder
+        meanwhile are not held behind a whole recording."""
+        assert self.engine is not None and self.engine.encoder is not None  # require_encoder() passed
+        encoder = self.engine.encoder
+        inputs = [w.input for _, _, w in recording_windows(encoder, self.vad, audio) if w is not None]
+        total, step = np.zeros(encoder.dim), self.engine.max_batch
+        try:
+            for i in range(0, len(inputs), step):
+                embedded, _ = self.engine.embed(inputs[i:i + step], window_kind(encoder.name))
+                total += embedded.sum(axis=0)
+        except EncoderUnavailable as exc:
+            raise SpeakerError(503, str(exc)) from None
+        return total / len(inputs) if inputs else None
+
     # --- API ---
 
     def status(self) -> dict[str, Any]:
@@ -106,7 +144,7 @@ class SpeakerService:
         self._store()  # a 503 for a database that is down says more than a complaint about the WAV
         started = time.perf_counter()
         samples, seconds = self._speech(audio, self.min_enroll_seconds, "enrollment")
-        embedding = self._embed(samples)
+        embedding = enrollment_embedding(self._embed(samples), self._windows_mean(audio))
         try:
             voiceprint = self._store().enroll(account, name, encoder, embedding, seconds)
         except EncoderMismatch as exc:

@@ -35,7 +35,7 @@ from .encoders import SCORE_MODELS
 from .engine import SpeakerEngine, encode
 from .hmm import ScoreModel, TurnModel
 from .scoring import UNKNOWN, Enrolled, Roster
-from .windows import PAUSE_SECONDS, SpeakerWindows, Window, windows_for
+from .windows import PAUSE_SECONDS, SpeakerWindows, Window, window_kind, windows_for
 
 log = logging.getLogger("worker.speakers")
 
@@ -345,10 +345,11 @@ class RecordedFrame:
     window_seconds: float = 0.0
 
 
-def record_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = FRAME_SECONDS) -> list[RecordedFrame]:
-    """The frames of audio through the worker's VAD and windows, each window
-    embedded by encoder (the same graph and calls as a worker's): what any set
-    of voiceprints can then be tracked against (track_recording)."""
+def recording_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = FRAME_SECONDS
+                      ) -> list[tuple[float, int, Window | None]]:
+    """The frames of audio through the worker's VAD and the tracker's windows
+    for encoder, as a stream of 100 ms frames would go: (seconds, voice, the
+    window due at the frame) per frame."""
     from ..vad import VadStream  # the frame path's VAD, run here on a recording
 
     stream, windows = VadStream(audio.sample_rate), windows_for(encoder.name, audio.sample_rate,
@@ -359,8 +360,16 @@ def record_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = 
         samples = audio.samples[start:start + n]
         voice = vad.process(stream, samples).voice
         frames.append((n / audio.sample_rate, voice, windows.add(samples, voice)))
+    return frames
+
+
+def record_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = FRAME_SECONDS) -> list[RecordedFrame]:
+    """The frames of audio through the worker's VAD and windows, each window
+    embedded by encoder (the same graph and calls as a worker's): what any set
+    of voiceprints can then be tracked against (track_recording)."""
+    frames = recording_windows(encoder, vad, audio, frame_seconds)
     due = [w.input for _, _, w in frames if w is not None]
-    embedded = iter(encode_in_batches(encoder, windows.kind, due))
+    embedded = iter(encode_in_batches(encoder, window_kind(encoder.name), due))
     return [RecordedFrame(seconds, voice, next(embedded) if w is not None else None, w.seconds if w else 0.0)
             for seconds, voice, w in frames]
 

@@ -231,6 +231,11 @@ def window_gain(energy: np.ndarray) -> float:
     return 1.0 if gain_db <= 0 else float(10 ** (gain_db / 10))
 
 
+def window_kind(encoder_name: str) -> str:
+    """What encoder_name's windows hand the encoder: MELS or WAVS (windows_for's kind)."""
+    return MELS if encoder_name == "ge2e" else WAVS
+
+
 def windows_for(encoder_name: str, sample_rate: int, basis: np.ndarray | None = None) -> SpeakerWindows:
     """A fresh window stream of encoder_name's input for an account at sample_rate."""
     if encoder_name == "ge2e":
