@@ -58,7 +58,7 @@ from worker.speakers.hmm import ScoreModel
 from worker.speakers.loader import load_onnx_encoder
 from worker.speakers.scoring import UNKNOWN, Enrolled, Roster
 from worker.speakers.service import SpeakerError, SpeakerService
-from worker.speakers.tracker import RecordedFrame, record_windows, track_recording
+from worker.speakers.tracker import RecordedFrame, record_windows, scheduled, track_recording
 from worker.storage.sqlite import SqliteVoiceprintStore
 from worker.storage.voiceprints import EncoderId
 from worker.vad import SileroOnnx, VadEngine, VadParams, voiced_samples
@@ -154,8 +154,10 @@ class Lab:
         return self._frames[path]
 
     def windows(self, path: Path, full_only: bool) -> np.ndarray:
-        rows = [f.embedding for f in self.frames(path)
-                if f.embedding is not None and (not full_only or f.window_seconds >= FULL_WINDOW)]
+        """The embeddings of the windows a stream of the file gets while its
+        decision is unsure (one every 0.2 s of a run), full: only 1 s ones."""
+        rows = [f.embedding for f, due in scheduled(self.frames(path))
+                if due and f.embedding is not None and (not full_only or f.window_seconds >= FULL_WINDOW)]
         return np.stack(rows) if rows else np.empty((0, self.encoder.dim), np.float32)
 
     def whole(self, path: Path) -> np.ndarray:

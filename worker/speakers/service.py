@@ -122,7 +122,7 @@ class SpeakerService:
         meanwhile are not held behind a whole recording."""
         assert self.engine is not None and self.engine.encoder is not None  # require_encoder() passed
         encoder = self.engine.encoder
-        inputs = [w.input for _, _, w in recording_windows(encoder, self.vad, audio) if w is not None]
+        inputs = [f.window.input for f in recording_windows(encoder, self.vad, audio) if f.window is not None]
         total, step = np.zeros(encoder.dim), self.engine.max_batch
         try:
             for i in range(0, len(inputs), step):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,7 +35,7 @@ from .encoders import SCORE_MODELS
 from .engine import SpeakerEngine, encode
 from .hmm import ScoreModel, TurnModel
 from .scoring import UNKNOWN, Enrolled, Roster
-from .windows import PAUSE_SECONDS, SpeakerWindows, Window, window_kind, windows_for
+from .windows import PAUSE_SECONDS, SpeakerWindows, Window, window_due, window_kind, windows_for
 
 log = logging.getLogger("worker.speakers")
 
@@ -53,6 +53,12 @@ SURE = 0.99
 # Of a final label's look-ahead, how much goes to centering the windows on
 # their frames (decoder.py): half a window.
 SHIFT_SECONDS = 0.5
+
+
+def is_sure(decoder: SpeakerDecoder[Any]) -> bool:
+    """Whether the decoder's immediate decision is sure enough for windows to
+    come less often (windows.SURE_STEP_SECONDS)."""
+    return decoder.alpha is not None and float(decoder.alpha.max()) >= SURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +141,7 @@ class SpeakerTrack:
     closed: list[ClosedSegment] = field(default_factory=list)
 
     def sure(self) -> bool:
-        """Whether the immediate decision is sure enough for windows to come
-        less often (windows.SURE_STEP_SECONDS)."""
-        alpha = self.decoder.alpha
-        return alpha is not None and float(alpha.max()) >= SURE
+        return is_sure(self.decoder)
 
     def take_finals(self, finals: Sequence[Final[FrameRef]]) -> None:
         """Final labels into segments: a segment closes as soon as it is
@@ -336,42 +339,77 @@ def same_voiceprints(tracked: Enrolled, now: Enrolled | None) -> bool:
 # --- a recording, tracked as a worker would (voicestream-calibrate, tests) ---
 
 @dataclass(frozen=True, slots=True)
+class CutFrame:
+    """A 100 ms frame of a recording through the worker's VAD and windows:
+    its voice, the window cut at it (if any), its run of speech and that
+    run's voiced samples (16 kHz) after it."""
+    seconds: float
+    voice: int
+    window: Window | None
+    run: int
+    run_voiced: int
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedFrame:
-    """A 100 ms frame of a recording as the tracker saw it: its voice, and the
-    embedding of the window that ended with it (if one did)."""
+    """A 100 ms frame of a recording as the tracker sees it: its voice, its
+    run of speech and that run's voiced samples after it, and the embedding of
+    the window a stream gets at it when one is due there (None before a run's
+    first window; whether one is due depends on the decision: scheduled)."""
     seconds: float
     voice: int
     embedding: np.ndarray | None
     window_seconds: float = 0.0
+    run: int = 0
+    run_voiced: int = 0
 
 
-def recording_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = FRAME_SECONDS
-                      ) -> list[tuple[float, int, Window | None]]:
+def recording_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = FRAME_SECONDS,
+                      every_frame: bool = False) -> list[CutFrame]:
     """The frames of audio through the worker's VAD and the tracker's windows
-    for encoder, as a stream of 100 ms frames would go: (seconds, voice, the
-    window due at the frame) per frame."""
+    for encoder, as a stream of 100 ms frames would go while its decision is
+    unsure (every_frame: a window at every voiced frame that could have one)."""
     from ..vad import VadStream  # the frame path's VAD, run here on a recording
 
-    stream, windows = VadStream(audio.sample_rate), windows_for(encoder.name, audio.sample_rate,
-                                                                getattr(encoder, "basis", None))
+    stream = VadStream(audio.sample_rate)
+    windows = windows_for(encoder.name, audio.sample_rate, getattr(encoder, "basis", None), every_frame)
     n = round(frame_seconds * audio.sample_rate)
-    frames: list[tuple[float, int, Window | None]] = []
+    frames: list[CutFrame] = []
     for start in range(0, len(audio.samples) - n + 1, n):
         samples = audio.samples[start:start + n]
         voice = vad.process(stream, samples).voice
-        frames.append((n / audio.sample_rate, voice, windows.add(samples, voice)))
+        window = windows.add(samples, voice)
+        frames.append(CutFrame(n / audio.sample_rate, voice, window, windows.run, windows.voiced if voice else 0))
     return frames
 
 
 def record_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = FRAME_SECONDS) -> list[RecordedFrame]:
-    """The frames of audio through the worker's VAD and windows, each window
-    embedded by encoder (the same graph and calls as a worker's): what any set
-    of voiceprints can then be tracked against (track_recording)."""
-    frames = recording_windows(encoder, vad, audio, frame_seconds)
-    due = [w.input for _, _, w in frames if w is not None]
+    """The frames of audio through the worker's VAD and windows, every window
+    a frame could be handed embedded by encoder (the same graph and calls as a
+    worker's): what any set of voiceprints can then be tracked against
+    (track_recording), each window taken where a worker's decision would
+    have taken it."""
+    frames = recording_windows(encoder, vad, audio, frame_seconds, every_frame=True)
+    due = [f.window.input for f in frames if f.window is not None]
     embedded = iter(encode_in_batches(encoder, window_kind(encoder.name), due))
-    return [RecordedFrame(seconds, voice, next(embedded) if w is not None else None, w.seconds if w else 0.0)
-            for seconds, voice, w in frames]
+    return [RecordedFrame(f.seconds, f.voice, next(embedded) if f.window is not None else None,
+                          f.window.seconds if f.window is not None else 0.0, f.run, f.run_voiced)
+            for f in frames]
+
+
+def scheduled(frames: Iterable[RecordedFrame], sure: Callable[[], bool] = lambda: False
+              ) -> Iterator[tuple[RecordedFrame, bool]]:
+    """Each frame, and whether a stream gets its window (windows.window_due),
+    sure() saying whether the decision is sure at that frame (asked as the
+    frame is taken, so after the frames before it were decided)."""
+    last, run = 0, 0
+    for frame in frames:
+        if frame.run != run:
+            last, run = 0, frame.run
+        due = frame.embedding is not None and window_due(frame.run_voiced, last, sure())
+        if due:
+            last = frame.run_voiced
+        yield frame, due
 
 
 def encode_in_batches(encoder: Any, kind: str, inputs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
@@ -389,9 +427,9 @@ def track_recording(frames: Sequence[RecordedFrame], enrolled: Enrolled, model: 
     decoder: SpeakerDecoder[int] = new_decoder(enrolled.names, model, lag_seconds)
     immediate: list[Label | None] = []
     final: list[Label | None] = [None] * len(frames)
-    for i, frame in enumerate(frames):
+    for i, (frame, due) in enumerate(scheduled(frames, lambda: is_sure(decoder))):
         obs = (Observation(enrolled.matrix @ frame.embedding, frame.window_seconds)
-               if frame.embedding is not None else None)
+               if due and frame.embedding is not None else None)
         label, finals = decoder.add(i, frame.seconds, frame.voice, obs)
         immediate.append(label)
         for f in finals:

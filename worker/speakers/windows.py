@@ -94,6 +94,8 @@ class SpeakerWindows(Protocol):
     """One account's window stream at one sample rate (Account.speech's windows)."""
     sample_rate: int
     kind: str  # MELS or WAVS: which encoder call takes its windows
+    voiced: int  # voiced samples (16 kHz) of the current run of speech
+    run: int     # runs of speech begun after a pause
 
     def add(self, samples: np.ndarray, voice: int, sure: bool = False) -> Window | None:
         """Take one frame at the stream's rate; the window to embed when one
@@ -101,14 +103,34 @@ class SpeakerWindows(Protocol):
         often)."""
 
 
+def window_due(voiced: int, last: int, sure: bool = False) -> bool:
+    """Whether a window is due at a frame after which the run holds voiced
+    samples (16 kHz), its last window having been at last (0: none yet): the
+    run's first at FIRST_WINDOW_SECONDS of speech, then one every
+    WINDOW_STEP_SECONDS, or every SURE_STEP_SECONDS while the decision is sure
+    and the run holds a full window. At most one per frame (a frame longer
+    than a step hands over the latest window only)."""
+    if voiced < round(FIRST_WINDOW_SECONDS * SAMPLE_RATE):
+        return False
+    if not last:
+        return True
+    step = SURE_STEP_SECONDS if sure and voiced >= round(WINDOW_SECONDS * SAMPLE_RATE) else WINDOW_STEP_SECONDS
+    return voiced - last >= round(step * SAMPLE_RATE)
+
+
 @dataclass
 class _Runs:
     """What every window stream counts: voiced speech since the run began,
-    and the silence that ends a run."""
+    and the silence that ends a run. every_frame: a window at every voiced
+    frame from FIRST_WINDOW_SECONDS of a run on, whatever window_due says (a
+    recording's windows, from which track_recording picks those a stream
+    would get)."""
     sample_rate: int
+    every_frame: bool = False
     voiced: int = 0         # voiced samples (16 kHz) of the current run
     last: int = 0           # voiced samples of the run at its last window (0: none yet)
     silence: int = 0        # unvoiced samples (stream rate) since the last voiced frame
+    run: int = 0            # runs of speech begun after a pause
     upsampler: Upsampler | None = None
 
     def __post_init__(self) -> None:
@@ -121,27 +143,17 @@ class _Runs:
             self.silence += len(samples)
             return None
         if self.silence >= PAUSE_SECONDS * self.sample_rate:
-            self.voiced, self.last = 0, 0
+            self.voiced, self.last, self.run = 0, 0, self.run + 1
         self.silence = 0
         return self.upsampler(samples) if self.upsampler is not None else samples
 
     def window_due(self, new: int, sure: bool = False) -> int:
-        """Samples (16 kHz) of the window due after new voiced samples, or 0:
-        the run's first at FIRST_WINDOW_SECONDS of speech, then one every
-        WINDOW_STEP_SECONDS, or every SURE_STEP_SECONDS while the decision is
-        sure and the run holds a full window. At most one per frame (a frame
-        longer than a step hands over the latest window only)."""
+        """Samples (16 kHz) of the window due after new voiced samples (window_due), or 0."""
         self.voiced += new
-        first = round(FIRST_WINDOW_SECONDS * SAMPLE_RATE)
-        full = round(WINDOW_SECONDS * SAMPLE_RATE)
-        if self.voiced < first:
+        if not window_due(self.voiced, 0 if self.every_frame else self.last, sure):
             return 0
-        if self.last:
-            step = SURE_STEP_SECONDS if sure and self.voiced >= full else WINDOW_STEP_SECONDS
-            if self.voiced - self.last < round(step * SAMPLE_RATE):
-                return 0
         self.last = self.voiced
-        return min(self.voiced, full)
+        return min(self.voiced, round(WINDOW_SECONDS * SAMPLE_RATE))
 
 
 @dataclass
@@ -236,12 +248,14 @@ def window_kind(encoder_name: str) -> str:
     return MELS if encoder_name == "ge2e" else WAVS
 
 
-def windows_for(encoder_name: str, sample_rate: int, basis: np.ndarray | None = None) -> SpeakerWindows:
-    """A fresh window stream of encoder_name's input for an account at sample_rate."""
+def windows_for(encoder_name: str, sample_rate: int, basis: np.ndarray | None = None,
+                every_frame: bool = False) -> SpeakerWindows:
+    """A fresh window stream of encoder_name's input for an account at
+    sample_rate (every_frame: a recording's every window, _Runs)."""
     if encoder_name == "ge2e":
         if basis is None:
             raise ValueError("GE2E windows need the encoder's mel basis")
-        stream = Ge2eWindows(sample_rate, basis=basis)
+        stream = Ge2eWindows(sample_rate, every_frame, basis=basis)
         stream.mel = np.empty((0, len(basis)), np.float32)
         return stream
-    return SampleWindows(sample_rate)
+    return SampleWindows(sample_rate, every_frame)
