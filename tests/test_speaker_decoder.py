@@ -10,7 +10,7 @@ import pytest
 from worker.speakers.decoder import UNKNOWN, Final, Observation, SpeakerDecoder
 from worker.speakers.encoders import SCORE_MODELS
 from worker.speakers.hmm import ScoreModel, TurnModel, backward, predict, update
-from worker.speakers.tracker import TURNS
+from worker.speakers.tracker import SURE, TURNS, is_sure, new_decoder
 
 NAMES = ("alice", "bob")
 MODEL = SCORE_MODELS["ge2e"]  # threshold 0.68 at 1 s
@@ -149,3 +149,19 @@ def test_a_lag_of_zero_makes_final_labels_the_immediate_ones():
 def test_nothing_is_named_before_a_first_window():
     label, finals = decoder().add(0, 0.1, 1, None)
     assert label is None and finals == []
+
+
+def test_a_decision_stays_sure_until_a_window_says_otherwise():
+    # What spaces the windows out (windows.SURE_STEP_SECONDS): the posterior
+    # as the latest window left it, not as it drifts toward uniform after.
+    dec = new_decoder(NAMES, MODEL, 1.0)
+    assert not is_sure(dec)  # no window yet
+    for t in range(12):  # alice, a 1 s window every other frame
+        dec.add(t, 0.1, 1, Observation(scores("alice"), 1.0) if t % 2 == 0 else None)
+    assert is_sure(dec)
+    for t in range(12, 20):  # no window: the posterior drifts ...
+        dec.add(t, 0.1, 1)
+    assert dec.alpha is not None and float(dec.alpha.max()) < SURE
+    assert is_sure(dec)  # ... but no window said otherwise
+    dec.add(20, 0.1, 1, Observation(scores("bob"), 1.0))  # another voice
+    assert not is_sure(dec)

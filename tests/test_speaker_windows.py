@@ -149,12 +149,12 @@ def test_ge2e_windows_keep_only_a_second_of_mel_frames():
     assert len(stream.mel) <= 100 + 2 and len(stream.energy) <= 100 + 4
 
 
-def test_while_the_decision_is_sure_windows_come_every_0_4_s():
-    assert SURE_STEP_SECONDS == 0.4
+def test_while_the_decision_is_sure_windows_come_every_0_6_s():
+    assert SURE_STEP_SECONDS == 0.6
     stream = windows_for("ecapa", 16000)
-    # Sure from the start: the run's first second still every 0.2 s, then every 0.4 s.
+    # Sure from the start: the run's first second still every 0.2 s, then every 0.6 s.
     due = [stream.add(speech(seed=i), 1, sure=True) is not None for i in range(30)]
-    assert [i + 1 for i, d in enumerate(due) if d] == [3, 5, 7, 9, 13, 17, 21, 25, 29]
+    assert [i + 1 for i, d in enumerate(due) if d] == [3, 5, 7, 9, 15, 21, 27]
     # No longer sure: the next window a normal step after the last.
     due = [stream.add(speech(seed=50 + i), 1, sure=False) is not None for i in range(4)]
-    assert due == [True, False, True, False]  # frames 31 and 33: 0.2 s after 29 and 31
+    assert due == [True, False, True, False]  # frames 31 and 33: at once (0.4 s after 27), then 0.2 s after

@@ -73,6 +73,7 @@ class SpeakerDecoder(Generic[Ref]):
     lag: float    # seconds after a frame by which its final label is given
     shift: float  # seconds a window's observation is moved back (at most lag)
     alpha: np.ndarray | None = None        # immediate posterior; None until a first window
+    observed: np.ndarray | None = None     # the immediate posterior as the latest window left it
     _final_alpha: np.ndarray | None = None
     _pending: deque[_Voiced[Ref]] = field(default_factory=deque)  # not final yet, oldest first
     _run_windows: deque[_Voiced[Ref]] = field(default_factory=deque)  # recent frames with a window
@@ -109,7 +110,7 @@ class SpeakerDecoder(Generic[Ref]):
             self._run_windows.append(frame)
             likelihoods = self.scores.log_likelihoods(window.scores, window.seconds)
             prior = self.turns.prior(len(self.names)) if self.alpha is None else predict(self.alpha, mix)
-            self.alpha = update(prior, likelihoods)
+            self.alpha = self.observed = update(prior, likelihoods)
         elif self.alpha is not None:
             self.alpha = predict(self.alpha, mix)
         label = None if self.alpha is None else self._label(self.alpha, window or self._latest_window())

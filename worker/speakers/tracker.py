@@ -56,9 +56,12 @@ SHIFT_SECONDS = 0.5
 
 
 def is_sure(decoder: SpeakerDecoder[Any]) -> bool:
-    """Whether the decoder's immediate decision is sure enough for windows to
-    come less often (windows.SURE_STEP_SECONDS)."""
-    return decoder.alpha is not None and float(decoder.alpha.max()) >= SURE
+    """Whether the decoder's latest window left its immediate decision sure
+    enough for the next window to come later (windows.SURE_STEP_SECONDS).
+    The posterior as the window left it, not as it has drifted since: the
+    drift toward uniform between windows (TURNS) made a decision unsure two
+    frames later, so windows came every 0.4 s at most whatever the step."""
+    return decoder.observed is not None and float(decoder.observed.max()) >= SURE
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,14 +39,27 @@ from .ge2e_features import GE2E_HOP, GE2E_N_FFT, GE2E_TARGET_DBFS, mel_of_frames
 
 WINDOW_SECONDS = 1.0
 WINDOW_STEP_SECONDS = 0.2
-# While the account's decision is sure (its posterior at least tracker.SURE)
-# and the run already holds a full window, a window every 0.4 s is enough:
-# on the three benchmarks, 31% fewer windows (0.33 per voiced frame instead of
-# 0.48: the encoder's work per frame of the 1.6 s partials every 0.5 s
-# before) for final-label IER +0.1 / -0.4 points and leave one out -0.7 /
-# +0.9 points; a change of speaker makes the decision unsure, and the windows
-# come every 0.2 s again.
-SURE_STEP_SECONDS = 0.4
+# While the account's decision is sure (its latest window left the posterior
+# at tracker.SURE or more: tracker.is_sure) and the run already holds a full
+# window, a window every 0.6 s is enough; a window that leaves the decision
+# unsure (a change of speaker) brings them back to every 0.2 s. Measured with
+# the decision as the latest window left it, over the conversations (seed 0,
+# immediate / final IER), the held-out seed 1, the recorded conversation and
+# leave one out (final: identified / unknown), with windows per voiced frame
+# (leave one out):
+#   0.4 s:  11.8 / 8.8%, -, 28.5 / 8.0%, 96.3 / 86.6%, 0.313
+#   0.5 s:  12.1 / 8.7%, 15.8 / 9.5%, 30.9 / 10.9%, 96.2 / 86.7%, 0.282
+#   0.6 s:  11.7 / 8.1%, 16.2 / 9.9%, 24.8 / 5.0%, 96.4 / 86.8%, 0.258
+#   0.8 s:  12.6 / 8.5%, -, 29.7 / 13.6%, 95.8 / 87.6%, 0.231
+# against 0.4 s with the posterior as it drifted since the window (which fell
+# under SURE two frames later, so windows never came more than 0.4 s apart):
+# 11.4 / 8.6%, 15.4 / 8.8%, 27.2 / 5.0%, 95.6 / 86.1%, 0.326. So 0.6 s: a
+# fifth fewer windows (speaker mode, 20 streams, alternating in one sitting:
+# 6.8 and 7.0 ms of CPU per frame, against 7.8 and 7.8 at 0.4 s as it
+# drifted, and 7.0 and 7.2 for the 1.6 s partials every 0.5 s before the
+# tracker), within a point on every figure but seed 1's (+0.8 / +1.1). The recorded conversation has 16 s of speech: one
+# point is 1.6 frames, so its swings between steps are noise.
+SURE_STEP_SECONDS = 0.6
 FIRST_WINDOW_SECONDS = 0.3
 PAUSE_SECONDS = 0.3
 MELS, WAVS = "mels", "wavs"  # what a window stream hands its encoder (engine.py)
