@@ -91,7 +91,8 @@ def speaker_paths() -> Document:
             "parameters": [ACCOUNT_PARAMETER, NAME_PARAMETER],
             "post": operation(
                 "enrollSpeaker", "speakers", "Enroll a speaker from a WAV",
-                "Adds the WAV's speech to the speaker's voiceprint (created on the first sample). Only speech "
+                "Adds the WAV's speech to the speaker's voiceprint (created on the first sample): its "
+                "embedding with the mean of the windows a stream of it would be scored on. Only speech "
                 "counts: at least the worker's --min-enroll-seconds (3 s) of it.",
                 {"201": reply("Enrolled: the voiceprint after this sample.", ref("schemas", "Enrollment")),
                  "400": error(BAD_WAV), "404": error(NO_SUCH_PATH),

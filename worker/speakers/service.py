@@ -119,7 +119,9 @@ class SpeakerService:
         """The mean embedding of the windows the speaker tracker would score
         while the recording streams in 100 ms frames (None: no window), in
         batches the size of the engine's, so frames waiting for the encoder
-        meanwhile are not held behind a whole recording."""
+        meanwhile are not held behind a whole recording. (The VAD runs again
+        here, frame by frame as a stream's does; the whole embedding's speech
+        is voiced_samples's: what /verify embeds of a recording.)"""
         assert self.engine is not None and self.engine.encoder is not None  # require_encoder() passed
         encoder = self.engine.encoder
         inputs = [f.window.input for f in recording_windows(encoder, self.vad, audio) if f.window is not None]

@@ -57,8 +57,9 @@ WINDOW_STEP_SECONDS = 0.2
 # fifth fewer windows (speaker mode, 20 streams, alternating in one sitting:
 # 6.8 and 7.0 ms of CPU per frame, against 7.8 and 7.8 at 0.4 s as it
 # drifted, and 7.0 and 7.2 for the 1.6 s partials every 0.5 s before the
-# tracker), within a point on every figure but seed 1's (+0.8 / +1.1). The recorded conversation has 16 s of speech: one
-# point is 1.6 frames, so its swings between steps are noise.
+# tracker), within a point on every figure but seed 1's (+0.8 / +1.1). The
+# recorded conversation has 16 s of speech: a point of it is 1.6 frames, so
+# its swings between steps are noise.
 SURE_STEP_SECONDS = 0.6
 FIRST_WINDOW_SECONDS = 0.3
 PAUSE_SECONDS = 0.3
@@ -160,7 +161,7 @@ class _Runs:
         self.silence = 0
         return self.upsampler(samples) if self.upsampler is not None else samples
 
-    def window_due(self, new: int, sure: bool = False) -> int:
+    def due_length(self, new: int, sure: bool = False) -> int:
         """Samples (16 kHz) of the window due after new voiced samples (window_due), or 0."""
         self.voiced += new
         if not window_due(self.voiced, 0 if self.every_frame else self.last, sure):
@@ -182,7 +183,7 @@ class SampleWindows(_Runs):
         if self.voiced == 0:
             self.samples = np.empty(0, np.float32)
         self.samples = np.concatenate((self.samples, new))[-round(WINDOW_SECONDS * SAMPLE_RATE):]
-        length = self.window_due(len(new), sure)
+        length = self.due_length(len(new), sure)
         return Window(self.samples[-length:], length / SAMPLE_RATE) if length else None
 
 
@@ -205,7 +206,7 @@ class Ge2eWindows(_Runs):
         if new is None:
             return None
         self._take(new)
-        length = self.window_due(len(new), sure)
+        length = self.due_length(len(new), sure)
         if not length:
             return None
         # The newest mel frame also needs 40 samples past the frame's end: a
