@@ -33,6 +33,13 @@ from voicetools.paths import REPO
 from worker.app import create_app
 from worker.config import WorkerConfig
 from worker.context import EXTENSION, Worker
+from worker.speakers.windows import (
+    FIRST_WINDOW_SECONDS,
+    PAUSE_SECONDS,
+    SURE_STEP_SECONDS,
+    WINDOW_SECONDS,
+    WINDOW_STEP_SECONDS,
+)
 
 ACCOUNT = "ACME4242"  # must never show up in a label
 TOKEN = "s3cret-token"
@@ -338,19 +345,22 @@ def ge2e_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
 
 
 def windows_of(voices: list[int], sure: bool = False) -> int:
-    """How many windows the tracker scores for frames with these voice
-    decisions: every 0.2 s of a run of speech, or (sure) every 0.4 s once the
-    run holds a full second."""
+    """How many windows the tracker scores for 100 ms frames with these voice
+    decisions: from 0.3 s of a run of speech on, every 0.2 s, or (sure) every
+    SURE_STEP_SECONDS once the run holds a full second."""
+    frames = {name: round(seconds / 0.1) for name, seconds in (
+        ("first", FIRST_WINDOW_SECONDS), ("step", WINDOW_STEP_SECONDS), ("sure", SURE_STEP_SECONDS),
+        ("full", WINDOW_SECONDS), ("pause", PAUSE_SECONDS))}
     count = run = silence = last = 0
     for voice in voices:
         if not voice:
             silence += 1
             continue
-        if silence >= 3:
+        if silence >= frames["pause"]:
             run = last = 0
         silence, run = 0, run + 1
-        step = 4 if sure and run >= 10 else 2
-        if run >= 3 and (not last or run - last >= step):
+        step = frames["sure"] if sure and run >= frames["full"] else frames["step"]
+        if run >= frames["first"] and (not last or run - last >= step):
             count, last = count + 1, run
     return count
 
@@ -379,7 +389,7 @@ def test_a_worker_counts_speaker_decisions_enrollments_and_verifications(ge2e_ap
     # A decision per scored window: the tracker's cadence (worker/speakers/
     # windows.py: at 0.3 s of a run of speech, then every 0.2 s; a pause of
     # 0.3 s starts a new run), counted from the replies' voice.
-    # A sure decision takes a window every 0.4 s instead: between the two counts.
+    # A sure decision takes a window every SURE_STEP_SECONDS instead: between the two counts.
     most = windows_of([r["voice"] for r in replies])
     least = windows_of([r["voice"] for r in replies], sure=True)
     decisions = sum(value(samples, "voicestream_worker_speaker_decisions_total", decision=d)
