@@ -51,9 +51,11 @@ DEFAULT_THRESHOLDS = {"ge2e": 0.70, "ecapa": 0.25}
 # ge2e: threshold 0.68 is the equal error rate's of 1 s windows against
 #   voiceprints enrolled as service.enrollment_embedding makes them (5.9%,
 #   voicestream-calibrate on ../shared/data/speakers: 0.680; whole-recording
-#   voiceprints had 7.0% at 0.653). 0.69 and 0.70 were measured beside it:
-#   conversations' immediate IER 14.1% and 17.8% against 11.4%, leave one out
-#   (final) 94.1% / 92.5% and 91.4% / 96.0% against 96.0% / 85.6%. The length
+#   voiceprints had 7.0% at 0.653). 0.69 and 0.70 were measured beside it
+#   (at b20f821): conversations' immediate IER 14.1% and 17.8% against 11.4%,
+#   leave one out (final) 94.1% / 92.5% and 91.4% / 96.0% against 96.0% /
+#   85.6%; with today's sure step, 93.8% / 92.8% and 92.0% / 97.4% against
+#   96.4% / 86.8%. The length
 #   terms are hmm.py's fit of the scores' 1/L law (refitting its shift to the
 #   new voiceprints, 0.03, raised immediate IER to 12.9%); beta 40 was chosen with the
 #   turn model over the conversation benchmark, the recorded conversation and
