@@ -65,7 +65,7 @@ def test_a_recording_is_tracked_as_a_worker_tracks_its_stream(speakers_dir: Path
 
     frames = record_windows(encoder, vad, audio)
     immediate, _ = track_recording(frames, enrolled, SCORE_MODELS["ge2e"], 1.0)
-    recorded_windows = sum(due for _, due in scheduled(frames, lambda: False))
+    recorded_windows = sum(e is not None for _, e in scheduled(frames, lambda: False))
 
     tracker = SpeakerTracker(engine, roster, None, 1.0)
     account, stream = Account("acct"), VadStream(16000)

@@ -156,8 +156,8 @@ class Lab:
     def windows(self, path: Path, full_only: bool) -> np.ndarray:
         """The embeddings of the windows a stream of the file gets while its
         decision is unsure (one every 0.2 s of a run), full: only 1 s ones."""
-        rows = [f.embedding for f, due in scheduled(self.frames(path))
-                if due and f.embedding is not None and (not full_only or f.window_seconds >= FULL_WINDOW)]
+        rows = [e for f, e in scheduled(self.frames(path))
+                if e is not None and (not full_only or f.window_seconds >= FULL_WINDOW)]
         return np.stack(rows) if rows else np.empty((0, self.encoder.dim), np.float32)
 
     def whole(self, path: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ from ..metrics import EnrollmentMetrics
 from ..storage.protocol import ActivityWriter, VoiceprintStore
 from ..storage.voiceprints import AccountThreshold, EncoderId, EncoderMismatch
 from ..vad import VadEngine, voiced_samples
+from .encoders import unit_rows
 from .engine import EncoderUnavailable, SpeakerEngine
 from .scoring import UNKNOWN, Enrolled, decide
 from .tracker import recording_windows
@@ -55,11 +56,8 @@ def enrollment_embedding(whole: np.ndarray, windows_mean: np.ndarray | None) -> 
     called unknown (95%) its immediate labels named 88.4% of the enrolled
     speakers' frames against 84.4%; the windows' mean alone: 6.8% EER
     (docs/speakers.md#enrollment)."""
-    unit = whole / max(float(np.linalg.norm(whole)), 1e-12)
-    if windows_mean is None:
-        return unit
-    both = unit + windows_mean / max(float(np.linalg.norm(windows_mean)), 1e-12)
-    return (both / max(float(np.linalg.norm(both)), 1e-12)).astype(np.float32)
+    parts = unit_rows(np.stack([whole] if windows_mean is None else [whole, windows_mean]))
+    return unit_rows(parts.sum(axis=0, keepdims=True))[0]
 
 
 class SpeakerError(Exception):

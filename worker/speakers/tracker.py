@@ -143,9 +143,6 @@ class SpeakerTrack:
     open: _OpenSegment | None = None
     closed: list[ClosedSegment] = field(default_factory=list)
 
-    def sure(self) -> bool:
-        return is_sure(self.decoder)
-
     def take_finals(self, finals: Sequence[Final[FrameRef]]) -> None:
         """Final labels into segments: a segment closes as soon as it is
         known to end (the next frame's final label differs, or no voiced
@@ -222,7 +219,7 @@ class SpeakerTracker:
             track, owed = self._track(frame.account, frame.audio.sample_rate)
             tracks.append((track, owed))
             if track is not None:
-                window = track.windows.add(frame.audio.samples, frame.voice, track.sure())
+                window = track.windows.add(frame.audio.samples, frame.voice, is_sure(track.decoder))
                 if window is not None:
                     due.append(_Due(i, track, window))
         observations, encoder_ms = self._score(due)
@@ -401,18 +398,20 @@ def record_windows(encoder: Any, vad: Any, audio: Audio, frame_seconds: float = 
 
 
 def scheduled(frames: Iterable[RecordedFrame], sure: Callable[[], bool] = lambda: False
-              ) -> Iterator[tuple[RecordedFrame, bool]]:
-    """Each frame, and whether a stream gets its window (windows.window_due),
-    sure() saying whether the decision is sure at that frame (asked as the
-    frame is taken, so after the frames before it were decided)."""
+              ) -> Iterator[tuple[RecordedFrame, np.ndarray | None]]:
+    """Each frame, and its window's embedding when a stream gets that window
+    (windows.window_due; None otherwise), sure() saying whether the decision
+    is sure at that frame (asked as the frame is taken, so after the frames
+    before it were decided)."""
     last, run = 0, 0
     for frame in frames:
         if frame.run != run:
             last, run = 0, frame.run
-        due = frame.embedding is not None and window_due(frame.run_voiced, last, sure())
-        if due:
+        if frame.embedding is not None and window_due(frame.run_voiced, last, sure()):
             last = frame.run_voiced
-        yield frame, due
+            yield frame, frame.embedding
+        else:
+            yield frame, None
 
 
 def encode_in_batches(encoder: Any, kind: str, inputs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
@@ -430,9 +429,8 @@ def track_recording(frames: Sequence[RecordedFrame], enrolled: Enrolled, model: 
     decoder: SpeakerDecoder[int] = new_decoder(enrolled.names, model, lag_seconds)
     immediate: list[Label | None] = []
     final: list[Label | None] = [None] * len(frames)
-    for i, (frame, due) in enumerate(scheduled(frames, lambda: is_sure(decoder))):
-        obs = (Observation(enrolled.matrix @ frame.embedding, frame.window_seconds)
-               if due and frame.embedding is not None else None)
+    for i, (frame, embedding) in enumerate(scheduled(frames, lambda: is_sure(decoder))):
+        obs = Observation(enrolled.matrix @ embedding, frame.window_seconds) if embedding is not None else None
         label, finals = decoder.add(i, frame.seconds, frame.voice, obs)
         immediate.append(label)
         for f in finals:
