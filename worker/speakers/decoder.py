@@ -8,7 +8,10 @@ only use it as it comes; the final decoder treats each window as an
 observation of the frame `shift` seconds before its end (the latest window
 covering that frame within `shift`, and never one from after a pause that
 began a new run of speech), then smooths over the `lag - shift` seconds
-after. So a final label uses the audio up to `lag` after its frame.
+after. So a final label uses the audio up to `lag` after its frame. With
+no lag, a final label is the frame's immediate one (the final decoder gives a
+frame without a window of its own the window before it, so on its own it can
+differ from the forward filter on a frame in a turn's change).
 
 Frames carry an opaque reference (the caller's: stream, seq, stamp); the
 decoder only keeps the last few seconds of them.
@@ -63,6 +66,7 @@ class _Voiced(Generic[Ref]):
     settled: bool = False
     alpha: np.ndarray | None = None    # the final decoder's forward posterior
     likelihood: np.ndarray | None = None  # exp of obs's log-likelihoods, scaled to a maximum of 1
+    immediate: Label | None = None     # its immediate label
 
 
 @dataclass
@@ -114,6 +118,7 @@ class SpeakerDecoder(Generic[Ref]):
         elif self.alpha is not None:
             self.alpha = predict(self.alpha, mix)
         label = None if self.alpha is None else self._label(self.alpha, window or self._latest_window())
+        frame.immediate = label
         return label, self._finals(force=False)
 
     def flush(self) -> list[Final[Ref]]:
@@ -188,7 +193,8 @@ class SpeakerDecoder(Generic[Ref]):
                 self._settle(force=True, until=None if force else frame)
             following = self._pending[1] if len(self._pending) > 1 else None
             ends_run = following.after_gap if following is not None else self._gap > 0
-            out.append(Final(frame.ref, self._smoothed(frame, smooth_until), frame.after_gap, ends_run))
+            label = frame.immediate if self.lag <= 0 and frame.immediate is not None else None
+            out.append(Final(frame.ref, label or self._smoothed(frame, smooth_until), frame.after_gap, ends_run))
             self._pending.popleft()
         self._forget_windows()
         return out
