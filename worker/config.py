@@ -131,7 +131,7 @@ class WorkerConfig:
         None, "--speaker-threshold", "SPEAKER_THRESHOLD",
         "score a speaker must pass (a cosine, -1 to 1): a 1 s window's in streams, a recording's in /verify",
         parse=optional(at_least(-1, high=1)),
-        shown_default="per encoder: GE2E 0.68 in streams, 0.70 in /verify; ECAPA 0.25", group="speakers")
+        shown_default="per encoder: GE2E 0.685 in streams, 0.70 in /verify; ECAPA 0.25", group="speakers")
     database: str = option(
         "", "--database", "DATABASE_URL",
         "PostgreSQL URL (postgresql://user@host:port/db) shared by every host: voiceprints, the activity log, "
