@@ -48,6 +48,38 @@ def test_only_line_starts_count(tmp_path):
     assert log.append("a", line(5), once=True)
 
 
+def test_a_line_another_worker_wrote_since_is_seen(tmp_path):
+    # Each FrameLog remembers its last append to skip reading the tail; a
+    # line another process wrote after it must still stop the same frame.
+    mine, other = FrameLog(tmp_path), FrameLog(tmp_path)
+    assert mine.append("a", line(1), once=True)
+    assert other.append("a", line(2, port=7002), once=True)  # frame 2 went to the retry's worker first
+    assert not mine.append("a", line(2), once=True)
+    assert mine.append("a", line(3), once=True)
+    assert not mine.append("a", line(3, port=7003), once=True)  # the same stamp, right after: still read
+    assert (tmp_path / "a.txt").read_text() == line(1) + line(2, port=7002) + line(3)
+
+
+def test_a_rotated_log_is_read_again(tmp_path):
+    log = FrameLog(tmp_path)
+    assert log.append("a", line(1), once=True)
+    (tmp_path / "a.txt").rename(tmp_path / "a.txt.1")  # logrotate's default: a new file
+    assert FrameLog(tmp_path).append("a", line(2, port=7002), once=True)
+    assert not log.append("a", line(2), once=True)
+    assert log.append("a", line(3), once=True)
+    assert (tmp_path / "a.txt").read_text() == line(2, port=7002) + line(3)
+
+
+def test_many_frames_in_order_each_once(tmp_path):
+    # The path without reads, then retries of lines far back and just behind.
+    log = FrameLog(tmp_path)
+    assert all(log.append("a", line(i), once=True) for i in range(1000))
+    assert not any(log.append("a", line(i, port=7002), once=True) for i in (999, 998, 500, 999))
+    assert log.append("a", line(1000), once=True)
+    stamps = [text[:26] for text in (tmp_path / "a.txt").read_text().splitlines()]
+    assert stamps == [line(i)[:26] for i in range(1001)]
+
+
 def _race(directory: str, worker: int, frames: int) -> None:
     log = FrameLog(directory)
     for i in range(frames):
