@@ -50,20 +50,16 @@ DEFAULT_THRESHOLDS = {"ge2e": 0.70, "ecapa": 0.25}
 # How the tracker weighs a window's scores (hmm.ScoreModel), per encoder; the
 # threshold is for a 1 s window (--speaker-threshold, or an account's own,
 # replaces it, as it replaces /verify's).
-# ge2e: threshold 0.685, chosen over every benchmark at once. 0.680 is the
-#   equal error rate's of 1 s windows against voiceprints enrolled as
+# ge2e: threshold 0.685, chosen over every benchmark at once (the sweep from
+#   0.680 to 0.695: docs/speakers.md#unknown-speakers). 0.680 is the equal
+#   error rate's of 1 s windows against voiceprints enrolled as
 #   service.enrollment_embedding makes them (5.9%, voicestream-calibrate on
 #   ../shared/data/speakers; whole-recording voiceprints had 7.0% at 0.653).
-#   A sweep from 0.680 to 0.695 in steps of 0.0025 (c609813, a research
-#   harness that reproduces voicestream-conversation's and -calibrate's
-#   figures exactly) gave, at 0.680 / 0.685 / 0.690: leave one out, final,
-#   identified / unknown 96.4 / 86.8, 95.5 / 90.6, 93.8 / 92.8%; immediate
-#   92.2 / 88.5, 91.1 / 92.3, 89.8 / 93.9%; the conversations' IER
-#   (immediate / final) 11.7 / 8.1, 12.2 / 7.7, 13.9 / 7.9%; with seed 1
-#   16.2 / 9.9, 15.2 / 8.8, 15.0 / 9.2%; the recorded one 24.8 / 5.0% at all
-#   three. 0.685 keeps identification above 95% and is no worse than 0.680
-#   anywhere but the seed-0 immediate IER (+0.5) and identification (-0.9
-#   final, -1.1 immediate); at 0.690 identification falls below 94%. The length
+#   Against 0.680, 0.685 names strangers less (leave one out, final labels
+#   unknown 90.6% against 86.8%) and does better on the held-out
+#   conversations (seed 1 IER 15.2 / 8.8% against 16.2 / 9.9%), for 0.9 point
+#   of identification (95.5%) and 0.5 of the seed-0 conversations' immediate
+#   IER (12.2%); from 0.6875 up, identification falls below 95%. The length
 #   terms are hmm.py's fit of the scores' 1/L law (refitting its shift to the
 #   new voiceprints, 0.03, raised immediate IER to 12.9%); beta 40 was chosen with the
 #   turn model over the conversation benchmark, the recorded conversation and
