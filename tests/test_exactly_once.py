@@ -80,6 +80,21 @@ def test_many_frames_in_order_each_once(tmp_path):
     assert stamps == [line(i)[:26] for i in range(1001)]
 
 
+def test_lines_that_are_not_one_frame_line_read_the_tail(tmp_path):
+    # Only a whole frame line is remembered: short lines, two lines at once
+    # and a line without its end behave as without the memory.
+    log = FrameLog(tmp_path)
+    assert log.append("a", "x\n", once=True) and log.append("a", "w\n", once=True)
+    assert not log.append("a", "x\n", once=True)
+    assert log.append("a", line(1), once=True)  # remembered: its tail holds "x", "w" and line 1
+    assert not log.append("a", "x\n", once=True)  # still read, not taken for a newer stamp
+    assert log.append("b", line(1) + line(2), once=True)
+    assert not log.append("b", line(2), once=True)
+    assert log.append("c", line(1), once=True) and log.append("c", line(2).rstrip("\n"), once=True)
+    assert log.append("c", line(3), once=True)  # the unfinished line is dropped, not glued to
+    assert (tmp_path / "c.txt").read_text() == line(1) + line(3)
+
+
 def _race(directory: str, worker: int, frames: int) -> None:
     log = FrameLog(directory)
     for i in range(frames):

@@ -52,7 +52,8 @@ class FrameLog:
     the line goes in without reading (an account's frames come to one worker,
     in order, so this is the usual case). Anything else - another writer, a
     fragment, an older or equal stamp, a rotated file - reads the tail as
-    before. The state includes the modification time because the size alone
+    before, as does a line that is not one frame line (one line, longer than its
+    stamp). The state includes the modification time because the size alone
     would come back if someone else truncated the file to below this line and
     wrote it up to the same length again.
     """
@@ -63,6 +64,17 @@ class FrameLog:
         # Joined as text: pathlib's joining was a quarter of an append's CPU.
         self._prefix = os.path.join(self.directory, "")
         self._appended: dict[str, _Appended] = {}  # read and written under the account's flock
+
+    def _remember(self, account: str, fd: int, newest: bytes) -> None:
+        """The file's state after a line went in. The line is there whatever
+        happens here: a state that cannot be read is only not remembered."""
+        try:
+            state = _state(fd)
+        except OSError:
+            return
+        if len(self._appended) >= MAX_REMEMBERED_ACCOUNTS:
+            self._appended.clear()
+        self._appended[account] = _Appended(state, newest)
 
     def path(self, account: str) -> Path:
         return Path(self._file(account))
@@ -86,7 +98,10 @@ class FrameLog:
             state = _state(fd)
             size = state[2]
             known = self._appended.pop(account, None)  # back once this line is in
-            if known is not None and known.state == state and (not once or stamp > known.newest):
+            # Only a frame's line - one line, longer than its stamp - is
+            # remembered or skips the read: anything else reads as before.
+            whole = len(data) > STAMP_CHARS and data.find(b"\n") == len(data) - 1
+            if whole and known is not None and known.state == state and (not once or stamp > known.newest):
                 newest = max(known.newest, stamp)
             else:
                 tail, start = _tail(fd, size)
@@ -96,9 +111,8 @@ class FrameLog:
                     return False
                 size, newest = start + len(tail), max(_newest_stamp(tail, start), stamp)
             append_whole(fd, data, size)
-            if len(self._appended) >= MAX_REMEMBERED_ACCOUNTS:
-                self._appended.clear()
-            self._appended[account] = _Appended(_state(fd), newest)
+            if whole:
+                self._remember(account, fd, newest)
             return True
         except OSError as exc:
             raise RecordWriteError("frame log", f"{account}.txt", exc) from exc
