@@ -125,7 +125,7 @@ class WorkerConfig:
                                        "least speech an enrollment needs", parse=SECONDS, group="speakers")
     speaker_lag_ms: int = option(
         1000, "--speaker-lag-ms", "SPEAKER_LAG_MS",
-        "how long after a frame its final speaker label comes (a segment event; 0: final = immediate)",
+        "how long after a frame its final speaker label comes (a segment event; up to 100: final = immediate)",
         parse=at_least(0, int, 1000), group="speakers")
     speaker_threshold: float | None = option(
         None, "--speaker-threshold", "SPEAKER_THRESHOLD",
