@@ -193,8 +193,8 @@ class SpeakerDecoder(Generic[Ref]):
                 self._settle(force=True, until=None if force else frame)
             following = self._pending[1] if len(self._pending) > 1 else None
             ends_run = following.after_gap if following is not None else self._gap > 0
-            label = frame.immediate if self.lag <= 0 and frame.immediate is not None else None
-            out.append(Final(frame.ref, label or self._smoothed(frame, smooth_until), frame.after_gap, ends_run))
+            label = (frame.immediate if self.lag <= 0 else None) or self._smoothed(frame, smooth_until)
+            out.append(Final(frame.ref, label, frame.after_gap, ends_run))
             self._pending.popleft()
         self._forget_windows()
         return out
