@@ -2,6 +2,8 @@
 HTTP ingest or a WebSocket) and /health."""
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from .console import console_page
@@ -23,6 +25,11 @@ async def root(request: web.Request) -> web.StreamResponse:
     return await ingest(request)
 
 
+def event_loop() -> str:
+    """The running loop's kind: uvloop or asyncio (--event-loop)."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
+
+
 async def health(request: web.Request) -> web.Response:
     """200 while any worker is in the ring, 503 otherwise; always JSON."""
     pool, traffic = request.app[POOL], request.app[TRAFFIC]
@@ -30,4 +37,4 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok" if up else "degraded", "workers": pool.status(),
                               "connections": len(traffic.sockets), "clients": traffic.clients,
                               "frames_in_flight": traffic.frames_in_flight,
-                              "database": pool.database_status()}, status=200 if up else 503)
+                              "database": pool.database_status(), "event_loop": event_loop()}, status=200 if up else 503)

@@ -24,3 +24,17 @@ def test_limits_from_environment_variables(monkeypatch):
     assert worker_args(["--accepted-rates", "44100"]).accepted_rates == (44100,)  # flags win
     with pytest.raises(SystemExit):
         worker_args(["--accepted-rates", "8k"])
+
+
+def test_event_loop_is_uvloop_unless_asyncio_is_named(monkeypatch, capsys):
+    assert balancer_args([]).event_loop == "uvloop"
+    assert balancer_args(["--event-loop", "asyncio"]).event_loop == "asyncio"
+    monkeypatch.setenv("EVENT_LOOP", "asyncio")
+    assert balancer_args([]).event_loop == "asyncio"
+    with pytest.raises(SystemExit):
+        balancer_args(["--event-loop", "trio"])
+    assert "invalid choice: 'trio'" in capsys.readouterr().err
+    monkeypatch.setenv("EVENT_LOOP", "trio")
+    with pytest.raises(SystemExit):
+        balancer_args([])
+    assert "EVENT_LOOP: choose from uvloop, asyncio" in capsys.readouterr().err

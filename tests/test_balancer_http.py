@@ -81,7 +81,8 @@ def test_root_health_and_errors_are_json():
     assert "new WebSocket(" in script
     assert list(workers.values()) == ["up", "down"] and next(iter(workers)) == worker.url
     assert health == (200, {"status": "ok", "workers": workers, "connections": 0, "clients": 0,
-                            "frames_in_flight": 0, "database": {}})
+                            "frames_in_flight": 0, "database": {},
+                            "event_loop": "asyncio"})  # the test's own loop
     assert not_found == (404, {"error": "Not Found"})
     assert not_allowed == (405, {"error": "Method Not Allowed"})
     assert get_embed == (405, {"error": "Method Not Allowed"})

@@ -47,13 +47,17 @@ async def refuses_connections(url: str) -> bool:
         return True
 
 
-def test_balancer_sigterm_answers_the_frame_in_flight_then_closes(vad_system, sources):
-    system = vad_system(n_workers=1, balancer_args=["--forward-timeout", "60", "--shutdown-timeout", "30"])
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_balancer_sigterm_answers_the_frame_in_flight_then_closes(vad_system, sources, event_loop):
+    """On either --event-loop: SIGTERM's handler is the loop's own (uvloop's differs from asyncio's)."""
+    system = vad_system(n_workers=1, balancer_args=["--forward-timeout", "60", "--shutdown-timeout", "30",
+                                                    "--event-loop", event_loop])
     worker, balancer = system.workers[0], system.balancer
     frame = sources[0][5]
 
     async def go():
         async with aiohttp.ClientSession() as session:
+            assert (await health(session, system.url))["event_loop"] == event_loop
             busy = await session.ws_connect(system.ws_url)
             idle = await session.ws_connect(system.ws_url)
             group_signal(worker, signal.SIGSTOP)  # the frame will wait at the worker

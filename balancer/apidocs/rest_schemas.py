@@ -159,5 +159,7 @@ REST_SCHEMAS: dict[str, Schema] = {
         "database": {"type": "object", "additionalProperties": {"type": "object"},
                      "description": "Per worker URL, what its last /health said of its database: "
                                     "{\"mode\": \"embedded\"} or the shared PostgreSQL's state."},
+        "event_loop": {"type": "string", "enum": ["uvloop", "asyncio"],
+                       "description": "The balancer's event loop (--event-loop)."},
     }),
 }
