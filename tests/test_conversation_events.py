@@ -9,7 +9,9 @@ replies and of CLOSE's answer (voicestream/events.py, docs/protocol.md#events).
 - final labels within the lag: a segment comes in the reply of a frame at
   most --speaker-lag-ms after its last frame (the default 1000 and 300), or
   in the answer to CLOSE, which flushes the rest;
-- the segments file lists exactly the segment events;
+- the segments file lists exactly the segment events; with --database
+  (a real PostgreSQL), so do the segments table and every frame's row (the
+  final label of the segment that covers it);
 - HTTP ingest: the events in the replies, and the last labels in the record
   once the balancer closed the idle stream;
 - a retried frame the worker answers as a duplicate keeps its events;
@@ -32,6 +34,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import psycopg
 import pytest
 
 from balancer.forward import forward_frame
@@ -47,6 +50,7 @@ from voicestream.wav import encode_wav
 from voicetools.cluster import System, wait_until
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["pg"]  # pg_url: a real PostgreSQL for the --database test
 
 FRAME_MS = 100
 DEFAULT_LAG_MS = 1000  # the worker's --speaker-lag-ms default
@@ -243,6 +247,44 @@ def test_a_conversations_events_come_once_in_order_within_the_lag_and_close_flus
     lines = segments_file(system, account)
     assert len(lines) == len(segments) and len({line["stream"] for line in lines}) == 1
     assert all(same_segment(e, line) for e, line in zip(segments, lines, strict=True)), (segments, lines)
+
+
+def test_with_a_database_the_rows_and_the_segments_table_agree_with_the_events(
+        pg_url: str, tmp_path: Path, conversation: Conversation) -> None:
+    """A real balancer and a --database worker: the PostgreSQL record of the
+    conversation holds exactly what its client was told."""
+    account = "talkdb"
+    with ge2e_system(tmp_path, n_workers=1, worker_args=["--database", pg_url]) as system:
+        enroll_both(system, account, conversation)
+        session = asyncio.run(stream_session(system.ws_url, account, conversation.frames(), conversation.rate))
+        lines = segments_file(system, account)
+    replies = session.replies
+    assert [r.get("error") for r in replies] == [None] * len(replies)
+    segments = segments_of(arrivals(replies, session.closed))
+    check_segments(segments, {r["seq"]: r for r in replies})
+    assert len({s["speaker"] for s in segments}) == 2, "both speakers named"
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT seq, stream, voice, final_speaker, final_score FROM frames WHERE account = %s "
+                            "ORDER BY seq", (account,)).fetchall()
+        table = conn.execute("SELECT speaker, score, start_seq, end_seq, frames, stream FROM segments "
+                             "WHERE account = %s ORDER BY end_stamp", (account,)).fetchall()
+    (stream,) = {line["stream"] for line in lines}
+    # Every frame has its row, and a voiced frame the final label of the segment that covers it.
+    covering = {seq: s for s in segments for seq in range(s["start_seq"], s["end_seq"] + 1)}
+    assert [(seq, row_stream) for seq, row_stream, *_ in rows] == [(r["seq"], stream) for r in replies]
+    for seq, _, voice, final_speaker, final_score in rows:
+        segment = covering.get(seq)
+        expected = (None, None) if segment is None else (segment["speaker"], two_places(segment["score"]))
+        assert (final_speaker, two_places(final_score)) == expected, (seq, voice)
+    # The segments table and file: exactly the segment events, in order.
+    assert [(speaker, two_places(score), first, last, frames, row_stream)
+            for speaker, score, first, last, frames, row_stream in table] == \
+        [(s["speaker"], two_places(s["score"]), s["start_seq"], s["end_seq"], s["frames"], stream) for s in segments]
+    assert len(lines) == len(segments) and all(same_segment(e, line) for e, line in zip(segments, lines, strict=True))
+
+
+def two_places(score: float | None) -> str | None:
+    return None if score is None else f"{score:.2f}"
 
 
 def test_http_ingest_gets_events_in_its_replies_and_its_last_labels_in_the_record(

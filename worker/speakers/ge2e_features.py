@@ -67,7 +67,7 @@ def mel_spectrogram(wav: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 def mel_of_frames(frames: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """(frames, n_mels) power mel of (frames, n_fft) sample windows: one
-    recording's (mel_spectrogram) or a stream's new frames (streaming.py)."""
+    recording's (mel_spectrogram) or a stream's new frames (windows.py)."""
     power = np.abs(np.fft.rfft(frames * _HANN, axis=1)) ** 2
     return (power @ basis.T).astype(np.float32)
 
