@@ -7,8 +7,9 @@ replies and of CLOSE's answer (voicestream/events.py, docs/protocol.md#events).
   alternate with the replies' voice; speaker_change where the replies'
   speaker changes;
 - final labels within the lag: a segment comes in the reply of a frame at
-  most --speaker-lag-ms after its last frame (the default 1000 and 300), or
-  in the answer to CLOSE, which flushes the rest;
+  most --speaker-lag-ms after its last frame (the default 1000 and 300), and
+  not before its look-ahead (the lag less one frame), or in the answer to
+  CLOSE, which flushes the rest;
 - the segments file lists exactly the segment events; with --database
   (a real PostgreSQL), so do the segments table and every frame's row (the
   final label of the segment that covers it);
@@ -242,6 +243,9 @@ def test_a_conversations_events_come_once_in_order_within_the_lag_and_close_flus
     assert in_replies, "final labels come in the replies"
     late = [(arrived, end) for arrived, end in in_replies if not end < arrived <= end + lag // FRAME_MS]
     assert late == [], f"segments (reply seq, end_seq) outside {lag} ms"
+    # ...and never before its look-ahead: the lag less the one frame that tells whether the segment ends.
+    early = [(arrived, end) for arrived, end in in_replies if arrived < end + lag // FRAME_MS - 1]
+    assert early == [], "segments (reply seq, end_seq) final before their look-ahead"
 
     # The record: the segments file lists exactly the events, for this stream.
     lines = segments_file(system, account)
