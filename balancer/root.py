@@ -37,4 +37,5 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok" if up else "degraded", "workers": pool.status(),
                               "connections": len(traffic.sockets), "clients": traffic.clients,
                               "frames_in_flight": traffic.frames_in_flight,
-                              "database": pool.database_status(), "event_loop": event_loop()}, status=200 if up else 503)
+                              "database": pool.database_status(), "event_loop": event_loop()},
+                             status=200 if up else 503)
