@@ -108,9 +108,10 @@ class BalancerConfig:
         "", SECRET_FLAG, SECRET_ENV,
         "secret sent to every worker (Authorization: Bearer), the same as the workers'; never a client's "
         "token; prefer the variable (ps shows flags)", parse=parse_secret, group="security")
-    # uvloop (libuv) against asyncio's own loop, a least aiohttp WebSocket server (receive a frame's
-    # text and binary messages, send a JSON reply), 100 streams, alternating: 0.16 and 0.16 ms of CPU
-    # per frame against 0.25 and 0.28 ms (docs/performance.md).
+    # uvloop (libuv) against asyncio's own loop, 100 streams, alternating: a least aiohttp WebSocket
+    # server (receive a frame's text and binary messages, send a JSON reply) 0.16 ms of CPU per frame
+    # against 0.25-0.28, more than silero's floor; the balancer 0.31-0.38 against 0.43-0.44
+    # (docs/performance.md, "The balancer's event loop").
     event_loop: str = option("uvloop", "--event-loop", "EVENT_LOOP",
                              "uvloop (libuv, the cheaper per message) or asyncio (the standard library's)",
                              choices=EVENT_LOOPS, group="general")
