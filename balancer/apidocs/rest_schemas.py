@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import EVENT_LOOPS
 from .schemas import ACCOUNT, FRAME_TIME, SPEAKER_NAME, Schema
 
 
@@ -159,7 +160,7 @@ REST_SCHEMAS: dict[str, Schema] = {
         "database": {"type": "object", "additionalProperties": {"type": "object"},
                      "description": "Per worker URL, what its last /health said of its database: "
                                     "{\"mode\": \"embedded\"} or the shared PostgreSQL's state."},
-        "event_loop": {"type": "string", "enum": ["uvloop", "asyncio"],
+        "event_loop": {"type": "string", "enum": list(EVENT_LOOPS),
                        "description": "The balancer's event loop (--event-loop)."},
     }),
 }
