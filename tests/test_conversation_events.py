@@ -46,6 +46,7 @@ from balancer.routing import rank_workers
 from balancer.workers import WorkerPool
 from speaker_helpers import call, ge2e_system, real_conversation
 from test_api_docs import payload_validator
+from test_segment_record import format_score
 from voicestream.segments import parse_segment
 from voicestream.wav import encode_wav
 from voicetools.cluster import System, wait_until
@@ -278,17 +279,13 @@ def test_with_a_database_the_rows_and_the_segments_table_agree_with_the_events(
     assert [(seq, row_stream) for seq, row_stream, *_ in rows] == [(r["seq"], stream) for r in replies]
     for seq, _, voice, final_speaker, final_score in rows:
         segment = covering.get(seq)
-        expected = (None, None) if segment is None else (segment["speaker"], two_places(segment["score"]))
-        assert (final_speaker, two_places(final_score)) == expected, (seq, voice)
+        expected = (None, None) if segment is None else (segment["speaker"], format_score(segment["score"]))
+        assert (final_speaker, format_score(final_score)) == expected, (seq, voice)
     # The segments table and file: exactly the segment events, in order.
-    assert [(speaker, two_places(score), first, last, frames, row_stream)
+    assert [(speaker, format_score(score), first, last, frames, row_stream)
             for speaker, score, first, last, frames, row_stream in table] == \
-        [(s["speaker"], two_places(s["score"]), s["start_seq"], s["end_seq"], s["frames"], stream) for s in segments]
+        [(s["speaker"], format_score(s["score"]), s["start_seq"], s["end_seq"], s["frames"], stream) for s in segments]
     assert len(lines) == len(segments) and all(same_segment(e, line) for e, line in zip(segments, lines, strict=True))
-
-
-def two_places(score: float | None) -> str | None:
-    return None if score is None else f"{score:.2f}"
 
 
 def test_http_ingest_gets_events_in_its_replies_and_its_last_labels_in_the_record(
